@@ -1,0 +1,131 @@
+"""The ``segwatch`` console script: the core's commands plus those that talk to services."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from detector.cli import app
+from streams.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+_out = Console()
+_err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (default: $SEGWATCH_CONFIG). Environment wins over it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except SettingsError as exc:
+        _err.print(f"[red]configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+topics_app = typer.Typer(help="Create and list the pipeline's Kafka topics.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+
+
+@topics_app.command("create")
+def topics_create(config: ConfigOption = None) -> None:
+    """Create the pipeline's topics that are missing (idempotent) and print them all.
+
+    Partitions and replication come from `topics.partitions` and
+    `topics.replication_factor` (SEGWATCH_TOPICS__PARTITIONS, ...).
+    `segmentation.model` is compacted and has one partition.
+    """
+    from confluent_kafka import KafkaException
+
+    from streams.topics import ensure_topics, pipeline_topics
+
+    settings = _settings(config)
+    try:
+        results = ensure_topics(settings.kafka, pipeline_topics(settings.topics))
+    except KafkaException as exc:
+        _err.print(
+            f"[red]Kafka at {settings.kafka.bootstrap_servers} refused:[/red] {escape(str(exc))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"topics on {settings.kafka.bootstrap_servers}:")
+    for r in results:
+        cfg = " ".join(f"{k}={v}" for k, v in r.spec.config.items())
+        note = f" ({r.note})" if r.note else ""
+        typer.echo(
+            f"  {r.spec.name:<22} {r.outcome:<8} partitions={r.partitions:<3} "
+            f"{cfg:<22} {r.spec.purpose}{note}"
+        )
+
+
+@topics_app.command("list")
+def topics_list(config: ConfigOption = None) -> None:
+    """List the cluster's topics and their partition counts."""
+    from streams.topics import list_topics
+
+    settings = _settings(config)
+    for name, partitions in list_topics(settings.kafka).items():
+        typer.echo(f"{name}\t{partitions}")
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+) -> None:
+    """Print the effective configuration (file + environment + defaults), secrets masked."""
+    settings = _settings(config)
+    data: dict[str, Any] = json.loads(settings.model_dump_json())  # SecretStr dumps as '**********'
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@app.command("status")
+def status(config: ConfigOption = None) -> None:
+    """Check that Kafka and Elasticsearch answer, and list the pipeline's topics.
+
+    Exits 1 if either service does not answer.
+    """
+    from streams.health import check_elasticsearch, check_kafka
+
+    settings = _settings(config)
+    ok = True
+    for name, (healthy, detail) in (
+        ("kafka", check_kafka(settings.kafka)),
+        ("elasticsearch", check_elasticsearch(settings.elasticsearch)),
+    ):
+        ok &= healthy
+        mark = "[green]up[/green]" if healthy else "[red]DOWN[/red]"
+        _out.print(f"{name:<14} {mark}  {escape(detail)}", soft_wrap=True)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``segwatch`` console script."""
+    app(prog_name="segwatch")
+
+
+if __name__ == "__main__":
+    main()

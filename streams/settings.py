@@ -1,0 +1,170 @@
+"""Configuration of every I/O component, validated once at the edge.
+
+Values come, highest priority first, from keyword arguments, ``SEGWATCH_*``
+environment variables (nested with ``__``, e.g.
+``SEGWATCH_KAFKA__BOOTSTRAP_SERVERS``), a YAML file named by ``SEGWATCH_CONFIG``
+(or passed as ``config_file``), and the defaults below, which match the local
+stack started by ``make services-up``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = [
+    "ElasticsearchSettings",
+    "KafkaSettings",
+    "Settings",
+    "SettingsError",
+    "TopicSettings",
+    "load_settings",
+]
+
+FAMILIES: tuple[str, ...] = ("vpcflow", "calico", "iptables")
+
+_config_file: ContextVar[Path | None] = ContextVar("segwatch_config_file", default=None)
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    client_id: str = "segwatch"
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka configuration (confluent-kafka) for these settings."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        return conf
+
+
+class TopicSettings(BaseModel):
+    """Names and layout of the pipeline's topics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raw_prefix: str = "flows.raw."
+    families: tuple[str, ...] = FAMILIES
+    events: str = "flows.events"
+    alerts: str = "flows.alerts"
+    dlq: str = "flows.dlq"
+    model: str = "segmentation.model"
+    partitions: int = Field(default=3, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+
+    def raw(self, family: str) -> str:
+        """The raw-input topic of one log family, e.g. ``flows.raw.vpcflow``."""
+        return f"{self.raw_prefix}{family}"
+
+
+class ElasticsearchSettings(BaseModel):
+    """How to reach Elasticsearch."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = "http://127.0.0.1:9200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
+        kwargs: dict[str, Any] = {"hosts": [self.url], "request_timeout": self.timeout}
+        if self.api_key is not None:
+            kwargs["api_key"] = self.api_key.get_secret_value()
+        elif self.username is not None and self.password is not None:
+            kwargs["basic_auth"] = (self.username, self.password.get_secret_value())
+        if self.ca_certs is not None:
+            kwargs["ca_certs"] = str(self.ca_certs)
+        return kwargs
+
+
+class Settings(BaseSettings):
+    """segwatch's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return (*sources, file_secret_settings)
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names the file (if any) and the field."""
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Load the settings, reading ``config_file`` (or ``$SEGWATCH_CONFIG``) if given.
+
+    :param config_file: a YAML file whose keys mirror :class:`Settings`.
+    :raises SettingsError: the file is missing or unreadable, or a value is invalid.
+    """
+    env_file = os.environ.get("SEGWATCH_CONFIG")
+    path = config_file or (Path(env_file) if env_file else None)
+    where = f"{path}: " if path else "environment: "
+    if path is not None and not path.is_file():
+        raise SettingsError(f"configuration file {path} does not exist")
+    token = _config_file.set(path)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(where + problems) from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{where}not valid YAML: {exc}") from None
+    finally:
+        _config_file.reset(token)
