@@ -1,0 +1,56 @@
+"""Community ID v1 flow hashing (https://github.com/corelight/community-id-spec).
+
+The same flow gets the same ID whichever side reported it and whichever tool
+computed it (Zeek, Suricata, Elastic's ``community_id`` processor, Hubble).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import struct
+
+__all__ = ["community_id"]
+
+_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10}
+_ICMP6_PAIRS = {
+    128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135,
+    130: 131, 131: 130, 144: 145, 145: 144,
+}  # fmt: skip
+_PORT_PROTOCOLS = frozenset((6, 17, 132))
+_PACK_PORTS = struct.Struct("!HH").pack
+
+
+def community_id(
+    src_ip: str, dst_ip: str, proto: int, src_port: int | None, dst_port: int | None, seed: int = 0
+) -> str | None:
+    """Return ``"1:<base64 sha1>"`` for the flow, or None if an address is not an IP.
+
+    For ICMP and ICMPv6, ``src_port`` is the type and ``dst_port`` the code,
+    as flow logs report them.
+    """
+    try:
+        family = socket.AF_INET6 if ":" in src_ip else socket.AF_INET
+        src = socket.inet_pton(family, src_ip)
+        dst = socket.inet_pton(family, dst_ip)
+    except (OSError, ValueError):
+        return None
+    one_way = False
+    if proto in (1, 58) and src_port is not None:
+        pairs = _ICMP4_PAIRS if proto == 1 else _ICMP6_PAIRS
+        icmp_type, code = src_port, dst_port or 0
+        counterpart = pairs.get(icmp_type)
+        if counterpart is None:
+            one_way = True
+            src_port, dst_port = icmp_type, code
+        else:
+            src_port, dst_port = icmp_type, counterpart
+    elif proto not in _PORT_PROTOCOLS:
+        src_port = dst_port = None
+    if not one_way and (src, src_port or 0) > (dst, dst_port or 0):
+        src, dst, src_port, dst_port = dst, src, dst_port, src_port
+    data = struct.pack("!H", seed) + src + dst + bytes((proto, 0))
+    if src_port is not None and dst_port is not None:
+        data += _PACK_PORTS(src_port, dst_port)
+    return "1:" + base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode()

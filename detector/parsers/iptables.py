@@ -1,0 +1,307 @@
+"""iptables / nftables LOG records (netfilter's kernel log format) -> ECS flow events.
+
+Accepted wrappings of the kernel line ``PREFIX IN=.. OUT=.. MAC=.. SRC=.. DST=..
+LEN=.. PROTO=.. SPT=.. DPT=..``:
+
+- bare, as ``dmesg`` prints it (optionally after a ``[uptime]`` stamp);
+- RFC 3164 syslog (``<PRI>Mmm dd hh:mm:ss host kernel: ...``, year and zone
+  from the options) and RFC 3339-stamped syslog (``2021-03-12T14:10:18Z host ...``);
+- RFC 5424 syslog (``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG``);
+- JSON: journald's export (``MESSAGE``, ``__REALTIME_TIMESTAMP``, ``_HOSTNAME``)
+  and shippers' ``{"message": ..., "@timestamp": ...}`` documents.
+
+The log prefix (``DROP-IN:``, ``[wan-lan-default-D]``, ``calico-packet:``) is
+kept in ``iptables.prefix``, gives ``event.action`` and, through the options'
+prefix table, whether the packet was allowed or denied. Ubiquiti EdgeOS rule
+prefixes ``[ruleset-rule-A|D|R]`` are understood as such. A record without a
+timestamp (bare kernel lines) is stamped with the reference time ("now").
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from detector.errors import ParseError
+from detector.parsers import _envelope
+from detector.parsers._common import (
+    FieldError,
+    FlowEvent,
+    ParseOptions,
+    ParseResult,
+    add_endpoints,
+    base_event,
+    check_datetime,
+    check_raw,
+    disposition_from_prefix,
+    iso_datetime,
+    parse_int,
+    parse_bsd_time,
+    parse_ip,
+    parse_rfc3339,
+    protocol,
+    to_bytes,
+)
+
+__all__ = ["IptablesParser", "parse_kernel_line"]
+
+FAMILY = "iptables"
+
+_SYSLOG = re.compile(
+    r"""^(?:<(?P<pri>\d{1,3})>)?
+    (?:(?P<v5424>1)\ )?
+    (?:(?P<bsd>[A-Z][a-z]{2}\ [\ \d]\d\ \d{2}:\d{2}:\d{2})
+      |(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)
+    )?\ *""",
+    re.VERBOSE,
+)
+_IN_FIELD = re.compile(r"(?:^|[\s\]:])(?P<in>IN=)")
+_UPTIME = re.compile(r"\[\s*\d+\.\d+\]\s*")
+_UBIQUITI = re.compile(r"^\[(?P<set>[^\]]+)-(?P<rule>default|\d+)-(?P<act>[ADR])\]$")
+_UBIQUITI_ACTIONS = {"A": ("accept", "allowed"), "D": ("drop", "denied"), "R": ("reject", "denied")}
+_PREFIX_WORDS = frozenset(("iptables", "ip6tables", "nftables", "nft", "kernel:"))
+_TCP_FLAGS = frozenset(("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN"))
+_FRAGMENT_FLAGS = frozenset(("CE", "DF", "MF"))
+
+
+class IptablesParser:
+    """Parses netfilter LOG records; stateless, one instance can serve any stream."""
+
+    family = FAMILY
+
+    def __init__(self, options: ParseOptions | None = None) -> None:
+        self.options = options or ParseOptions()
+
+    def parse(self, raw: bytes | str) -> list[ParseResult]:
+        """One raw record -> one event (or none for a blank line, or an error)."""
+        return parse_record(raw, self.options, FAMILY)
+
+
+def parse_record(raw: bytes | str, opts: ParseOptions, family: str) -> list[ParseResult]:
+    """Shared with the Calico family, whose open-source deny logs are LOG records."""
+    data = to_bytes(raw)
+    text = check_raw(data, family, opts)
+    if isinstance(text, ParseError):
+        return [text]
+    if not text.strip():
+        return []
+    inner: _envelope.Inner | None = None
+    if text[:1] == "{":
+        try:
+            inners = _envelope.unwrap_json(_envelope.loads(text))
+        except _envelope.EnvelopeError as exc:
+            return [ParseError(family, f"JSON envelope {exc}", data)]
+        if not inners or len(inners) != 1:
+            return [ParseError(family, "JSON record has no 'message' or 'MESSAGE' field", data)]
+        inner = inners[0]
+    try:
+        return [parse_kernel_line(inner.text if inner else text, opts, family, inner,
+                                  original=text)]
+    except FieldError as exc:
+        return [ParseError(family, exc.reason, data, exc.position)]
+
+
+def parse_kernel_line(
+    line: str,
+    opts: ParseOptions,
+    family: str = FAMILY,
+    inner: _envelope.Inner | None = None,
+    original: str | None = None,
+) -> FlowEvent:
+    """One LOG line (with or without a syslog header) -> an event.
+
+    :raises FieldError: the line is not a complete LOG record.
+    """
+    m = _IN_FIELD.search(line)
+    start = m.start("in") if m else -1
+    if start < 0 or " SRC=" not in line[start:]:
+        raise FieldError(
+            "not a complete netfilter LOG record: no IN=... SRC=... fields "
+            "(truncated, or not an iptables/nftables LOG line)"
+        )
+    header, body = line[:start], line[start:]
+    fields, flags = _fields(body)
+    when, host, pri, prefix = _header(header, opts, bare=inner is not None)
+    if when is None and inner is not None:
+        when = inner.timestamp
+    if when is None:
+        when = datetime.fromtimestamp(opts.reference_time, UTC)
+    check_datetime(when, "timestamp", opts)
+
+    action, disposition, rule = _action(prefix, opts)
+    ev = base_event(family, iso_datetime(when), disposition,
+                    (original or line) if opts.keep_original else None)
+    if action:
+        ev["event"]["action"] = action
+
+    proto_name = fields.get("PROTO")
+    proto = protocol(proto_name, "PROTO")[0] if proto_name else None
+    src = parse_ip(fields.get("SRC", ""), "SRC")
+    dst = parse_ip(fields.get("DST", "") or "", "DST")
+    sport = dport = None
+    if proto in (6, 17, 132, 136):
+        sport = _port(fields, "SPT")
+        dport = _port(fields, "DPT")
+    elif proto in (1, 58) and "TYPE" in fields:
+        sport = parse_int(fields["TYPE"], "TYPE", 0, 255)
+        dport = parse_int(fields.get("CODE", "0"), "CODE", 0, 255)
+    # ECS ports are for port protocols; ICMP type/code only feed the community id
+    add_endpoints(ev, src, dst, proto, sport, dport)
+    if proto in (1, 58):
+        for side in ("source", "destination"):
+            ev[side].pop("port", None)
+
+    in_dev, out_dev = fields.get("IN", ""), fields.get("OUT", "")
+    net = ev.setdefault("network", {})
+    net["direction"] = "ingress" if in_dev and not out_dev else (
+        "egress" if out_dev and not in_dev else "unknown")
+    observer: dict[str, Any] = {}
+    if host or (inner and inner.host):
+        observer["name"] = host or (inner.host if inner else None)
+    if in_dev:
+        observer["ingress"] = {"interface": {"name": in_dev}}
+    if out_dev:
+        observer["egress"] = {"interface": {"name": out_dev}}
+    ipt = _iptables_fields(fields, flags, proto, prefix, ev)
+    if rule is not None:
+        ev["rule"] = {"name": rule[0], "id": rule[1]}
+        ipt["ubiquiti"] = {"rule_set": rule[0], "rule_number": rule[1]}
+        zones = rule[0].split("-")
+        if len(zones) == 2:
+            ipt["ubiquiti"].update(input_zone=zones[0], output_zone=zones[1])
+            observer.setdefault("ingress", {})["zone"] = zones[0]
+            observer.setdefault("egress", {})["zone"] = zones[1]
+    if observer:
+        ev["observer"] = observer
+    if pri is not None:
+        ev["log"] = {"syslog": {"priority": pri}}
+    ev["iptables"] = ipt
+    return ev
+
+
+def _fields(body: str) -> tuple[dict[str, str], list[str]]:
+    """KEY=VALUE pairs and bare flags; a quoted ICMP-error packet ``[SRC=..]`` is skipped.
+
+    A key seen twice keeps its first value, except the transport header's own
+    ``LEN`` (UDP) and ``ID`` (ICMP), kept as ``ULEN`` / ``ICMPID``.
+    """
+    quoted = body.find(" [")
+    if quoted >= 0:
+        body = body[:quoted]
+    fields: dict[str, str] = {}
+    flags: list[str] = []
+    for token in body.split():
+        key, eq, value = token.partition("=")
+        if not eq:
+            flags.append(token)
+        elif key not in fields:
+            fields[key] = value
+        elif key == "LEN":
+            fields["ULEN"] = value
+        elif key == "ID":
+            fields["ICMPID"] = value
+    return fields, flags
+
+
+def _header(
+    header: str, opts: ParseOptions, bare: bool
+) -> tuple[datetime | None, str | None, int | None, str]:
+    """(time, host, syslog priority, log prefix) from the text before ``IN=``."""
+    if bare:  # journald / shipper message: the text is the kernel's own
+        return None, None, None, _UPTIME.sub("", header).strip()
+    m = _SYSLOG.match(header)
+    assert m is not None  # every group is optional
+    pri = int(m["pri"]) if m["pri"] else None
+    when = None
+    if m["bsd"]:
+        when = parse_bsd_time(m["bsd"], opts)
+    elif m["iso"]:
+        when = parse_rfc3339(m["iso"], opts.tz)
+        if when is None:
+            raise FieldError(f"timestamp {m['iso']!r} is not a valid date", "timestamp")
+    rest = header[m.end():]
+    host = None
+    if m["v5424"]:
+        parts = rest.split(" ", 5)  # HOST APP PROCID MSGID SD MSG
+        host = parts[0] if parts and parts[0] != "-" else None
+        rest = parts[5] if len(parts) == 6 else ""
+    elif "kernel:" in rest:
+        before, _, rest = rest.partition("kernel:")
+        host = before.split()[-1] if before.split() else None
+    elif when is not None and (words := rest.split()) and len(words) > 1:
+        host, rest = words[0], rest.split(None, 1)[1]
+    prefix = _UPTIME.sub("", rest).strip()
+    return when, host, pri, prefix
+
+
+def _action(prefix: str, opts: ParseOptions) -> tuple[str | None, str, tuple[str, str] | None]:
+    """(event.action, disposition, Ubiquiti (rule set, rule number)) from the prefix."""
+    m = _UBIQUITI.match(prefix)
+    if m:
+        action, disposition = _UBIQUITI_ACTIONS[m["act"]]
+        return action, disposition, (m["set"], m["rule"])
+    words = [w for w in prefix.rstrip(":").split() if w.lower() not in _PREFIX_WORDS]
+    action = re.sub(r"[^a-z0-9]+", "_", " ".join(words).lower()).strip("_") or None
+    return action, disposition_from_prefix(prefix, opts), None
+
+
+def _port(fields: dict[str, str], key: str) -> int | None:
+    value = fields.get(key)
+    return parse_int(value, key, 0, 65535) if value is not None else None
+
+
+def _iptables_fields(
+    fields: dict[str, str], flags: list[str], proto: int | None, prefix: str, ev: FlowEvent
+) -> dict[str, Any]:
+    """The packet's header fields under iptables.*, and the MACs under source/destination."""
+    ipt: dict[str, Any] = {"input_device": fields.get("IN", ""),
+                           "output_device": fields.get("OUT", "")}
+    if prefix:
+        ipt["prefix"] = prefix
+    mac = fields.get("MAC", "").split(":")
+    if len(mac) >= 14 and all(len(b) == 2 for b in mac[:14]):
+        ev["destination"]["mac"] = "-".join(mac[0:6]).upper()
+        ev["source"]["mac"] = "-".join(mac[6:12]).upper()
+        try:
+            ipt["ether_type"] = int(mac[12] + mac[13], 16)
+        except ValueError:
+            raise FieldError(f"MAC ether type {mac[12]}:{mac[13]} is not hex", "MAC") from None
+    # header fields only describe the packet: bounds are loose, so an odd value
+    # (Elastic's sample has ICMP ID=98765) never costs the flow itself
+    for key, name, hi in (("LEN", "length", 65535), ("TTL", "ttl", 255), ("ID", "id", 2**32 - 1),
+                          ("HOPLIMIT", "hop_limit", 255), ("FLOWLBL", "flow_label", 0xFFFFF)):
+        if key in fields:
+            ipt[name] = parse_int(fields[key], key, 0, hi)
+    for key, name in (("TOS", "tos"), ("PREC", "precedence_bits"), ("TC", "traffic_class"),
+                      ("MARK", "mark")):
+        if key in fields:
+            ipt[name] = _hex_or_int(fields[key], key)
+    frag = [f for f in flags if f in _FRAGMENT_FLAGS]
+    if frag:
+        ipt["fragment_flags"] = frag
+    if proto == 6:
+        tcp: dict[str, Any] = {"flags": [f for f in flags if f in _TCP_FLAGS]}
+        if "WINDOW" in fields:
+            tcp["window"] = parse_int(fields["WINDOW"], "WINDOW", 0, 2**32 - 1)
+        if "RES" in fields:
+            tcp["reserved_bits"] = _hex_or_int(fields["RES"], "RES")
+        ipt["tcp"] = tcp
+    elif proto in (17, 136) and "ULEN" in fields:
+        ipt["udp"] = {"length": parse_int(fields["ULEN"], "LEN", 0, 65535)}
+    elif proto in (1, 58):
+        icmp: dict[str, Any] = {}
+        for key, name in (("TYPE", "type"), ("CODE", "code"), ("ICMPID", "id"), ("SEQ", "seq")):
+            if key in fields:
+                icmp[name] = parse_int(fields[key], key.removeprefix("ICMP"), 0, 2**32 - 1)
+        ipt["icmp"] = icmp
+    elif proto == 50 and "SPI" in fields:
+        ipt["esp"] = {"spi": _hex_or_int(fields["SPI"], "SPI")}
+    return ipt
+
+
+def _hex_or_int(value: str, key: str) -> int:
+    try:
+        return int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        raise FieldError(f"{key} is {value[:20]!r}, expected a number", key) from None
