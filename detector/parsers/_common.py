@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from detector.communityid import community_id
 from detector.definitions import IANA_PROTOCOLS, PROTOCOL_NUMBERS, Disposition
-from detector.errors import ParseError
+from detector.errors import DetectorError, ParseError
 
 __all__ = [
     "DEFAULT_PREFIX_ACTIONS",
@@ -79,7 +79,7 @@ class ParseOptions:
         return ZoneInfo(self.syslog_timezone)
 
 
-class FieldError(Exception):
+class FieldError(DetectorError):
     """Raised inside a parser for one bad field; the parser turns it into a ParseError.
 
     ``position`` is the field's name; the parser may rewrite it with the

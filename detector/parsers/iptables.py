@@ -57,6 +57,7 @@ _SYSLOG = re.compile(
     re.VERBOSE,
 )
 _IN_FIELD = re.compile(r"(?:^|[\s\]:])(?P<in>IN=)")
+_HEX_BYTE = re.compile(r"[0-9A-Fa-f]{2}")
 _UPTIME = re.compile(r"\[\s*\d+\.\d+\]\s*")
 _UBIQUITI = re.compile(r"^\[(?P<set>[^\]]+)-(?P<rule>default|\d+)-(?P<act>[ADR])\]$")
 _UBIQUITI_ACTIONS = {"A": ("accept", "allowed"), "D": ("drop", "denied"), "R": ("reject", "denied")}
@@ -260,13 +261,13 @@ def _iptables_fields(
     if prefix:
         ipt["prefix"] = prefix
     mac = fields.get("MAC", "").split(":")
-    if len(mac) >= 14 and all(len(b) == 2 for b in mac[:14]):
+    if len(mac) >= 14 and all(_HEX_BYTE.fullmatch(b) for b in mac[:14]):
+        # destination MAC, source MAC, ether type; any further bytes are the IP header
         ev["destination"]["mac"] = "-".join(mac[0:6]).upper()
         ev["source"]["mac"] = "-".join(mac[6:12]).upper()
-        try:
-            ipt["ether_type"] = int(mac[12] + mac[13], 16)
-        except ValueError:
-            raise FieldError(f"MAC ether type {mac[12]}:{mac[13]} is not hex", "MAC") from None
+        ipt["ether_type"] = int(mac[12] + mac[13], 16)
+    elif "MAC" in fields:
+        ipt["mac"] = fields["MAC"]  # not the Ethernet layout: kept as written
     # header fields only describe the packet: bounds are loose, so an odd value
     # (Elastic's sample has ICMP ID=98765) never costs the flow itself
     for key, name, hi in (("LEN", "length", 65535), ("TTL", "ttl", 255), ("ID", "id", 2**32 - 1),

@@ -276,6 +276,11 @@ def _build(
     add_counters(ev, _int(rec, "bytes"), _int(rec, "packets"))
     direction = get("flow_direction", "-")
     if direction != "-":
+        if direction not in ("ingress", "egress"):
+            raise FieldError(
+                f"flow-direction is {direction[:20]!r}, expected ingress, egress or -",
+                "flow_direction",
+            )
         ev.setdefault("network", {})["direction"] = direction
 
     aws: dict[str, Any] = {}

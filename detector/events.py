@@ -1,0 +1,94 @@
+"""The public schema of a normalized flow event (ECS plus provider namespaces).
+
+Parsers build plain dicts on the hot path (a model per record costs too much
+there, see ``make bench``); :class:`FlowEventModel` states the same shape once,
+for validation at the edges, in tests, and for the documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
+
+from detector.definitions import FAMILIES
+
+__all__ = ["Endpoint", "EventFields", "FlowEventModel", "NetworkFields", "validate_event"]
+
+Port = int  # declared with bounds on the fields below
+_DATASETS = tuple(f"segwatch.{f}" for f in FAMILIES)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class EventFields(_Open):
+    """``event.*``."""
+
+    kind: Literal["event", "alert"]
+    category: list[Literal["network"]]
+    type: list[Literal["connection", "allowed", "denied"]]
+    outcome: Literal["success", "failure", "unknown"]
+    dataset: str = Field(pattern=r"^segwatch\.[a-z]+$")
+    start: str
+    end: str
+    action: str | None = None
+    reason: str | None = None
+    original: str | None = None
+
+
+class Kubernetes(_Open):
+    """``source.kubernetes`` / ``destination.kubernetes`` (segwatch's extension)."""
+
+    namespace: str | None = None
+    workload: str | None = None
+    labels: dict[str, str] = {}
+    namespace_labels: dict[str, str] = {}
+
+
+class Endpoint(_Open):
+    """``source`` / ``destination``."""
+
+    ip: IPvAnyAddress | None = None
+    address: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    bytes: int | None = Field(default=None, ge=0)
+    packets: int | None = Field(default=None, ge=0)
+    mac: str | None = Field(default=None, pattern=r"^([0-9A-F]{2}-){5}[0-9A-F]{2}$")
+    kubernetes: Kubernetes | None = None
+
+
+class NetworkFields(_Open):
+    """``network.*``."""
+
+    transport: str | None = None
+    iana_number: str | None = Field(default=None, pattern=r"^\d{1,3}$")
+    type: Literal["ipv4", "ipv6"] | None = None
+    bytes: int | None = Field(default=None, ge=0)
+    packets: int | None = Field(default=None, ge=0)
+    community_id: str | None = Field(default=None, pattern=r"^1:[A-Za-z0-9+/]{27}=$")
+    direction: Literal["ingress", "egress", "inbound", "outbound", "internal", "external",
+                       "unknown"] | None = None  # fmt: skip
+
+
+class FlowEventModel(_Open):
+    """One normalized flow event."""
+
+    timestamp: str = Field(alias="@timestamp", pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    event: EventFields
+    source: Endpoint | None = None
+    destination: Endpoint | None = None
+    network: NetworkFields | None = None
+    related: dict[str, list[str]] | None = None
+
+
+def validate_event(event: dict[str, Any]) -> FlowEventModel:
+    """Validate a parser's dict against the schema.
+
+    :raises pydantic.ValidationError: the event does not have the public shape.
+    """
+    model = FlowEventModel.model_validate(event)
+    if model.event.dataset not in _DATASETS:
+        raise ValueError(f"unknown dataset {model.event.dataset}")
+    return model
