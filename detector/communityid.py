@@ -7,11 +7,12 @@ computed it (Zeek, Suricata, Elastic's ``community_id`` processor, Hubble).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import socket
 import struct
 
-__all__ = ["community_id"]
+__all__ = ["community_id", "community_id_packed"]
 
 _ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10}
 _ICMP6_PAIRS = {
@@ -20,6 +21,34 @@ _ICMP6_PAIRS = {
 }  # fmt: skip
 _PORT_PROTOCOLS = frozenset((6, 17, 132))
 _PACK_PORTS = struct.Struct("!HH").pack
+_SEEDS = {0: b"\x00\x00"}
+_sha1 = hashlib.sha1
+_b64 = binascii.b2a_base64
+
+
+def community_id_packed(
+    src: bytes, dst: bytes, proto: int, src_port: int | None, dst_port: int | None, seed: int = 0
+) -> str:
+    """:func:`community_id` for addresses already packed by ``socket.inet_pton``."""
+    one_way = False
+    if proto in (1, 58) and src_port is not None:
+        pairs = _ICMP4_PAIRS if proto == 1 else _ICMP6_PAIRS
+        icmp_type, code = src_port, dst_port or 0
+        counterpart = pairs.get(icmp_type)
+        if counterpart is None:
+            one_way = True
+            src_port, dst_port = icmp_type, code
+        else:
+            src_port, dst_port = icmp_type, counterpart
+    elif proto not in _PORT_PROTOCOLS:
+        src_port = dst_port = None
+    if not one_way and (src, src_port or 0) > (dst, dst_port or 0):
+        src, dst, src_port, dst_port = dst, src, dst_port, src_port
+    data = _SEEDS.get(seed) or struct.pack("!H", seed)
+    data += src + dst + bytes((proto, 0))
+    if src_port is not None and dst_port is not None:
+        data += _PACK_PORTS(src_port, dst_port)
+    return "1:" + _b64(_sha1(data, usedforsecurity=False).digest(), newline=False).decode()
 
 
 def community_id(
@@ -36,21 +65,4 @@ def community_id(
         dst = socket.inet_pton(family, dst_ip)
     except (OSError, ValueError):
         return None
-    one_way = False
-    if proto in (1, 58) and src_port is not None:
-        pairs = _ICMP4_PAIRS if proto == 1 else _ICMP6_PAIRS
-        icmp_type, code = src_port, dst_port or 0
-        counterpart = pairs.get(icmp_type)
-        if counterpart is None:
-            one_way = True
-            src_port, dst_port = icmp_type, code
-        else:
-            src_port, dst_port = icmp_type, counterpart
-    elif proto not in _PORT_PROTOCOLS:
-        src_port = dst_port = None
-    if not one_way and (src, src_port or 0) > (dst, dst_port or 0):
-        src, dst, src_port, dst_port = dst, src, dst_port, src_port
-    data = struct.pack("!H", seed) + src + dst + bytes((proto, 0))
-    if src_port is not None and dst_port is not None:
-        data += _PACK_PORTS(src_port, dst_port)
-    return "1:" + base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode()
+    return community_id_packed(src, dst, proto, src_port, dst_port, seed)

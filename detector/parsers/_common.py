@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -180,8 +181,9 @@ def iso_seconds(epoch: int) -> str:
     return text
 
 
+@lru_cache(maxsize=8192)
 def iso_datetime(dt: datetime) -> str:
-    """An aware datetime -> ISO 8601 UTC with milliseconds."""
+    """An aware datetime -> ISO 8601 UTC with milliseconds (cached: logs repeat seconds)."""
     dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
@@ -207,6 +209,12 @@ def parse_rfc3339(stamp: str, default_tz: tzinfo = UTC) -> datetime | None:
 
 
 def parse_bsd_time(stamp: str, opts: ParseOptions) -> datetime:
+    """See :func:`_bsd_time`; cached, since a log repeats each second many times."""
+    return _bsd_time(stamp, opts.syslog_year, opts.syslog_timezone, opts.reference_time)
+
+
+@lru_cache(maxsize=8192)
+def _bsd_time(stamp: str, syslog_year: int | None, zone: str, reference_time: float) -> datetime:
     """``Mmm dd hh:mm:ss`` (RFC 3164) in the options' zone and year.
 
     With no ``syslog_year``, the year is the reference time's, or the one
@@ -216,9 +224,10 @@ def parse_bsd_time(stamp: str, opts: ParseOptions) -> datetime:
     try:
         month = _MONTHS[stamp[:3]]
         day, hh, mm, ss = int(stamp[4:6]), int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])
-        year = opts.syslog_year or datetime.fromtimestamp(opts.reference_time, opts.tz).year
-        when = datetime(year, month, day, hh, mm, ss, tzinfo=opts.tz)
-        if opts.syslog_year is None and when.timestamp() > opts.reference_time + 86400:
+        tz = ZoneInfo(zone)
+        year = syslog_year or datetime.fromtimestamp(reference_time, tz).year
+        when = datetime(year, month, day, hh, mm, ss, tzinfo=tz)
+        if syslog_year is None and when.timestamp() > reference_time + 86400:
             when = when.replace(year=year - 1)
     except (KeyError, ValueError):
         raise FieldError(f"syslog timestamp {stamp!r} is not a valid date", "timestamp") from None
@@ -337,9 +346,12 @@ def _sum(a: int | None, b: int | None) -> int | None:
     return a if b is None else a + b
 
 
-def disposition_from_prefix(prefix: str, options: ParseOptions) -> Disposition:
+def disposition_from_prefix(
+    prefix: str, table: tuple[tuple[str, Disposition], ...]
+) -> Disposition:
+    """The first entry of the prefix table whose text the prefix contains, else unknown."""
     lowered = prefix.lower()
-    for needle, disposition in options.prefix_actions:
+    for needle, disposition in table:
         if needle in lowered:
             return disposition
     return "unknown"

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+from detector.definitions import Disposition
 from detector.errors import ParseError
 from detector.parsers import _envelope
 from detector.parsers._common import (
@@ -57,8 +59,13 @@ _SYSLOG = re.compile(
     re.VERBOSE,
 )
 _IN_FIELD = re.compile(r"(?:^|[\s\]:])(?P<in>IN=)")
-_HEX_BYTE = re.compile(r"[0-9A-Fa-f]{2}")
+_MAC = re.compile(
+    r"([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}):([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}):"
+    r"([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})(?::[0-9A-Fa-f]{2})*$"
+)
 _UPTIME = re.compile(r"\[\s*\d+\.\d+\]\s*")
+_HEADER_INTS = (("LEN", "length", 65535), ("TTL", "ttl", 255), ("ID", "id", 2**32 - 1),
+                ("HOPLIMIT", "hop_limit", 255), ("FLOWLBL", "flow_label", 0xFFFFF))
 _UBIQUITI = re.compile(r"^\[(?P<set>[^\]]+)-(?P<rule>default|\d+)-(?P<act>[ADR])\]$")
 _UBIQUITI_ACTIONS = {"A": ("accept", "allowed"), "D": ("drop", "denied"), "R": ("reject", "denied")}
 _PREFIX_WORDS = frozenset(("iptables", "ip6tables", "nftables", "nft", "kernel:"))
@@ -238,13 +245,20 @@ def _header(
 
 def _action(prefix: str, opts: ParseOptions) -> tuple[str | None, str, tuple[str, str] | None]:
     """(event.action, disposition, Ubiquiti (rule set, rule number)) from the prefix."""
+    return _action_cached(prefix, opts.prefix_actions)
+
+
+@lru_cache(maxsize=4096)
+def _action_cached(
+    prefix: str, table: tuple[tuple[str, Disposition], ...]
+) -> tuple[str | None, str, tuple[str, str] | None]:
     m = _UBIQUITI.match(prefix)
     if m:
         action, disposition = _UBIQUITI_ACTIONS[m["act"]]
         return action, disposition, (m["set"], m["rule"])
     words = [w for w in prefix.rstrip(":").split() if w.lower() not in _PREFIX_WORDS]
     action = re.sub(r"[^a-z0-9]+", "_", " ".join(words).lower()).strip("_") or None
-    return action, disposition_from_prefix(prefix, opts), None
+    return action, disposition_from_prefix(prefix, table), None
 
 
 def _port(fields: dict[str, str], key: str) -> int | None:
@@ -260,20 +274,19 @@ def _iptables_fields(
                            "output_device": fields.get("OUT", "")}
     if prefix:
         ipt["prefix"] = prefix
-    mac = fields.get("MAC", "").split(":")
-    if len(mac) >= 14 and all(_HEX_BYTE.fullmatch(b) for b in mac[:14]):
-        # destination MAC, source MAC, ether type; any further bytes are the IP header
-        ev["destination"]["mac"] = "-".join(mac[0:6]).upper()
-        ev["source"]["mac"] = "-".join(mac[6:12]).upper()
-        ipt["ether_type"] = int(mac[12] + mac[13], 16)
-    elif "MAC" in fields:
-        ipt["mac"] = fields["MAC"]  # not the Ethernet layout: kept as written
+    if "MAC" in fields:
+        layout = _ethernet(fields["MAC"])
+        if layout is not None:
+            ev["destination"]["mac"], ev["source"]["mac"], ipt["ether_type"] = layout
+        else:
+            ipt["mac"] = fields["MAC"]  # not the Ethernet layout: kept as written
     # header fields only describe the packet: bounds are loose, so an odd value
     # (Elastic's sample has ICMP ID=98765) never costs the flow itself
-    for key, name, hi in (("LEN", "length", 65535), ("TTL", "ttl", 255), ("ID", "id", 2**32 - 1),
-                          ("HOPLIMIT", "hop_limit", 255), ("FLOWLBL", "flow_label", 0xFFFFF)):
-        if key in fields:
-            ipt[name] = parse_int(fields[key], key, 0, hi)
+    for key, name, hi in _HEADER_INTS:
+        value = fields.get(key)
+        if value is not None:
+            ipt[name] = int(value) if value.isdecimal() and len(value) < 11 else parse_int(
+                value, key, 0, hi)
     for key, name in (("TOS", "tos"), ("PREC", "precedence_bits"), ("TC", "traffic_class"),
                       ("MARK", "mark")):
         if key in fields:
@@ -299,6 +312,18 @@ def _iptables_fields(
     elif proto == 50 and "SPI" in fields:
         ipt["esp"] = {"spi": _hex_or_int(fields["SPI"], "SPI")}
     return ipt
+
+
+@lru_cache(maxsize=4096)
+def _ethernet(mac: str) -> tuple[str, str, int] | None:
+    """(destination MAC, source MAC, ether type) from the kernel's MAC= bytes, if well formed.
+
+    Bytes past the fourteenth (the start of the IP header) are ignored.
+    """
+    m = _MAC.match(mac)
+    if m is None:
+        return None
+    return m[1].replace(":", "-").upper(), m[2].replace(":", "-").upper(), int(m[3] + m[4], 16)
 
 
 def _hex_or_int(value: str, key: str) -> int:

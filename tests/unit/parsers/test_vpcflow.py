@@ -108,3 +108,18 @@ def test_unknown_format_field_is_refused() -> None:
 
     with pytest.raises(FieldError, match="unknown field"):
         _parser(vpc_format="${version} ${no-such-field}")
+
+
+def test_fast_path_and_general_path_build_the_same_event() -> None:
+    from detector.parsers.vpcflow import FIELDS
+
+    general = _parser(vpc_format=" ".join(FIELDS[:14]))  # a declared format skips the fast path
+    lines = [
+        V2,
+        V2.replace("ACCEPT", "REJECT"),
+        "2 1 eni-1 2001:db8::1 2001:db8::2 0 0 58 1 80 1700000000 1700000001 ACCEPT OK",
+        "2 1 eni-1 10.0.0.1 10.0.0.1 0 0 1 4 336 1700000000 1700000001 REJECT OK",
+        "2 1 eni-1 10.0.0.1 10.0.0.2 5 6 47 1 1 1700000000 1700000001 ACCEPT OK",
+    ]
+    for line in lines:
+        assert only_event(_parser().parse(line.encode())) == only_event(general.parse(line)), line
