@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 __all__ = ["SUITES", "Row"]
 
-SUITES: tuple[str, ...] = ("bench.ceilings",)
+SUITES: tuple[str, ...] = ("bench.ceilings", "bench.parsers")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ def parse_cmd(
     keep_going: Annotated[
         bool,
         typer.Option(
-            "--keep-going", "-k",
+            "--keep-going",
+            "-k",
             help="Report every bad record and exit 0; without it the first bad record stops "
             "the run with exit status 1.",
         ),
@@ -78,9 +79,8 @@ def parse_cmd(
     timezone: Annotated[
         str, typer.Option(help="Zone of syslog timestamps that have none (IANA name).")
     ] = "UTC",
-    max_record_bytes: Annotated[
-        int, typer.Option(help="Records larger than this are errors.")
-    ] = 64 * 1024,
+    max_record_bytes: Annotated[int, typer.Option(help="Records larger than this are errors.")] = 64
+    * 1024,
     original: Annotated[
         bool, typer.Option("--original/--no-original", help="Keep event.original.")
     ] = True,

@@ -6,7 +6,6 @@ computed it (Zeek, Suricata, Elastic's ``community_id`` processor, Hubble).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import socket

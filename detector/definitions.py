@@ -8,8 +8,8 @@ __all__ = [
     "FAMILIES",
     "IANA_PROTOCOLS",
     "PROTOCOL_NUMBERS",
-    "Family",
     "Disposition",
+    "Family",
 ]
 
 Family = Literal["vpcflow", "calico", "iptables", "hubble"]

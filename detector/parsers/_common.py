@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import socket
 import time
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -130,11 +130,9 @@ def to_bytes(raw: bytes | str) -> bytes:
 
 def parse_int(value: str, name: str, lo: int, hi: int) -> int:
     """An integer in [lo, hi], or FieldError naming the field and the range."""
-    if value.isdigit() and len(value) < 20:
-        number = int(value)
-        if lo <= number <= hi:
-            return number
-    elif value[:1] == "-" and value[1:].isdigit() and lo < 0:
+    digits = value[1:] if value[:1] == "-" and lo < 0 else value
+    # ASCII only: str.isdigit() is also true for '²', which int() refuses
+    if digits.isascii() and digits.isdigit() and len(digits) < 20:
         number = int(value)
         if lo <= number <= hi:
             return number
@@ -189,8 +187,12 @@ def iso_datetime(dt: datetime) -> str:
 
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 def parse_rfc3339(stamp: str, default_tz: tzinfo = UTC) -> datetime | None:
@@ -277,7 +279,11 @@ def base_event(
     return {"@timestamp": timestamp, "event": event}
 
 
-_OUTCOMES: dict[Disposition, str] = {"allowed": "success", "denied": "failure", "unknown": "unknown"}
+_OUTCOMES: dict[Disposition, str] = {
+    "allowed": "success",
+    "denied": "failure",
+    "unknown": "unknown",
+}
 
 
 def add_endpoints(
@@ -346,9 +352,7 @@ def _sum(a: int | None, b: int | None) -> int | None:
     return a if b is None else a + b
 
 
-def disposition_from_prefix(
-    prefix: str, table: tuple[tuple[str, Disposition], ...]
-) -> Disposition:
+def disposition_from_prefix(prefix: str, table: tuple[tuple[str, Disposition], ...]) -> Disposition:
     """The first entry of the prefix table whose text the prefix contains, else unknown."""
     lowered = prefix.lower()
     for needle, disposition in table:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,7 +95,9 @@ def unwrap_json(doc: Any) -> list[Inner] | None:
     message = doc.get("message")
     if isinstance(message, str):
         host = doc.get("host")
-        hostname = _str(host.get("hostname") or host.get("name")) if isinstance(host, dict) else None
+        hostname = (
+            _str(host.get("hostname") or host.get("name")) if isinstance(host, dict) else None
+        )
         ts = _from_iso(doc.get("@timestamp"))
         if ts is None:
             event = doc.get("event")

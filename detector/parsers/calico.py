@@ -50,7 +50,9 @@ __all__ = ["CalicoParser"]
 FAMILY = "calico"
 _ACTIONS = {"allow": "allowed", "deny": "denied"}
 _FELIX_PAIR = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
-_FELIX_HEAD = re.compile(r"^(?:<\d{1,3}>)?(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}) (?P<host>\S+) ")
+_FELIX_HEAD = re.compile(
+    r"^(?:<\d{1,3}>)?(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}) (?P<host>\S+) "
+)
 
 
 class CalicoParser:
@@ -101,13 +103,20 @@ def _flow_log(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
     if disposition is None:
         raise FieldError(f"action is {action[:20]!r}, expected allow or deny", "action")
     end_iso = iso_seconds(end if end is not None else start or 0)
-    ev = base_event(FAMILY, end_iso, disposition,  # type: ignore[arg-type]
-                    text if opts.keep_original else None,
-                    iso_seconds(start) if start is not None else None, end_iso)
+    ev = base_event(
+        FAMILY,
+        end_iso,
+        disposition,  # type: ignore[arg-type]
+        text if opts.keep_original else None,
+        iso_seconds(start) if start is not None else None,
+        end_iso,
+    )
     ev["event"]["action"] = action
 
     proto_value = doc.get("proto")
-    proto = protocol(proto_value, "proto")[0] if proto_value not in (None, "-", "") else None
+    if proto_value is not None and not isinstance(proto_value, str | int):
+        raise FieldError(f"proto is {proto_value!r:.40}, expected a name or number", "proto")
+    proto = None if proto_value is None or proto_value in ("-", "") else protocol(proto_value)[0]
     add_endpoints(
         ev,
         _ip(doc, "source_ip"),
@@ -183,13 +192,16 @@ def _kubernetes(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
     if isinstance(labels, dict):
         labels = labels.get("labels")
     if isinstance(labels, list):
-        k8s["labels"] = dict(
-            str(item).split("=", 1) if "=" in str(item) else (str(item), "") for item in labels
-        )
+        k8s["labels"] = dict(_label(str(item)) for item in labels)
     etype = doc.get(prefix + "type")
     if etype not in (None, "-", ""):
         k8s["endpoint_type"] = etype
     return k8s
+
+
+def _label(item: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    return key, value
 
 
 def _policies(value: Any) -> list[dict[str, Any]]:
@@ -199,11 +211,19 @@ def _policies(value: Any) -> list[dict[str, Any]]:
     for entry in entries or []:
         parts = str(entry).split("|")
         if len(parts) != 5:
-            raise FieldError(f"policies entry {str(entry)[:80]!r} is not index|tier|name|action|rule",
-                             "policies")
+            raise FieldError(
+                f"policies entry {str(entry)[:80]!r} is not index|tier|name|action|rule", "policies"
+            )
         index, tier, name, action, rule = parts
-        out.append({"index": int(index) if index.isdigit() else index, "tier": tier,
-                    "name": name, "action": action, "rule": rule})
+        out.append(
+            {
+                "index": int(index) if index.isdigit() else index,
+                "tier": tier,
+                "name": name,
+                "action": action,
+                "rule": rule,
+            }
+        )
     return sorted(out, key=lambda p: p["index"] if isinstance(p["index"], int) else 0)
 
 
@@ -221,8 +241,12 @@ def _felix(text: str, opts: ParseOptions) -> FlowEvent:
     disposition = _ACTIONS.get(action)
     if disposition is None:
         raise FieldError(f"action is {action[:20]!r}, expected allow or deny", "action")
-    ev = base_event(FAMILY, stamp, disposition,  # type: ignore[arg-type]
-                    text if opts.keep_original else None)
+    ev = base_event(
+        FAMILY,
+        stamp,
+        disposition,  # type: ignore[arg-type]
+        text if opts.keep_original else None,
+    )
     ev["event"]["action"] = action
     proto = protocol(pairs["proto"], "proto")[0] if pairs.get("proto") else None
     add_endpoints(
@@ -233,17 +257,26 @@ def _felix(text: str, opts: ParseOptions) -> FlowEvent:
         parse_int(pairs["srcPort"], "srcPort", 0, 65535) if "srcPort" in pairs else None,
         parse_int(pairs["dstPort"], "dstPort", 0, 65535) if "dstPort" in pairs else None,
     )
-    counters = {k: parse_int(pairs[k], k, 0, 2**63 - 1)
-                for k in ("inBytes", "inPackets", "outBytes", "outPackets") if k in pairs}
+    counters = {
+        k: parse_int(pairs[k], k, 0, 2**63 - 1)
+        for k in ("inBytes", "inPackets", "outBytes", "outPackets")
+        if k in pairs
+    }
     outbound = pairs.get("trafficDir") == "outbound"
     mine, theirs = ("out", "in") if outbound else ("in", "out")
-    add_counters(ev, counters.get(f"{mine}Bytes"), counters.get(f"{mine}Packets"),
-                 counters.get(f"{theirs}Bytes"), counters.get(f"{theirs}Packets"))
+    add_counters(
+        ev,
+        counters.get(f"{mine}Bytes"),
+        counters.get(f"{mine}Packets"),
+        counters.get(f"{theirs}Bytes"),
+        counters.get(f"{theirs}Packets"),
+    )
     ev.setdefault("network", {})["direction"] = "egress" if outbound else "ingress"
     if head:
         ev["observer"] = {"name": head["host"]}
     if "policy" in pairs:
         ev["rule"] = {"name": pairs["policy"], "ruleset": pairs.get("tier", "")}
-    ev["calico"] = {k: pairs[k] for k in ("policy", "tier", "rule", "ruleDir", "trafficDir")
-                    if k in pairs}
+    ev["calico"] = {
+        k: pairs[k] for k in ("policy", "tier", "rule", "ruleDir", "trafficDir") if k in pairs
+    }
     return ev

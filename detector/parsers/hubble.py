@@ -85,8 +85,12 @@ def _flow(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
     check_datetime(when, "time", opts)
     verdict = str(flow["verdict"])
     disposition = _VERDICTS.get(verdict, "unknown")
-    ev = base_event(FAMILY, iso_datetime(when), disposition,  # type: ignore[arg-type]
-                    text if opts.keep_original else None)
+    ev = base_event(
+        FAMILY,
+        iso_datetime(when),
+        disposition,  # type: ignore[arg-type]
+        text if opts.keep_original else None,
+    )
     ev["event"]["action"] = verdict.lower()
     reason = flow.get("drop_reason_desc")
     if reason:
@@ -106,8 +110,9 @@ def _flow(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
                 dport = parse_int(str(layer.get("code", 0)), "code", 0, 255)
             else:
                 sport = parse_int(str(layer.get("source_port", 0)), "source_port", 0, 65535)
-                dport = parse_int(str(layer.get("destination_port", 0)), "destination_port",
-                                  0, 65535)
+                dport = parse_int(
+                    str(layer.get("destination_port", 0)), "destination_port", 0, 65535
+                )
             break
     add_endpoints(
         ev,
@@ -151,7 +156,7 @@ def _kubernetes(endpoint: Any) -> dict[str, Any]:
             continue
         key, _, value = kv.partition("=")
         if key.startswith(_NS_LABEL):
-            ns_labels[key[len(_NS_LABEL):]] = value
+            ns_labels[key[len(_NS_LABEL) :]] = value
         elif not key.startswith("io.cilium.k8s.policy.") and key != "io.kubernetes.pod.namespace":
             labels[key] = value
     if labels:
@@ -163,15 +168,24 @@ def _kubernetes(endpoint: Any) -> dict[str, Any]:
 
 def _hubble_fields(flow: dict[str, Any], l4: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": flow["verdict"]}
-    for key in ("drop_reason_desc", "Type", "traffic_direction", "is_reply",
-                "policy_match_type", "trace_observation_point", "Summary"):
+    for key in (
+        "drop_reason_desc",
+        "Type",
+        "traffic_direction",
+        "is_reply",
+        "policy_match_type",
+        "trace_observation_point",
+        "Summary",
+    ):
         if flow.get(key) not in (None, ""):
             out[key.lower()] = flow[key]
     for side in ("source", "destination"):
         endpoint = flow.get(side)
         if isinstance(endpoint, dict):
             ident = {k: endpoint[k] for k in ("identity", "ID", "cluster_name") if k in endpoint}
-            reserved = [str(x) for x in endpoint.get("labels") or [] if str(x).startswith("reserved:")]
+            reserved = [
+                str(x) for x in endpoint.get("labels") or [] if str(x).startswith("reserved:")
+            ]
             if reserved:
                 ident["reserved"] = reserved
             if ident:

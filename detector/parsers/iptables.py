@@ -38,8 +38,8 @@ from detector.parsers._common import (
     check_raw,
     disposition_from_prefix,
     iso_datetime,
-    parse_int,
     parse_bsd_time,
+    parse_int,
     parse_ip,
     parse_rfc3339,
     protocol,
@@ -64,10 +64,19 @@ _MAC = re.compile(
     r"([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})(?::[0-9A-Fa-f]{2})*$"
 )
 _UPTIME = re.compile(r"\[\s*\d+\.\d+\]\s*")
-_HEADER_INTS = (("LEN", "length", 65535), ("TTL", "ttl", 255), ("ID", "id", 2**32 - 1),
-                ("HOPLIMIT", "hop_limit", 255), ("FLOWLBL", "flow_label", 0xFFFFF))
+_HEADER_INTS = (
+    ("LEN", "length", 65535),
+    ("TTL", "ttl", 255),
+    ("ID", "id", 2**32 - 1),
+    ("HOPLIMIT", "hop_limit", 255),
+    ("FLOWLBL", "flow_label", 0xFFFFF),
+)
 _UBIQUITI = re.compile(r"^\[(?P<set>[^\]]+)-(?P<rule>default|\d+)-(?P<act>[ADR])\]$")
-_UBIQUITI_ACTIONS = {"A": ("accept", "allowed"), "D": ("drop", "denied"), "R": ("reject", "denied")}
+_UBIQUITI_ACTIONS: dict[str, tuple[str, Disposition]] = {
+    "A": ("accept", "allowed"),
+    "D": ("drop", "denied"),
+    "R": ("reject", "denied"),
+}
 _PREFIX_WORDS = frozenset(("iptables", "ip6tables", "nftables", "nft", "kernel:"))
 _TCP_FLAGS = frozenset(("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN"))
 _FRAGMENT_FLAGS = frozenset(("CE", "DF", "MF"))
@@ -104,8 +113,9 @@ def parse_record(raw: bytes | str, opts: ParseOptions, family: str) -> list[Pars
             return [ParseError(family, "JSON record has no 'message' or 'MESSAGE' field", data)]
         inner = inners[0]
     try:
-        return [parse_kernel_line(inner.text if inner else text, opts, family, inner,
-                                  original=text)]
+        return [
+            parse_kernel_line(inner.text if inner else text, opts, family, inner, original=text)
+        ]
     except FieldError as exc:
         return [ParseError(family, exc.reason, data, exc.position)]
 
@@ -138,8 +148,9 @@ def parse_kernel_line(
     check_datetime(when, "timestamp", opts)
 
     action, disposition, rule = _action(prefix, opts)
-    ev = base_event(family, iso_datetime(when), disposition,
-                    (original or line) if opts.keep_original else None)
+    ev = base_event(
+        family, iso_datetime(when), disposition, (original or line) if opts.keep_original else None
+    )
     if action:
         ev["event"]["action"] = action
 
@@ -162,8 +173,9 @@ def parse_kernel_line(
 
     in_dev, out_dev = fields.get("IN", ""), fields.get("OUT", "")
     net = ev.setdefault("network", {})
-    net["direction"] = "ingress" if in_dev and not out_dev else (
-        "egress" if out_dev and not in_dev else "unknown")
+    net["direction"] = (
+        "ingress" if in_dev and not out_dev else ("egress" if out_dev and not in_dev else "unknown")
+    )
     observer: dict[str, Any] = {}
     if host or (inner and inner.host):
         observer["name"] = host or (inner.host if inner else None)
@@ -228,7 +240,7 @@ def _header(
         when = parse_rfc3339(m["iso"], opts.tz)
         if when is None:
             raise FieldError(f"timestamp {m['iso']!r} is not a valid date", "timestamp")
-    rest = header[m.end():]
+    rest = header[m.end() :]
     host = None
     if m["v5424"]:
         parts = rest.split(" ", 5)  # HOST APP PROCID MSGID SD MSG
@@ -243,7 +255,9 @@ def _header(
     return when, host, pri, prefix
 
 
-def _action(prefix: str, opts: ParseOptions) -> tuple[str | None, str, tuple[str, str] | None]:
+def _action(
+    prefix: str, opts: ParseOptions
+) -> tuple[str | None, Disposition, tuple[str, str] | None]:
     """(event.action, disposition, Ubiquiti (rule set, rule number)) from the prefix."""
     return _action_cached(prefix, opts.prefix_actions)
 
@@ -251,14 +265,14 @@ def _action(prefix: str, opts: ParseOptions) -> tuple[str | None, str, tuple[str
 @lru_cache(maxsize=4096)
 def _action_cached(
     prefix: str, table: tuple[tuple[str, Disposition], ...]
-) -> tuple[str | None, str, tuple[str, str] | None]:
+) -> tuple[str | None, Disposition, tuple[str, str] | None]:
     m = _UBIQUITI.match(prefix)
     if m:
         action, disposition = _UBIQUITI_ACTIONS[m["act"]]
         return action, disposition, (m["set"], m["rule"])
     words = [w for w in prefix.rstrip(":").split() if w.lower() not in _PREFIX_WORDS]
-    action = re.sub(r"[^a-z0-9]+", "_", " ".join(words).lower()).strip("_") or None
-    return action, disposition_from_prefix(prefix, table), None
+    name = re.sub(r"[^a-z0-9]+", "_", " ".join(words).lower()).strip("_") or None
+    return name, disposition_from_prefix(prefix, table), None
 
 
 def _port(fields: dict[str, str], key: str) -> int | None:
@@ -270,8 +284,10 @@ def _iptables_fields(
     fields: dict[str, str], flags: list[str], proto: int | None, prefix: str, ev: FlowEvent
 ) -> dict[str, Any]:
     """The packet's header fields under iptables.*, and the MACs under source/destination."""
-    ipt: dict[str, Any] = {"input_device": fields.get("IN", ""),
-                           "output_device": fields.get("OUT", "")}
+    ipt: dict[str, Any] = {
+        "input_device": fields.get("IN", ""),
+        "output_device": fields.get("OUT", ""),
+    }
     if prefix:
         ipt["prefix"] = prefix
     if "MAC" in fields:
@@ -285,10 +301,17 @@ def _iptables_fields(
     for key, name, hi in _HEADER_INTS:
         value = fields.get(key)
         if value is not None:
-            ipt[name] = int(value) if value.isdecimal() and len(value) < 11 else parse_int(
-                value, key, 0, hi)
-    for key, name in (("TOS", "tos"), ("PREC", "precedence_bits"), ("TC", "traffic_class"),
-                      ("MARK", "mark")):
+            ipt[name] = (
+                int(value)
+                if value.isdecimal() and len(value) < 11
+                else parse_int(value, key, 0, hi)
+            )
+    for key, name in (
+        ("TOS", "tos"),
+        ("PREC", "precedence_bits"),
+        ("TC", "traffic_class"),
+        ("MARK", "mark"),
+    ):
         if key in fields:
             ipt[name] = _hex_or_int(fields[key], key)
     frag = [f for f in flags if f in _FRAGMENT_FLAGS]

@@ -24,7 +24,6 @@ from detector.communityid import community_id_packed
 from detector.definitions import IANA_PROTOCOLS
 from detector.errors import ParseError
 from detector.parsers import _envelope
-from detector.parsers._common import _iso_cache as _ISO_CACHE
 from detector.parsers._common import (
     FieldError,
     FlowEvent,
@@ -41,6 +40,7 @@ from detector.parsers._common import (
     parse_ip,
     to_bytes,
 )
+from detector.parsers._common import _iso_cache as _ISO_CACHE
 
 __all__ = ["FIELDS", "VpcFlowParser", "compile_format"]
 
@@ -155,7 +155,9 @@ class VpcFlowParser:
 
     def __init__(self, options: ParseOptions | None = None) -> None:
         self.options = options or ParseOptions()
-        self._declared = compile_format(self.options.vpc_format) if self.options.vpc_format else None
+        self._declared = (
+            compile_format(self.options.vpc_format) if self.options.vpc_format else None
+        )
         self._header: tuple[str, ...] | None = None
 
     def parse(self, raw: bytes | str) -> list[ParseResult]:
@@ -177,12 +179,12 @@ class VpcFlowParser:
             except _envelope.EnvelopeError as exc:
                 return [ParseError(FAMILY, f"envelope {exc}", to_bytes(raw))]
         limit = opts.max_envelope_bytes if data[:1] == b"{" else opts.max_record_bytes
-        text = check_raw(data, FAMILY, opts, limit)
-        if isinstance(text, ParseError):
-            return [text]
-        if text[:1] == "{":
-            return self._parse_envelope(text, data)
-        return self._parse_line(text, None)
+        checked = check_raw(data, FAMILY, opts, limit)
+        if isinstance(checked, ParseError):
+            return [checked]
+        if checked[:1] == "{":
+            return self._parse_envelope(checked, data)
+        return self._parse_line(checked, None)
 
     def _parse_envelope(self, text: str, data: bytes) -> list[ParseResult]:
         try:
@@ -258,9 +260,22 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
     m = _V2_LINE.fullmatch(line)
     if m is None:
         return None
-    ver, account, eni, src, dst, sport_s, dport_s, proto_s, pk_s, by_s, st_s, en_s, action, status = (
-        m.groups()
-    )
+    (
+        ver,
+        account,
+        eni,
+        src,
+        dst,
+        sport_s,
+        dport_s,
+        proto_s,
+        pk_s,
+        by_s,
+        st_s,
+        en_s,
+        action,
+        status,
+    ) = m.groups()
     sport, dport, proto = int(sport_s), int(dport_s), int(proto_s)
     start, end = int(st_s), int(en_s)
     limit = opts.reference_time + opts.max_future_seconds
@@ -275,7 +290,9 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
         dst_b = _pton(_INET6 if ":" in dst else _INET, dst)
     except OSError:
         return None
-    cid = community_id_packed(src_b, dst_b, proto, sport, dport) if len(src_b) == len(dst_b) else None
+    cid = (
+        community_id_packed(src_b, dst_b, proto, sport, dport) if len(src_b) == len(dst_b) else None
+    )
     start_iso = _ISO_CACHE.get(start) or iso_seconds(start)
     end_iso = _ISO_CACHE.get(end) or iso_seconds(end)
     allowed = action == "ACCEPT"
@@ -288,8 +305,11 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
     if opts.keep_original:
         event["original"] = line
     event["action"] = action
-    network: dict[str, Any] = {"type": "ipv6" if v6 else "ipv4", "iana_number": proto_s.lstrip("0") or "0",
-                               "transport": IANA_PROTOCOLS.get(proto, proto_s)}
+    network: dict[str, Any] = {
+        "type": "ipv6" if v6 else "ipv4",
+        "iana_number": proto_s.lstrip("0") or "0",
+        "transport": IANA_PROTOCOLS.get(proto, proto_s),
+    }
     if cid is not None:
         network["community_id"] = cid
     network["bytes"] = nbytes
@@ -301,8 +321,15 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
         "destination": {"ip": dst, "address": dst, "port": dport},
         "network": network,
         "related": {"ip": [src, dst] if src != dst else [src]},
-        "aws": {"vpcflow": {"version": ver, "account_id": account, "interface_id": eni,
-                            "action": action, "log_status": status}},
+        "aws": {
+            "vpcflow": {
+                "version": ver,
+                "account_id": account,
+                "interface_id": eni,
+                "action": action,
+                "log_status": status,
+            }
+        },
         "cloud": {"provider": "aws", "account": {"id": account}},
     }
 
@@ -387,9 +414,7 @@ def _build(
         aws["tcp_flags_array"] = [word for bit, word in _TCP_FLAGS if flags & bit]
     sub_type, sub_id = get("sublocation_type", "-"), get("sublocation_id", "-")
     if sub_type != "-" or sub_id != "-":
-        aws["sublocation"] = {
-            k: v for k, v in (("type", sub_type), ("id", sub_id)) if v != "-"
-        }
+        aws["sublocation"] = {k: v for k, v in (("type", sub_type), ("id", sub_id)) if v != "-"}
     ev["aws"] = {"vpcflow": aws}
 
     cloud: dict[str, Any] = {"provider": "aws"}

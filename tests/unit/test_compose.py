@@ -41,9 +41,10 @@ def test_ports_match_the_local_defaults() -> None:
     services = _compose()
     assert "127.0.0.1:9092:9092" in services["kafka"]["ports"]
     assert "127.0.0.1:9200:9200" in services["elasticsearch"]["ports"]
-    assert "PLAINTEXT://127.0.0.1:9092" in services["kafka"]["environment"][
-        "KAFKA_ADVERTISED_LISTENERS"
-    ]
+    assert (
+        "PLAINTEXT://127.0.0.1:9092"
+        in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
 
 
 def test_kafka_settings_match_server_properties() -> None:
@@ -63,7 +64,9 @@ def test_kafka_settings_match_server_properties() -> None:
 def test_elasticsearch_settings_match_the_local_node() -> None:
     env = _compose()["elasticsearch"]["environment"]
     local = yaml.safe_load(
-        re.sub(r"@\w+@", "0", (DEPLOY / "local" / "elasticsearch" / "elasticsearch.yml").read_text())
+        re.sub(
+            r"@\w+@", "0", (DEPLOY / "local" / "elasticsearch" / "elasticsearch.yml").read_text()
+        )
     )
     for key in (
         "cluster.name",

@@ -57,14 +57,27 @@ def test_gzip_input_and_stdin(tmp_path: Path) -> None:
 def test_format_option_and_pretty_json_documents(tmp_path: Path) -> None:
     log = tmp_path / "custom.log"
     log.write_text("10.0.0.1 10.0.0.2 5432 6 1700000000 1700000060 REJECT\n")
-    code, out, _ = _run("--family", "vpcflow", "--format",
-                        "${srcaddr} ${dstaddr} ${dstport} ${protocol} ${start} ${end} ${action}",
-                        str(log))
+    code, out, _ = _run(
+        "--family",
+        "vpcflow",
+        "--format",
+        "${srcaddr} ${dstaddr} ${dstport} ${protocol} ${start} ${end} ${action}",
+        str(log),
+    )
     assert code == 0 and json.loads(out)["event"]["outcome"] == "failure"
     pretty = tmp_path / "flow.json"
-    pretty.write_text(json.dumps({"flow": {
-        "time": "2026-01-01T00:00:00Z", "verdict": "DROPPED",
-        "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"}}}, indent=2))
+    pretty.write_text(
+        json.dumps(
+            {
+                "flow": {
+                    "time": "2026-01-01T00:00:00Z",
+                    "verdict": "DROPPED",
+                    "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
+                }
+            },
+            indent=2,
+        )
+    )
     code, out, err = _run(str(pretty))
     assert code == 0, err
     assert json.loads(out)["event"]["dataset"] == "segwatch.hubble"

@@ -12,14 +12,32 @@ from .conftest import REFERENCE_TIME, only_error
 
 OPTS = ParseOptions(reference_time=REFERENCE_TIME, max_record_bytes=4096)
 V2 = "2 123456789010 eni-1 10.0.0.1 10.0.0.2 40000 443 6 10 1000 1700000000 1700000060 ACCEPT OK"
-IPT = ("Mar  3 14:10:18 h kernel: DROP: IN=eth0 OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=60 "
-       "PROTO=TCP SPT=40000 DPT=443 SYN")
-CALICO = json.dumps({"start_time": 1700000000, "end_time": 1700000060, "source_ip": "10.0.0.1",
-                     "dest_ip": "10.0.0.2", "dest_port": 443, "proto": "tcp", "action": "allow",
-                     "reporter": "dst", "bytes_in": 10, "bytes_out": 5})
-HUBBLE = json.dumps({"time": "2023-08-21T12:12:18.5Z", "verdict": "FORWARDED",
-                     "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
-                     "l4": {"TCP": {"source_port": 40000, "destination_port": 443}}})
+IPT = (
+    "Mar  3 14:10:18 h kernel: DROP: IN=eth0 OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=60 "
+    "PROTO=TCP SPT=40000 DPT=443 SYN"
+)
+CALICO = json.dumps(
+    {
+        "start_time": 1700000000,
+        "end_time": 1700000060,
+        "source_ip": "10.0.0.1",
+        "dest_ip": "10.0.0.2",
+        "dest_port": 443,
+        "proto": "tcp",
+        "action": "allow",
+        "reporter": "dst",
+        "bytes_in": 10,
+        "bytes_out": 5,
+    }
+)
+HUBBLE = json.dumps(
+    {
+        "time": "2023-08-21T12:12:18.5Z",
+        "verdict": "FORWARDED",
+        "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
+        "l4": {"TCP": {"source_port": 40000, "destination_port": 443}},
+    }
+)
 VALID = {"vpcflow": V2, "iptables": IPT, "calico": CALICO, "hubble": HUBBLE}
 
 
@@ -60,8 +78,9 @@ def test_truncated_record(family: str) -> None:
 
 
 def test_wrong_field_count() -> None:
-    parser = make_parser("vpcflow", ParseOptions(reference_time=REFERENCE_TIME,
-                                                 vpc_format="version srcaddr dstaddr"))
+    parser = make_parser(
+        "vpcflow", ParseOptions(reference_time=REFERENCE_TIME, vpc_format="version srcaddr dstaddr")
+    )
     err = only_error(parser.parse("2 10.0.0.1"))
     assert err.reason == "record has 2 fields, the format declares 3"
     assert "no format" in _error("vpcflow", "2 10.0.0.1 10.0.0.2 5").reason

@@ -24,8 +24,11 @@ def test_calico_flow_log_carries_kubernetes_identity() -> None:
     assert flat["event.type"] == ["connection", "denied"] and flat["event.action"] == "deny"
     dst = ev["destination"]["kubernetes"]
     assert dst["namespace"] == "hipstershop"
-    assert dst["labels"] == {"app": "checkoutservice", "pod-template-hash": "598d5b586d",
-                             "tenant": "hipstershop"}
+    assert dst["labels"] == {
+        "app": "checkoutservice",
+        "pod-template-hash": "598d5b586d",
+        "tenant": "hipstershop",
+    }
     assert dst["workload"] == "checkoutservice-598d5b586d-*"
     assert ev["source"]["kubernetes"]["labels"] == {"run": "multitool"}
     assert "port" not in ev["source"]  # source_port is null in the record
@@ -48,8 +51,10 @@ def test_calico_felix_deny_records() -> None:
 
 
 def test_calico_open_source_deny_log_is_a_calico_event() -> None:
-    line = ("Mar  3 14:10:18 node-1 kernel: calico-packet: IN=cali12 OUT=eth0 SRC=10.65.0.4 "
-            "DST=10.65.1.9 LEN=60 TTL=63 ID=1 DF PROTO=TCP SPT=40000 DPT=6379 SYN URGP=0")
+    line = (
+        "Mar  3 14:10:18 node-1 kernel: calico-packet: IN=cali12 OUT=eth0 SRC=10.65.0.4 "
+        "DST=10.65.1.9 LEN=60 TTL=63 ID=1 DF PROTO=TCP SPT=40000 DPT=6379 SYN URGP=0"
+    )
     ev = flatten(only_event(CalicoParser(OPTS).parse(line)))
     assert ev["event.dataset"] == "segwatch.calico"
     assert ev["event.type"] == ["connection", "denied"] and ev["destination.port"] == 6379
@@ -66,7 +71,9 @@ def test_hubble_exporter_records() -> None:
 
 
 def test_hubble_full_record_labels_and_namespace_labels() -> None:
-    doc = json.loads((HUBBLE / "imroc-tke-guide" / "flow-sample-curl-nginx.pretty.json").read_text())
+    doc = json.loads(
+        (HUBBLE / "imroc-tke-guide" / "flow-sample-curl-nginx.pretty.json").read_text()
+    )
     ev = only_event(HubbleParser(OPTS).parse(json.dumps(doc)))
     src = ev["source"]["kubernetes"]
     assert src["labels"] == {"app": "curl"} and src["namespace"] == "test"
@@ -76,9 +83,13 @@ def test_hubble_full_record_labels_and_namespace_labels() -> None:
 
 
 def test_hubble_bare_flow_and_audit_verdict() -> None:
-    flow = {"time": "2026-01-01T00:00:00.5Z", "verdict": "AUDIT", "policy_match_type": 2,
-            "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
-            "l4": {"UDP": {"source_port": 5353, "destination_port": 53}}}
+    flow = {
+        "time": "2026-01-01T00:00:00.5Z",
+        "verdict": "AUDIT",
+        "policy_match_type": 2,
+        "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
+        "l4": {"UDP": {"source_port": 5353, "destination_port": 53}},
+    }
     ev = only_event(HubbleParser(OPTS).parse(json.dumps(flow)))
     assert ev["event"]["action"] == "audit" and ev["event"]["outcome"] == "success"
     assert ev["hubble"]["policy_match_type"] == 2 and ev["destination"]["port"] == 53
@@ -87,9 +98,10 @@ def test_hubble_bare_flow_and_audit_verdict() -> None:
 def test_auto_detection_per_record() -> None:
     samples = {
         "vpcflow": "2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 ACCEPT OK",
-        "iptables": "Mar  3 14:10:18 h kernel: DROP: IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 PROTO=UDP",
+        "iptables": "Mar  3 14:10:18 h kernel: DROP: IN=eth0 SRC=1.2.3.4 DST=5.6.7.8 PROTO=UDP",
         "calico": (CALICO / "flows.log.jsonl").read_text(),
-        "hubble": (HUBBLE / "cilium-docs" / "export-fieldmask-sample.jsonl").read_text()
+        "hubble": (HUBBLE / "cilium-docs" / "export-fieldmask-sample.jsonl")
+        .read_text()
         .splitlines()[0],
     }
     for family, text in samples.items():

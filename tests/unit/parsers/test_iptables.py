@@ -18,8 +18,11 @@ def _parse(line: str, **kw: object) -> dict[str, object]:
 
 
 def test_rfc3164_with_prefix_and_configured_year_and_zone() -> None:
-    ev = _parse(f"<4>Mar  3 14:10:18 db-1 kernel: DROP-IN: {BODY}", syslog_year=2025,
-                syslog_timezone="Europe/Berlin")
+    ev = _parse(
+        f"<4>Mar  3 14:10:18 db-1 kernel: DROP-IN: {BODY}",
+        syslog_year=2025,
+        syslog_timezone="Europe/Berlin",
+    )
     assert ev["@timestamp"] == "2025-03-03T13:10:18.000Z"  # 14:10 CET is 13:10 UTC
     assert ev["event.action"] == "drop_in" and ev["event.type"] == ["connection", "denied"]
     assert ev["iptables.prefix"] == "DROP-IN:" and ev["observer.name"] == "db-1"
@@ -42,8 +45,11 @@ def test_rfc5424() -> None:
 
 
 def test_journald_export_json() -> None:
-    doc = {"MESSAGE": f"REJECT-FWD: {BODY.replace('OUT= ', 'OUT=eth1 ')}",
-           "__REALTIME_TIMESTAMP": "1764064800000000", "_HOSTNAME": "gw"}
+    doc = {
+        "MESSAGE": f"REJECT-FWD: {BODY.replace('OUT= ', 'OUT=eth1 ')}",
+        "__REALTIME_TIMESTAMP": "1764064800000000",
+        "_HOSTNAME": "gw",
+    }
     ev = _parse(json.dumps(doc))
     assert ev["@timestamp"] == "2025-11-25T10:00:00.000Z" and ev["observer.name"] == "gw"
     assert ev["event.action"] == "reject_fwd" and ev["network.direction"] == "unknown"
@@ -51,8 +57,10 @@ def test_journald_export_json() -> None:
 
 
 def test_prefix_table_is_configurable() -> None:
-    ev = _parse(f"Mar  3 14:10:18 h kernel: AUDIT-QUARANTINE: {BODY}",
-                prefix_actions=(("quarantine", "denied"),))
+    ev = _parse(
+        f"Mar  3 14:10:18 h kernel: AUDIT-QUARANTINE: {BODY}",
+        prefix_actions=(("quarantine", "denied"),),
+    )
     assert ev["event.type"] == ["connection", "denied"]
     assert _parse(f"Mar  3 14:10:18 h kernel: SEEN: {BODY}")["event.outcome"] == "unknown"
 

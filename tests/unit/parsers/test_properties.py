@@ -68,7 +68,11 @@ def _mutated(draw: Any) -> bytes:
     return bytes(seed)
 
 
-@settings(max_examples=int(os.environ.get("SEGWATCH_HYPOTHESIS_EXAMPLES", "600")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("SEGWATCH_HYPOTHESIS_EXAMPLES", "600")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(family=st.sampled_from(FAMILIES), raw=_mutated())
 def test_mutated_valid_records(family: str, raw: bytes) -> None:
     _check(family, raw)

@@ -47,7 +47,11 @@ def test_custom_format_in_any_order() -> None:
 def test_header_line_declares_the_layout_of_what_follows() -> None:
     parser = _parser()
     assert parser.parse("account-id dstport srcaddr dstaddr start end action log-status") == []
-    ev = flatten(only_event(parser.parse("111122223333 5432 10.0.2.4 10.0.3.9 1700000000 1700000001 ACCEPT OK")))  # noqa: E501
+    ev = flatten(
+        only_event(
+            parser.parse("111122223333 5432 10.0.2.4 10.0.3.9 1700000000 1700000001 ACCEPT OK")
+        )
+    )
     assert ev["destination.port"] == 5432 and ev["cloud.account.id"] == "111122223333"
 
 
