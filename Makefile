@@ -21,7 +21,7 @@ export SEGWATCH_ELASTICSEARCH__URL ?= http://127.0.0.1:$(SEGWATCH_ES_PORT)
 PYTEST_ARGS ?=
 
 .PHONY: help install services-up services-down services-status services-logs topics run \
-        test test-unit test-integration lint typecheck check bench clean distclean
+        test test-unit test-integration lint typecheck check golden bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -73,6 +73,9 @@ typecheck: install ## mypy only
 	$(VENV)/bin/mypy
 
 check: lint test ## everything CI cares about
+
+golden: install ## rewrite tests/golden/*/*-expected.json from the current parsers (review the diff)
+	$(PY) -m tests.golden.regenerate
 
 bench: services-up ## run the benchmarks under bench/ and print their figures
 	$(PY) -m bench $(BENCH_ARGS)
