@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,16 @@ import pytest
 
 from detector.parsers import ParseError, ParseOptions
 
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
+# The third-party corpus lives beside the repository (../shared/corpus); CI lays
+# a copy there too. SEGWATCH_CORPUS points elsewhere if needed.
+CORPUS = Path(
+    os.environ.get("SEGWATCH_CORPUS")
+    or Path(__file__).resolve().parents[4] / "shared" / "corpus"
+)
+if not (CORPUS / "README.md").is_file():
+    raise RuntimeError(
+        f"the flow-log corpus is not at {CORPUS}: clone next to shared/ or set SEGWATCH_CORPUS"
+    )
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 # A fixed "now" (2033-05-18) so year inference and future checks never depend on the clock.
 REFERENCE_TIME = 2_000_000_000.0
