@@ -13,8 +13,7 @@ from detector.parsers import ParseError, ParseOptions
 # The third-party corpus lives beside the repository (../shared/corpus); CI lays
 # a copy there too. SEGWATCH_CORPUS points elsewhere if needed.
 CORPUS = Path(
-    os.environ.get("SEGWATCH_CORPUS")
-    or Path(__file__).resolve().parents[4] / "shared" / "corpus"
+    os.environ.get("SEGWATCH_CORPUS") or Path(__file__).resolve().parents[4] / "shared" / "corpus"
 )
 if not (CORPUS / "README.md").is_file():
     raise RuntimeError(
