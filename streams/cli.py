@@ -112,7 +112,7 @@ def status(config: ConfigOption = None) -> None:
     settings = _settings(config)
     ok = True
     for name, (healthy, detail) in (
-        ("kafka", check_kafka(settings.kafka)),
+        ("kafka", check_kafka(settings.kafka, topics=settings.topics)),
         ("elasticsearch", check_elasticsearch(settings.elasticsearch)),
     ):
         ok &= healthy

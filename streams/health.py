@@ -11,22 +11,26 @@ from streams.settings import ElasticsearchSettings, KafkaSettings, TopicSettings
 __all__ = ["check_elasticsearch", "check_kafka"]
 
 
-def check_kafka(kafka: KafkaSettings, timeout: float = 5.0) -> tuple[bool, str]:
-    """Ask the cluster for metadata: (answered, what it said or why not)."""
+def check_kafka(
+    kafka: KafkaSettings, timeout: float = 5.0, topics: TopicSettings | None = None
+) -> tuple[bool, str]:
+    """Ask the cluster for metadata: (answered, what it said or why not).
+
+    :param topics: the configured topic names, to list which pipeline topics exist.
+    """
     admin = AdminClient(kafka.client_config())
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         return False, f"{kafka.bootstrap_servers}: no metadata answer ({exc})"
-    ours = sorted(t for t in meta.topics if t.startswith(_prefixes()))
+    ours = sorted(t for t in meta.topics if t.startswith(_prefixes(topics or TopicSettings())))
     return True, (
         f"{kafka.bootstrap_servers}: {len(meta.brokers)} broker(s); "
         f"pipeline topics: {', '.join(ours) or 'none yet (run `segwatch topics create`)'}"
     )
 
 
-def _prefixes() -> tuple[str, ...]:
-    t = TopicSettings()
+def _prefixes(t: TopicSettings) -> tuple[str, ...]:
     return (t.raw_prefix, t.events, t.alerts, t.dlq, t.model)
 
 
