@@ -293,8 +293,13 @@ def add_endpoints(
     proto: int | None,
     src_port: int | None,
     dst_port: int | None,
+    icmp_type_code: bool = False,
 ) -> None:
-    """source/destination ip+port, network transport/type/community_id, related.ip."""
+    """source/destination ip+port, network transport/type/community_id, related.ip.
+
+    :param icmp_type_code: for ICMP/ICMPv6, ``src_port``/``dst_port`` are the
+        type and code: they feed the community id but are not written as ports.
+    """
     src: dict[str, Any] = ev.setdefault("source", {})
     dst: dict[str, Any] = ev.setdefault("destination", {})
     net: dict[str, Any] = ev.setdefault("network", {})
@@ -303,9 +308,10 @@ def add_endpoints(
         net["type"] = "ipv6" if ":" in src_ip else "ipv4"
     if dst_ip is not None:
         dst["ip"] = dst["address"] = dst_ip
-    if src_port is not None:
+    write_ports = not (icmp_type_code and proto in (1, 58))
+    if src_port is not None and write_ports:
         src["port"] = src_port
-    if dst_port is not None:
+    if dst_port is not None and write_ports:
         dst["port"] = dst_port
     if proto is not None:
         net["iana_number"] = str(proto)

@@ -28,8 +28,6 @@ class Inner:
     timestamp: datetime | None = None
     host: str | None = None
     account_id: str | None = None
-    log_group: str | None = None
-    log_stream: str | None = None
 
 
 class EnvelopeError(Exception):
@@ -87,8 +85,6 @@ def unwrap_json(doc: Any) -> list[Inner] | None:
                     item["message"],
                     _from_millis(item.get("timestamp")),
                     account_id=owner,
-                    log_group=_str(doc.get("logGroup")),
-                    log_stream=_str(doc.get("logStream")),
                 )
             )
         return inners

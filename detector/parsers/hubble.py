@@ -118,11 +118,8 @@ def _flow(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
         ev,
         parse_ip(src_ip, "IP.source") if src_ip else None,
         parse_ip(dst_ip, "IP.destination") if dst_ip else None,
-        proto, sport, dport,
+        proto, sport, dport, icmp_type_code=True,
     )  # fmt: skip
-    if proto in (1, 58):
-        for side in ("source", "destination"):
-            ev.get(side, {}).pop("port", None)
     direction = flow.get("traffic_direction")
     if direction in ("INGRESS", "EGRESS"):
         ev.setdefault("network", {})["direction"] = direction.lower()

@@ -165,11 +165,7 @@ def parse_kernel_line(
     elif proto in (1, 58) and "TYPE" in fields:
         sport = parse_int(fields["TYPE"], "TYPE", 0, 255)
         dport = parse_int(fields.get("CODE", "0"), "CODE", 0, 255)
-    # ECS ports are for port protocols; ICMP type/code only feed the community id
-    add_endpoints(ev, src, dst, proto, sport, dport)
-    if proto in (1, 58):
-        for side in ("source", "destination"):
-            ev[side].pop("port", None)
+    add_endpoints(ev, src, dst, proto, sport, dport, icmp_type_code=True)
 
     in_dev, out_dev = fields.get("IN", ""), fields.get("OUT", "")
     net = ev.setdefault("network", {})
