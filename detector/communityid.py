@@ -21,6 +21,7 @@ _ICMP6_PAIRS = {
 _PORT_PROTOCOLS = frozenset((6, 17, 132))
 _PACK_PORTS = struct.Struct("!HH").pack
 _SEEDS = {0: b"\x00\x00"}
+_PROTO_PAD = {p: bytes((p, 0)) for p in _PORT_PROTOCOLS}
 _sha1 = hashlib.sha1
 _b64 = binascii.b2a_base64
 
@@ -29,6 +30,15 @@ def community_id_packed(
     src: bytes, dst: bytes, proto: int, src_port: int | None, dst_port: int | None, seed: int = 0
 ) -> str:
     """:func:`community_id` for addresses already packed by ``socket.inet_pton``."""
+    if proto in _PORT_PROTOCOLS and src_port is not None and dst_port is not None and not seed:
+        # the common case, straight-line: ordered endpoints, default seed
+        if src > dst or (src == dst and src_port > dst_port):
+            src, dst, src_port, dst_port = dst, src, dst_port, src_port
+        digest = _sha1(
+            b"\0\0" + src + dst + _PROTO_PAD[proto] + _PACK_PORTS(src_port, dst_port),
+            usedforsecurity=False,
+        ).digest()
+        return "1:" + _b64(digest, newline=False).decode()
     one_way = False
     if proto in (1, 58) and src_port is not None:
         pairs = _ICMP4_PAIRS if proto == 1 else _ICMP6_PAIRS

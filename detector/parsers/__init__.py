@@ -115,7 +115,7 @@ class AutoParser:
         text = check_raw(data, "auto", self.options, self.options.max_envelope_bytes)
         if isinstance(text, ParseError):
             return [text]
-        if not text.strip():
+        if not text or text.isspace():
             return []
         family = detect_family(text)
         if family is None:

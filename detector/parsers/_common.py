@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -78,6 +78,11 @@ class ParseOptions:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.syslog_timezone)
+
+    @cached_property
+    def syslog_stamps(self) -> dict[str, str]:
+        """RFC 3164 stamp -> ISO UTC text under these options (see :func:`bsd_iso`)."""
+        return {}
 
 
 class FieldError(DetectorError):
@@ -236,6 +241,18 @@ def _bsd_time(stamp: str, syslog_year: int | None, zone: str, reference_time: fl
     return when
 
 
+def bsd_iso(stamp: str, opts: ParseOptions) -> str:
+    """An RFC 3164 stamp, checked, as ISO UTC text; one dict lookup for a repeated second."""
+    cache = opts.syslog_stamps
+    iso = cache.get(stamp)
+    if iso is None:
+        iso = iso_datetime(check_datetime(parse_bsd_time(stamp, opts), "timestamp", opts))
+        if len(cache) >= 8192:
+            cache.clear()
+        cache[stamp] = iso
+    return iso
+
+
 def check_epoch(epoch: int, name: str, options: ParseOptions) -> int:
     if epoch > options.reference_time + options.max_future_seconds:
         raise FieldError(
@@ -250,6 +267,11 @@ def check_epoch(epoch: int, name: str, options: ParseOptions) -> int:
 def check_datetime(dt: datetime, name: str, options: ParseOptions) -> datetime:
     check_epoch(int(dt.timestamp()), name, options)
     return dt
+
+
+# Flows repeat their 5-tuples (aggregated logs, long connections): a bounded
+# cache saves the SHA-1 and base64 of every repeat.
+cached_community_id = lru_cache(maxsize=1 << 16)(community_id)
 
 
 # --- the ECS skeleton ---------------------------------------------------------
@@ -308,24 +330,28 @@ def add_endpoints(
         net["type"] = "ipv6" if ":" in src_ip else "ipv4"
     if dst_ip is not None:
         dst["ip"] = dst["address"] = dst_ip
-    write_ports = not (icmp_type_code and proto in (1, 58))
-    if src_port is not None and write_ports:
-        src["port"] = src_port
-    if dst_port is not None and write_ports:
-        dst["port"] = dst_port
+    if not (icmp_type_code and (proto == 1 or proto == 58)):
+        if src_port is not None:
+            src["port"] = src_port
+        if dst_port is not None:
+            dst["port"] = dst_port
     if proto is not None:
         net["iana_number"] = str(proto)
-        net["transport"] = IANA_PROTOCOLS.get(proto, str(proto))
+        net["transport"] = IANA_PROTOCOLS.get(proto) or str(proto)
         if src_ip is not None and dst_ip is not None:
-            cid = community_id(src_ip, dst_ip, proto, src_port, dst_port)
+            cid = cached_community_id(src_ip, dst_ip, proto, src_port, dst_port)
             if cid is not None:
                 net["community_id"] = cid
-    if src_ip is not None or dst_ip is not None:
-        ips = [ip for ip in (src_ip, dst_ip) if ip is not None]
-        ev["related"] = {"ip": ips if len(ips) < 2 or ips[0] != ips[1] else ips[:1]}
-    for key in ("source", "destination", "network"):
-        if not ev[key]:
-            del ev[key]
+    if src_ip is not None:
+        ev["related"] = {"ip": [src_ip] if dst_ip is None or dst_ip == src_ip else [src_ip, dst_ip]}
+    elif dst_ip is not None:
+        ev["related"] = {"ip": [dst_ip]}
+    if not src:
+        del ev["source"]
+    if not dst:
+        del ev["destination"]
+    if not net:
+        del ev["network"]
 
 
 def add_counters(
@@ -336,20 +362,26 @@ def add_counters(
     dst_packets: int | None = None,
 ) -> None:
     """source/destination bytes and packets, and their sums as network.bytes/packets."""
-    for side, nbytes, npackets in (
-        ("source", src_bytes, src_packets),
-        ("destination", dst_bytes, dst_packets),
-    ):
-        if nbytes is not None:
-            ev.setdefault(side, {})["bytes"] = nbytes
-        if npackets is not None:
-            ev.setdefault(side, {})["packets"] = npackets
+    if src_bytes is not None or src_packets is not None:
+        side = ev.setdefault("source", {})
+        if src_bytes is not None:
+            side["bytes"] = src_bytes
+        if src_packets is not None:
+            side["packets"] = src_packets
+    if dst_bytes is not None or dst_packets is not None:
+        side = ev.setdefault("destination", {})
+        if dst_bytes is not None:
+            side["bytes"] = dst_bytes
+        if dst_packets is not None:
+            side["packets"] = dst_packets
     total_bytes = _sum(src_bytes, dst_bytes)
     total_packets = _sum(src_packets, dst_packets)
-    if total_bytes is not None:
-        ev.setdefault("network", {})["bytes"] = total_bytes
-    if total_packets is not None:
-        ev.setdefault("network", {})["packets"] = total_packets
+    if total_bytes is not None or total_packets is not None:
+        net = ev.setdefault("network", {})
+        if total_bytes is not None:
+            net["bytes"] = total_bytes
+        if total_packets is not None:
+            net["packets"] = total_packets
 
 
 def _sum(a: int | None, b: int | None) -> int | None:

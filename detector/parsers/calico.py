@@ -20,7 +20,9 @@ mapping, ``endpoint_type``), so the segmentation model can place pods by label.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from detector.errors import ParseError
@@ -43,12 +45,17 @@ from detector.parsers._common import (
     protocol,
     to_bytes,
 )
-from detector.parsers.iptables import parse_kernel_line
+from detector.parsers.iptables import kernel_event
 
 __all__ = ["CalicoParser"]
 
 FAMILY = "calico"
 _ACTIONS = {"allow": "allowed", "deny": "denied"}
+_CALICO_KEYS = (
+    "reporter", "source_type", "dest_type", "num_flows", "num_flows_started",
+    "num_flows_completed", "dest_service_name", "dest_service_namespace",
+)  # fmt: skip
+_PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "icmpv6": 58, "sctp": 132}
 _FELIX_PAIR = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
 _FELIX_HEAD = re.compile(
     r"^(?:<\d{1,3}>)?(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}) (?P<host>\S+) "
@@ -70,7 +77,7 @@ class CalicoParser:
         text = check_raw(data, FAMILY, opts)
         if isinstance(text, ParseError):
             return [text]
-        if not text.strip():
+        if not text or text.isspace():
             return []
         try:
             if text[:1] == "{":
@@ -78,7 +85,7 @@ class CalicoParser:
             if "calico-felix" in text and 'action="' in text:
                 return [_felix(text, opts)]
             if "IN=" in text:
-                return [parse_kernel_line(text, opts, FAMILY)]
+                return [kernel_event(text, opts, FAMILY)]
         except FieldError as exc:
             return [ParseError(FAMILY, exc.reason, data, exc.position)]
         except _envelope.EnvelopeError as exc:
@@ -114,9 +121,11 @@ def _flow_log(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
     ev["event"]["action"] = action
 
     proto_value = doc.get("proto")
-    if proto_value is not None and not isinstance(proto_value, str | int):
-        raise FieldError(f"proto is {proto_value!r:.40}, expected a name or number", "proto")
-    proto = None if proto_value is None or proto_value in ("-", "") else protocol(proto_value)[0]
+    proto = _PROTOCOLS.get(proto_value) if type(proto_value) is str else None
+    if proto is None and _given(proto_value):
+        if type(proto_value) is not str and type(proto_value) is not int:
+            raise FieldError(f"proto is {proto_value!r:.40}, expected a name or number", "proto")
+        proto = protocol(proto_value)[0]
     add_endpoints(
         ev,
         _ip(doc, "source_ip"),
@@ -137,12 +146,11 @@ def _flow_log(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
         if k8s:
             ev.setdefault(side, {})["kubernetes"] = k8s
     policies = _policies(doc.get("policies"))
-    calico: dict[str, Any] = {
-        k: doc[k] for k in ("reporter", "source_type", "dest_type", "num_flows",
-                            "num_flows_started", "num_flows_completed", "dest_service_name",
-                            "dest_service_namespace")
-        if doc.get(k) not in (None, "-", "")
-    }  # fmt: skip
+    calico: dict[str, Any] = {}
+    for key in _CALICO_KEYS:
+        value = doc.get(key)
+        if value is not None and value != "-" and value != "":
+            calico[key] = value
     if policies:
         calico["policies"] = policies
         enforcing = next((p for p in policies if p["action"] == action), policies[-1])
@@ -155,22 +163,26 @@ def _epoch(doc: dict[str, Any], key: str, opts: ParseOptions) -> int | None:
     value = doc.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if type(value) is not int:  # bool is an int subclass, and not a time
         raise FieldError(f"{key} is {value!r:.40}, expected epoch seconds", key)
-    return check_epoch(parse_int(str(value), key, 0, 253402300799), key, opts)
+    if not 0 <= value <= 253402300799:
+        raise FieldError(f"{key} is {value}, expected epoch seconds 0-253402300799", key)
+    return check_epoch(value, key, opts)
 
 
 def _ip(doc: dict[str, Any], key: str) -> str | None:
     value = doc.get(key)
-    if value in (None, "-", ""):
+    if value is None or value == "-" or value == "":
         return None
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise FieldError(f"{key} is {value!r:.40}, expected an IP address", key)
     return parse_ip(value, key)
 
 
 def _num(doc: dict[str, Any], key: str, hi: int = 2**63 - 1) -> int | None:
     value = doc.get(key)
+    if type(value) is int and 0 <= value <= hi:  # the common case, first
+        return value
     if value in (None, "-", ""):
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -178,37 +190,71 @@ def _num(doc: dict[str, Any], key: str, hi: int = 2**63 - 1) -> int | None:
     return parse_int(str(value), key, 0, hi)
 
 
+_K8S_KEYS = {
+    side: tuple(side + key for key in ("namespace", "name", "name_aggr", "labels", "type"))
+    for side in ("source_", "dest_")
+}
+
+
+def _given(value: Any) -> bool:
+    """Calico writes ``-`` (or nothing) for what it does not know."""
+    return value is not None and value != "-" and value != ""
+
+
 def _kubernetes(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
+    ns_key, name_key, aggr_key, labels_key, type_key = _K8S_KEYS[prefix]
     k8s: dict[str, Any] = {}
-    namespace = doc.get(prefix + "namespace")
-    if namespace not in (None, "-", ""):
+    # "-" or nothing: Calico does not know (tested inline: this runs twice a record)
+    namespace = doc.get(ns_key)
+    if namespace is not None and namespace != "-" and namespace != "":
         k8s["namespace"] = namespace
-    name, aggr = doc.get(prefix + "name"), doc.get(prefix + "name_aggr")
-    if name not in (None, "-", "", aggr) or (name and aggr and "*" not in str(aggr)):
+    name, aggr = doc.get(name_key), doc.get(aggr_key)
+    if (_given(name) and name != aggr) or (name and aggr and "*" not in str(aggr)):
         k8s["pod"] = {"name": name}
-    if aggr not in (None, "-", ""):
+    if aggr is not None and aggr != "-" and aggr != "":
         k8s["workload"] = aggr
-    labels = doc.get(prefix + "labels")
-    if isinstance(labels, dict):
+    labels = doc.get(labels_key)
+    if type(labels) is dict:
         labels = labels.get("labels")
-    if isinstance(labels, list):
-        k8s["labels"] = dict(_label(str(item)) for item in labels)
-    etype = doc.get(prefix + "type")
-    if etype not in (None, "-", ""):
+    if type(labels) is list:
+        k8s["labels"] = _labels(labels)
+    etype = doc.get(type_key)
+    if etype is not None and etype != "-" and etype != "":
         k8s["endpoint_type"] = etype
     return k8s
 
 
-def _label(item: str) -> tuple[str, str]:
-    key, _, value = item.partition("=")
-    return key, value
+def _labels(items: list[Any]) -> dict[str, str]:
+    """``["k=v", ...]`` as a mapping (a fresh one: events are the caller's to change)."""
+    try:
+        return dict(_labels_cached(tuple(items)))
+    except TypeError:  # an unhashable item (a JSON object): nothing to cache
+        return _label_pairs(items)
+
+
+def _label_pairs(items: Iterable[Any]) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in map(str, items))
+
+
+# a workload logs the same labels and policies again and again
+_labels_cached = lru_cache(maxsize=4096)(_label_pairs)
 
 
 def _policies(value: Any) -> list[dict[str, Any]]:
     """``"<index>|<tier>|<name>|<action>|<rule>"`` entries as dicts, in index order."""
     entries = value.get("all_policies") if isinstance(value, dict) else None
+    if not entries or not isinstance(entries, list):
+        return []
+    try:
+        parsed = _policies_cached(tuple(entries))
+    except TypeError:  # an unhashable entry
+        parsed = _policy_entries(entries)
+    return [dict(p) for p in parsed]
+
+
+def _policy_entries(entries: Iterable[Any]) -> tuple[dict[str, Any], ...]:
     out = []
-    for entry in entries or []:
+    for entry in entries:
         parts = str(entry).split("|")
         if len(parts) != 5:
             raise FieldError(
@@ -217,14 +263,17 @@ def _policies(value: Any) -> list[dict[str, Any]]:
         index, tier, name, action, rule = parts
         out.append(
             {
-                "index": int(index) if index.isdigit() else index,
+                "index": int(index) if index.isascii() and index.isdigit() else index,
                 "tier": tier,
                 "name": name,
                 "action": action,
                 "rule": rule,
             }
         )
-    return sorted(out, key=lambda p: p["index"] if isinstance(p["index"], int) else 0)
+    return tuple(sorted(out, key=lambda p: p["index"] if isinstance(p["index"], int) else 0))
+
+
+_policies_cached = lru_cache(maxsize=4096)(_policy_entries)
 
 
 def _felix(text: str, opts: ParseOptions) -> FlowEvent:

@@ -60,7 +60,7 @@ class HubbleParser:
         text = check_raw(data, FAMILY, self.options)
         if isinstance(text, ParseError):
             return [text]
-        if not text.strip():
+        if not text or text.isspace():
             return []
         try:
             return [_flow(_envelope.loads(text), text, self.options)]

@@ -20,10 +20,12 @@ timestamp (bare kernel lines) is stamped with the reference time ("now").
 from __future__ import annotations
 
 import re
+import socket
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from detector.communityid import community_id_packed
 from detector.definitions import Disposition
 from detector.errors import ParseError
 from detector.parsers import _envelope
@@ -34,6 +36,7 @@ from detector.parsers._common import (
     ParseResult,
     add_endpoints,
     base_event,
+    bsd_iso,
     check_datetime,
     check_raw,
     disposition_from_prefix,
@@ -46,7 +49,7 @@ from detector.parsers._common import (
     to_bytes,
 )
 
-__all__ = ["IptablesParser", "parse_kernel_line"]
+__all__ = ["IptablesParser", "kernel_event", "parse_kernel_line"]
 
 FAMILY = "iptables"
 
@@ -101,7 +104,7 @@ def parse_record(raw: bytes | str, opts: ParseOptions, family: str) -> list[Pars
     text = check_raw(data, family, opts)
     if isinstance(text, ParseError):
         return [text]
-    if not text.strip():
+    if not text or text.isspace():
         return []
     inner: _envelope.Inner | None = None
     if text[:1] == "{":
@@ -113,11 +116,19 @@ def parse_record(raw: bytes | str, opts: ParseOptions, family: str) -> list[Pars
             return [ParseError(family, "JSON record has no 'message' or 'MESSAGE' field", data)]
         inner = inners[0]
     try:
-        return [
-            parse_kernel_line(inner.text if inner else text, opts, family, inner, original=text)
-        ]
+        if inner is None:
+            return [kernel_event(text, opts, family)]
+        return [parse_kernel_line(inner.text, opts, family, inner, original=text)]
     except FieldError as exc:
         return [ParseError(family, exc.reason, data, exc.position)]
+
+
+def kernel_event(line: str, opts: ParseOptions, family: str = FAMILY) -> FlowEvent:
+    """A LOG line as read (no envelope): the fast path if it fits, else the general one.
+
+    :raises FieldError: the line is not a complete LOG record.
+    """
+    return _fast_line(line, opts, family) or parse_kernel_line(line, opts, family)
 
 
 def parse_kernel_line(
@@ -331,6 +342,114 @@ def _iptables_fields(
     elif proto == 50 and "SPI" in fields:
         ipt["esp"] = {"spi": _hex_or_int(fields["SPI"], "SPI")}
     return ipt
+
+
+# The common record, whole: RFC 3164 syslog from the kernel, IPv4, TCP or UDP,
+# fields in the order netfilter writes them. Anything else (IPv6, ICMP, other
+# wrappings, odd prefixes) takes the general path, which explains what is wrong.
+_FAST = re.compile(
+    r"(?:<(\d{1,3})>)?([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ([^\s:]+) kernel: "
+    r"(?:\[\s*\d+\.\d+\]\s*)?((?:[^=\[\]]*[\s:])?)IN=(\S*) OUT=(\S*) (?:MAC=(\S*) )?"
+    r"SRC=([\d.]{7,15}) DST=([\d.]{7,15}) LEN=(\d{1,10}) TOS=(0x[\dA-Fa-f]{1,2}) "
+    r"PREC=(0x[\dA-Fa-f]{1,2}) TTL=(\d{1,10}) ID=(\d{1,10}) ((?:(?:CE|DF|MF) )*)"
+    r"PROTO=(TCP|UDP) SPT=(\d{1,5}) DPT=(\d{1,5}) (?:LEN=(\d{1,5})|WINDOW=(\d{1,10}) "
+    r"RES=(0x[\dA-Fa-f]{1,2}) ((?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*)URGP=\d{1,5})"
+    r"(?: MARK=(0x[\dA-Fa-f]{1,8}))? *"
+)
+_pton, _INET = socket.inet_pton, socket.AF_INET
+_OUTCOMES = {"allowed": "success", "denied": "failure", "unknown": "unknown"}
+
+
+def _fast_line(line: str, opts: ParseOptions, family: str) -> FlowEvent | None:
+    """The common record straight-line; None hands it to :func:`parse_kernel_line`.
+
+    Builds the same event as the general path (a test runs both over the
+    golden and corpus lines).
+    """
+    m = _FAST.fullmatch(line)
+    if m is None:
+        return None
+    (pri, stamp, host, prefix, in_dev, out_dev, mac, src, dst, length, tos, prec, ttl,
+     ip_id, frag, proto_name, sport_s, dport_s, udp_len, window, res, tcp_flags,
+     mark) = m.groups()  # fmt: skip
+    sport, dport = int(sport_s), int(dport_s)
+    if sport > 65535 or dport > 65535 or (udp_len and int(udp_len) > 65535):
+        return None
+    if window and int(window) > 2**32 - 1:
+        return None
+    try:
+        cid = community_id_packed(
+            _pton(_INET, src), _pton(_INET, dst), 6 if proto_name == "TCP" else 17, sport, dport
+        )
+    except OSError:
+        return None
+    timestamp = bsd_iso(stamp, opts)
+    prefix = prefix.strip()
+    action, disposition, _ = _action(prefix, opts)
+    event: dict[str, Any] = {
+        "kind": "event",
+        "category": ["network"],
+        "type": ["connection"] if disposition == "unknown" else ["connection", disposition],
+        "outcome": _OUTCOMES[disposition],
+        "dataset": f"segwatch.{family}",
+        "module": "segwatch",
+    }
+    event["start"] = event["end"] = timestamp
+    if opts.keep_original:
+        event["original"] = line
+    if action:
+        event["action"] = action
+    tcp = proto_name == "TCP"
+    source: dict[str, Any] = {"ip": src, "address": src, "port": sport}
+    destination: dict[str, Any] = {"ip": dst, "address": dst, "port": dport}
+    ipt: dict[str, Any] = {"input_device": in_dev, "output_device": out_dev}
+    if prefix:
+        ipt["prefix"] = prefix
+    if mac is not None:
+        layout = _ethernet(mac)
+        if layout is not None:
+            destination["mac"], source["mac"], ipt["ether_type"] = layout
+        else:
+            ipt["mac"] = mac
+    ipt["length"], ipt["ttl"], ipt["id"] = int(length), int(ttl), int(ip_id)
+    ipt["tos"], ipt["precedence_bits"] = int(tos, 16), int(prec, 16)
+    if mark:
+        ipt["mark"] = int(mark, 16)
+    if frag:
+        ipt["fragment_flags"] = frag.split()
+    if tcp:
+        ipt["tcp"] = {
+            "flags": tcp_flags.split(),
+            "window": int(window),
+            "reserved_bits": int(res, 16),
+        }
+    elif udp_len:
+        ipt["udp"] = {"length": int(udp_len)}
+    observer: dict[str, Any] = {"name": host}
+    if in_dev:
+        observer["ingress"] = {"interface": {"name": in_dev}}
+    if out_dev:
+        observer["egress"] = {"interface": {"name": out_dev}}
+    ev: FlowEvent = {
+        "@timestamp": timestamp,
+        "event": event,
+        "source": source,
+        "destination": destination,
+        "network": {
+            "type": "ipv4",
+            "iana_number": "6" if tcp else "17",
+            "transport": "tcp" if tcp else "udp",
+            "community_id": cid,
+            "direction": "ingress" if in_dev and not out_dev
+            else ("egress" if out_dev and not in_dev else "unknown"),
+        },
+        "related": {"ip": [src] if src == dst else [src, dst]},
+        "observer": observer,
+    }  # fmt: skip
+    if pri is not None:
+        ev["log"] = {"syslog": {"priority": int(pri)}}
+    ev["iptables"] = ipt
+    return ev
 
 
 @lru_cache(maxsize=4096)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from detector.parsers import ParseOptions
 from detector.parsers.iptables import IptablesParser
@@ -86,3 +87,78 @@ def test_bare_kernel_line_gets_the_reference_time() -> None:
 def test_truncated_record_is_an_error() -> None:
     err = only_error(IptablesParser().parse("May  5 20:46:45 gw kernel: TTL=126 ID=1 PROTO=TCP"))
     assert "truncated" in err.reason
+
+
+def _fast_and_general(line: str, opts: ParseOptions) -> tuple[object, object]:
+    """What the fast path gives (None: declined) and what the general path gives."""
+    from detector.parsers._common import FieldError
+    from detector.parsers.iptables import _fast_line, parse_kernel_line
+
+    def run(fn: object) -> object:
+        try:
+            return fn(line, opts, "iptables")  # type: ignore[operator]
+        except FieldError as exc:
+            return ("error", exc.reason)
+
+    return run(_fast_line), run(parse_kernel_line)
+
+
+def test_fast_path_and_general_path_build_the_same_event() -> None:
+    opts = ParseOptions(reference_time=REFERENCE_TIME, syslog_year=2026)
+    head = "<4>Nov 25 09:00:01 web-1 kernel: "
+    tcp = "IN=eth0 OUT= MAC=02:42:ac:11:00:02:02:42:ac:11:00:01:08:00 SRC=198.51.100.23 DST=10.0.1.10 LEN=60 TOS=0x10 PREC=0x00 TTL=49 ID=54321 DF PROTO=TCP SPT=61000 DPT=3389 WINDOW=29200 RES=0x00 ACK SYN URGP=0"  # noqa: E501
+    udp = "IN= OUT=eth1 SRC=10.0.1.10 DST=10.0.1.10 LEN=76 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=UDP SPT=123 DPT=123 LEN=56"  # noqa: E501
+    lines = [
+        head + "DROP-IN: " + tcp,
+        head + "[ 9123.000001] ACCEPT " + tcp,
+        "Nov 25 09:00:01 web-1 kernel: " + tcp,  # no priority, no prefix
+        head + "DROP-IN: " + tcp + " MARK=0x1f",
+        head + "DROP-IN: " + tcp.replace("MAC=02:42:ac:11:00:02:02:42:ac:11:00:01:08:00", "MAC="),
+        head + "DROP-IN: " + tcp.replace("MAC=02:42:ac:11:00:02:02:42:ac:11:00:01:08:00", "MAC=ff"),
+        head + "LOG: " + udp,
+        head + "LOG: " + udp.replace("LEN=56", "LEN=99999"),  # the general path refuses it
+        head + "DROP-IN: " + tcp.replace("SPT=61000", "SPT=70000"),
+        head + "DROP-IN: " + tcp.replace("WINDOW=29200", "WINDOW=9999999999"),
+        head + "DROP-IN: " + tcp.replace("SRC=198.51.100.23", "SRC=198.51.100.300"),
+        head.replace("Nov 25", "Feb 30") + "DROP-IN: " + tcp,
+        head + "FOOIN=x " + tcp,  # '=' in the prefix: declined
+        head + "[WAN_LOCAL-default-D]" + tcp,  # Ubiquiti: declined
+        head + "DROP-IN:" + tcp,  # no space before IN=
+    ]
+    fired = 0
+    for line in lines:
+        fast, general = _fast_and_general(line, opts)
+        if fast is not None:
+            fired += 1
+            assert fast == general, line
+    assert fired >= 6  # the common shapes really take the fast path
+    # and the parser as a whole gives what the general path gives, declined or not
+    for line in lines:
+        _, general = _fast_and_general(line, opts)
+        (result,) = IptablesParser(opts).parse(line)
+        if isinstance(general, tuple):
+            assert only_error([result]).reason == general[1], line
+        else:
+            assert result == general, line
+
+
+def test_fast_path_agrees_with_the_general_path_on_the_corpus() -> None:
+    from .conftest import CORPUS
+
+    opts = ParseOptions(reference_time=REFERENCE_TIME, syslog_year=2026)
+    lines = [
+        line
+        for path in sorted((CORPUS / "iptables").rglob("*.log"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    assert len(lines) > 10
+    # the corpus is mostly Ubiquiti's bracketed prefixes, which the fast path
+    # declines: each line again with a plain prefix exercises it
+    lines += [re.sub(r"\[[^\]]*\](?=IN=)", "FW-DROP: ", line) for line in lines]
+    fired = 0
+    for line in lines:
+        fast, general = _fast_and_general(line, opts)
+        fired += fast is not None
+        assert fast is None or fast == general, line
+    assert fired > 10

@@ -124,6 +124,20 @@ def test_fast_path_and_general_path_build_the_same_event() -> None:
         "2 1 eni-1 2001:db8::1 2001:db8::2 0 0 58 1 80 1700000000 1700000001 ACCEPT OK",
         "2 1 eni-1 10.0.0.1 10.0.0.1 0 0 1 4 336 1700000000 1700000001 REJECT OK",
         "2 1 eni-1 10.0.0.1 10.0.0.2 5 6 47 1 1 1700000000 1700000001 ACCEPT OK",
+        "2 1 eni-1 10.0.0.1 10.0.0.2 5 6 200 1 1 1700000000 1700000001 ACCEPT OK",
+        "02  1\teni-1 10.0.0.1 10.0.0.2 005 6 06 1 1 1700000000 1700000001 ACCEPT OK",
     ]
     for line in lines:
         assert only_event(_parser().parse(line.encode())) == only_event(general.parse(line)), line
+    # what int() would take but the general path refuses: both give the same error
+    refused = [
+        V2.replace(" 20641 ", " +20641 "),
+        V2.replace(" 20641 ", " 20_641 "),
+        V2.replace(" 20641 ", " \u0664\u0664\u0663 "),  # Arabic-Indic digits
+        V2.replace("2 ", "-2 ", 1),
+        V2.replace(" 20641 ", " -20641 "),
+        V2.replace(" 20641 ", " 70000 "),
+    ]
+    for line in refused:
+        ours, theirs = only_error(_parser().parse(line.encode())), only_error(general.parse(line))
+        assert ours.reason == theirs.reason, line
