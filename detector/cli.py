@@ -11,7 +11,7 @@ import platform
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -20,7 +20,10 @@ from rich.console import Console
 from detector import __version__
 from detector.errors import DetectorError
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from detector.parsers import Parser
+
+__all__ = ["app", "build_parser", "fail", "parse_files"]
 
 app = typer.Typer(
     name="segwatch",
@@ -49,36 +52,71 @@ _FAMILY_HELP = "Log family: auto (per record), " + ", ".join(
 )
 
 
+# Options shared by the commands that read flow-log files.
+FilesArg = Annotated[
+    list[str], typer.Argument(help="Flow-log files (gzip is read transparently); - for stdin.")
+]
+FamilyOpt = Annotated[str, typer.Option("--family", "-f", help=_FAMILY_HELP)]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="VPC flow-log format, as in AWS: '${version} ${vpc-id} ...' (default: header "
+        "lines, then the field count).",
+    ),
+]
+KeepGoingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going",
+        "-k",
+        help="Report every bad record and go on; without it the first bad record stops "
+        "the run with exit status 1.",
+    ),
+]
+YearOpt = Annotated[
+    int | None,
+    typer.Option(help="Year of syslog timestamps that have none (default: the current year)."),
+]
+TimezoneOpt = Annotated[
+    str, typer.Option(help="Zone of syslog timestamps that have none (IANA name).")
+]
+
+
+def build_parser(
+    family: str,
+    vpc_format: str | None = None,
+    year: int | None = None,
+    timezone: str = "UTC",
+    max_record_bytes: int = 64 * 1024,
+    original: bool = True,
+) -> Parser:
+    """A parser from command-line options; bad options end the run with a clear message."""
+    from detector.parsers import PARSERS, ParseOptions, make_parser
+
+    if family != "auto" and family not in PARSERS:
+        fail(f"--family {family!r} is not one of auto, {', '.join(PARSERS)}")
+    try:
+        options = ParseOptions(
+            syslog_timezone=timezone, syslog_year=year, vpc_format=vpc_format,
+            max_record_bytes=max_record_bytes, keep_original=original,
+        )  # fmt: skip
+        options.tz  # noqa: B018  (validates the zone name now)
+        return make_parser(family, options)
+    except (ValueError, KeyError) as exc:
+        fail(f"invalid option: {exc}")
+    except DetectorError as exc:
+        fail(f"--format: {exc}")
+
+
 @app.command("parse")
 def parse_cmd(
-    files: Annotated[
-        list[str], typer.Argument(help="Flow-log files (gzip is read transparently); - for stdin.")
-    ],
-    family: Annotated[str, typer.Option("--family", "-f", help=_FAMILY_HELP)] = "auto",
-    vpc_format: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="VPC flow-log format, as in AWS: '${version} ${vpc-id} ...' (default: header "
-            "lines, then the field count).",
-        ),
-    ] = None,
-    keep_going: Annotated[
-        bool,
-        typer.Option(
-            "--keep-going",
-            "-k",
-            help="Report every bad record and exit 0; without it the first bad record stops "
-            "the run with exit status 1.",
-        ),
-    ] = False,
-    year: Annotated[
-        int | None,
-        typer.Option(help="Year of syslog timestamps that have none (default: the current year)."),
-    ] = None,
-    timezone: Annotated[
-        str, typer.Option(help="Zone of syslog timestamps that have none (IANA name).")
-    ] = "UTC",
+    files: FilesArg,
+    family: FamilyOpt = "auto",
+    vpc_format: FormatOpt = None,
+    keep_going: KeepGoingOpt = False,
+    year: YearOpt = None,
+    timezone: TimezoneOpt = "UTC",
     max_record_bytes: Annotated[int, typer.Option(help="Records larger than this are errors.")] = 64
     * 1024,
     original: Annotated[
@@ -87,27 +125,29 @@ def parse_cmd(
 ) -> None:
     """Normalize flow-log records to ECS: one JSON document per line on stdout.
 
-    Bad records go to stderr as FILE:LINE: reason. A summary line ends the run
-    on stderr. Families and fields: see README "Flow-log families".
+    Bad records go to stderr as FILE:LINE: reason; with --keep-going the run
+    goes on and exits 0. A summary line ends the run on stderr. Families and
+    fields: see README "Flow-log families".
     """
-    from detector.files import iter_records
-    from detector.parsers import PARSERS, ParseOptions, make_parser
-
-    if family != "auto" and family not in PARSERS:
-        _fail(f"--family {family!r} is not one of auto, {', '.join(PARSERS)}")
-    try:
-        options = ParseOptions(
-            syslog_timezone=timezone, syslog_year=year, vpc_format=vpc_format,
-            max_record_bytes=max_record_bytes, keep_original=original,
-        )  # fmt: skip
-        options.tz  # noqa: B018  (validates the zone name now)
-        parser = make_parser(family, options)
-    except (ValueError, KeyError) as exc:
-        _fail(f"invalid option: {exc}")
-    except DetectorError as exc:
-        _fail(f"--format: {exc}")
+    parser = build_parser(family, vpc_format, year, timezone, max_record_bytes, original)
     out = sys.stdout.buffer
     counts = {"records": 0, "events": 0, "errors": 0}
+    for event in parse_files(files, parser, keep_going, counts):
+        out.write(orjson.dumps(event) + b"\n")
+    out.flush()
+    _summary(counts)
+
+
+def parse_files(
+    files: list[str], parser: Parser, keep_going: bool, counts: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """The events of every file, in order; bad records reported as ``FILE:LINE: reason``.
+
+    Without ``keep_going`` the first bad record ends the run (exit status 1).
+    ``counts`` (records, events, errors) is updated as the files are read.
+    """
+    from detector.files import iter_records
+
     with _progress(files) as advance:
         for path in files:
             try:
@@ -122,23 +162,22 @@ def parse_cmd(
                                 raise typer.Exit(1)
                         else:
                             counts["events"] += 1
-                            out.write(orjson.dumps(result) + b"\n")
+                            yield result
                     advance(path, len(raw) + 1)
             except OSError as exc:
-                _fail(f"{path}: cannot read: {exc.strerror or exc}")
-    out.flush()
-    _summary(counts)
+                fail(f"{path}: cannot read: {exc.strerror or exc}")
 
 
 def _summary(counts: dict[str, int]) -> None:
     typer.echo(
-        f"segwatch parse: {counts['records']} records, {counts['events']} events, "
+        f"segwatch: {counts['records']} records, {counts['events']} events, "
         f"{counts['errors']} errors",
         err=True,
     )
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
+    """Print ``segwatch: message`` on stderr and exit with status 2 (bad usage or input)."""
     typer.echo(f"segwatch: {message}", err=True)
     raise typer.Exit(2)
 

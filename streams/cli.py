@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from detector.cli import app
+from detector.model_cli import model_app  # noqa: F401  (registers analyze and model ...)
 from streams.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]

@@ -10,7 +10,7 @@ from detector.parsers.iptables import IptablesParser
 
 from .conftest import REFERENCE_TIME, flatten, only_error, only_event
 
-BODY = "IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC=198.51.100.7 DST=10.0.3.4 LEN=60 TOS=0x00 PREC=0x00 TTL=52 ID=4242 DF PROTO=TCP SPT=51515 DPT=5432 WINDOW=64240 RES=0x00 SYN URGP=0"  # noqa: E501
+BODY = "IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC=198.51.100.7 DST=10.0.3.4 LEN=60 TOS=0x00 PREC=0x00 TTL=52 ID=4242 DF PROTO=TCP SPT=51515 DPT=5432 WINDOW=64240 RES=0x00 SYN URGP=0"
 
 
 def _parse(line: str, **kw: object) -> dict[str, object]:
@@ -67,7 +67,7 @@ def test_prefix_table_is_configurable() -> None:
 
 
 def test_ipv6_icmp_type_and_code() -> None:
-    line = "Jan 22 09:05:05 h kernel: [ 12.5] v6: IN=eth0 OUT= SRC=2001:db8::1 DST=2001:db8::2 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 PROTO=ICMPv6 TYPE=128 CODE=0 ID=3427 SEQ=1"  # noqa: E501
+    line = "Jan 22 09:05:05 h kernel: [ 12.5] v6: IN=eth0 OUT= SRC=2001:db8::1 DST=2001:db8::2 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 PROTO=ICMPv6 TYPE=128 CODE=0 ID=3427 SEQ=1"
     ev = _parse(line)
     assert ev["network.type"] == "ipv6" and ev["network.transport"] == "ipv6-icmp"
     assert (ev["iptables.icmp.type"], ev["iptables.icmp.code"]) == (128, 0)
@@ -106,8 +106,8 @@ def _fast_and_general(line: str, opts: ParseOptions) -> tuple[object, object]:
 def test_fast_path_and_general_path_build_the_same_event() -> None:
     opts = ParseOptions(reference_time=REFERENCE_TIME, syslog_year=2026)
     head = "<4>Nov 25 09:00:01 web-1 kernel: "
-    tcp = "IN=eth0 OUT= MAC=02:42:ac:11:00:02:02:42:ac:11:00:01:08:00 SRC=198.51.100.23 DST=10.0.1.10 LEN=60 TOS=0x10 PREC=0x00 TTL=49 ID=54321 DF PROTO=TCP SPT=61000 DPT=3389 WINDOW=29200 RES=0x00 ACK SYN URGP=0"  # noqa: E501
-    udp = "IN= OUT=eth1 SRC=10.0.1.10 DST=10.0.1.10 LEN=76 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=UDP SPT=123 DPT=123 LEN=56"  # noqa: E501
+    tcp = "IN=eth0 OUT= MAC=02:42:ac:11:00:02:02:42:ac:11:00:01:08:00 SRC=198.51.100.23 DST=10.0.1.10 LEN=60 TOS=0x10 PREC=0x00 TTL=49 ID=54321 DF PROTO=TCP SPT=61000 DPT=3389 WINDOW=29200 RES=0x00 ACK SYN URGP=0"
+    udp = "IN= OUT=eth1 SRC=10.0.1.10 DST=10.0.1.10 LEN=76 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=UDP SPT=123 DPT=123 LEN=56"
     lines = [
         head + "DROP-IN: " + tcp,
         head + "[ 9123.000001] ACCEPT " + tcp,

@@ -11,7 +11,7 @@ from detector.parsers.vpcflow import VpcFlowParser
 
 from .conftest import REFERENCE_TIME, flatten, only_error, only_event
 
-V2 = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK"  # noqa: E501
+V2 = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK"
 
 
 def _parser(**kw: object) -> VpcFlowParser:
@@ -34,7 +34,7 @@ def test_default_v2_record() -> None:
 
 
 def test_custom_format_in_any_order() -> None:
-    fmt = "${srcaddr} ${dstaddr} ${dstport} ${protocol} ${action} ${flow-direction} ${traffic-path} ${pkt-srcaddr} ${start} ${end} ${tcp-flags}"  # noqa: E501
+    fmt = "${srcaddr} ${dstaddr} ${dstport} ${protocol} ${action} ${flow-direction} ${traffic-path} ${pkt-srcaddr} ${start} ${end} ${tcp-flags}"
     line = "10.0.0.5 10.0.1.9 443 6 REJECT egress 2 203.0.113.7 1700000000 1700000060 19"
     ev = flatten(only_event(_parser(vpc_format=fmt).parse(line)))
     assert ev["destination.port"] == 443 and ev["event.outcome"] == "failure"
@@ -64,7 +64,7 @@ def test_nodata_and_skipdata_are_events_not_errors() -> None:
 
 
 def test_transit_gateway_record() -> None:
-    line = "6 TransitGateway 123456789012 tgw-0123 tgw-attach-1 123456789012 123456789012 vpc-a vpc-b subnet-a subnet-b eni-a eni-b use1-az1 use1-az2 tgw-attach-2 10.1.0.5 10.2.0.9 41000 443 6 10 840 1700000000 1700000060 OK IPv4 0 0 0 0 2 us-east-1 egress - -"  # noqa: E501
+    line = "6 TransitGateway 123456789012 tgw-0123 tgw-attach-1 123456789012 123456789012 vpc-a vpc-b subnet-a subnet-b eni-a eni-b use1-az1 use1-az2 tgw-attach-2 10.1.0.5 10.2.0.9 41000 443 6 10 840 1700000000 1700000060 OK IPv4 0 0 0 0 2 us-east-1 egress - -"
     ev = flatten(only_event(_parser().parse(line)))
     assert ev["aws.vpcflow.tgw_id"] == "tgw-0123"
     assert ev["aws.vpcflow.resource_type"] == "TransitGateway"

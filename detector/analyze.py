@@ -1,0 +1,106 @@
+"""What ``segwatch analyze`` reports: flows by zone pair and verdict, top violations,
+and the declared allow rules that traffic never used (least-privilege candidates).
+
+:class:`Summary` is explicit state fed one placed event at a time, so the same
+object serves a file run and, later, a window of the stream.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.model.compile import VERDICTS, CompiledModel, Placement
+from detector.model.schema import INTERNET, SENSITIVITY_ORDER
+
+__all__ = ["Summary", "UnusedRule"]
+
+
+@dataclass(frozen=True)
+class UnusedRule:
+    """A declared allow rule no observed flow used, and what it exposes."""
+
+    rule_id: str
+    source: str
+    destination: str
+    exposes: str  # the destination zone's sensitivity
+    description: str
+
+
+@dataclass
+class Summary:
+    """Counts over placed events."""
+
+    model: CompiledModel
+    events: int = 0
+    matrix: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    violations: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    used_rules: set[str] = field(default_factory=set)
+
+    def observe(self, event: dict[str, Any], placement: Placement) -> None:
+        """Count one placed event."""
+        self.events += 1
+        src = placement.source_zone or "(none)"
+        dst = placement.destination_zone or "(none)"
+        self.matrix[(src, dst, placement.verdict)] += 1
+        self.verdicts[placement.verdict] += 1
+        if placement.rule_id is not None:
+            self.used_rules.add(placement.rule_id)
+        if placement.verdict == "violation":
+            network = event.get("network") or {}
+            port = (event.get("destination") or {}).get("port")
+            service = f"{network.get('transport', '?')}/{port if port is not None else '-'}"
+            self.violations[(src, dst, service, placement.reason)] += 1
+
+    def zone_pairs(self) -> list[tuple[str, str, dict[str, int]]]:
+        """(source zone, destination zone, {verdict: count}) for every pair seen."""
+        pairs: dict[tuple[str, str], dict[str, int]] = {}
+        for (src, dst, verdict), count in self.matrix.items():
+            pairs.setdefault((src, dst), dict.fromkeys(VERDICTS, 0))[verdict] = count
+        return [(s, d, counts) for (s, d), counts in sorted(pairs.items())]
+
+    def top_violations(self, n: int = 10) -> list[tuple[tuple[str, str, str, str], int]]:
+        return self.violations.most_common(n)
+
+    def unused_rules(self) -> list[UnusedRule]:
+        """Declared rules never used, most sensitive exposure first."""
+        doc = self.model.model.document
+        zones = self.model.zones
+        out = []
+        for flow in doc.flows:
+            if flow.id in self.used_rules:
+                continue
+            exposed = [zones[d].tags.sensitivity for d in flow.destination if d in zones]
+            worst = max(exposed, key=SENSITIVITY_ORDER.__getitem__, default="low")
+            if INTERNET in flow.destination and not exposed:
+                worst = "low"
+            out.append(
+                UnusedRule(
+                    flow.id,
+                    ",".join(flow.source),
+                    ",".join(flow.destination),
+                    worst,
+                    flow.describe(),
+                )
+            )
+        out.sort(key=lambda r: (-SENSITIVITY_ORDER[r.exposes], r.rule_id))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``analyze --summary --json``)."""
+        return {
+            "events": self.events,
+            "model_version": self.model.version,
+            "verdicts": dict(self.verdicts),
+            "zone_pairs": [
+                {"source_zone": s, "destination_zone": d, **counts}
+                for s, d, counts in self.zone_pairs()
+            ],
+            "top_violations": [
+                {"source_zone": s, "destination_zone": d, "service": svc, "reason": r, "count": c}
+                for (s, d, svc, r), c in self.top_violations()
+            ],
+            "unused_rules": [r.__dict__ for r in self.unused_rules()],
+        }

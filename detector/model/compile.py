@@ -1,0 +1,387 @@
+"""A model compiled to lookup structures, and ``place``: event x model -> verdict.
+
+- Addresses: longest-prefix match per address family, one dict per prefix
+  length present in the model, so a lookup costs one probe per distinct
+  prefix length, whatever the number of zones; results are cached per address.
+- Kubernetes workloads: zones' pod selectors, most specific first (ties: the
+  zone declared first); results cached per (namespace, labels).
+- Flows: an index by (source zone, destination zone), wildcards kept apart.
+
+Verdicts (see DESIGN.md): ``allowed``, ``violation``, ``blocked_attempt``,
+``over_restrictive``, ``unmanaged``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
+
+from detector.model.load import SegmentationModel
+from detector.model.schema import ANY_ZONE, INTERNET, Flow, PodSelector, Zone
+
+__all__ = [
+    "CompiledModel",
+    "CompiledRule",
+    "Placement",
+    "Verdict",
+    "compile_model",
+    "enrich",
+]
+
+Verdict = Literal["allowed", "violation", "blocked_attempt", "over_restrictive", "unmanaged"]
+VERDICTS: tuple[Verdict, ...] = (
+    "allowed", "violation", "blocked_attempt", "over_restrictive", "unmanaged",
+)  # fmt: skip
+_PROTOCOLS = {"tcp": (6,), "udp": (17,), "icmp": (1, 58), "any": ()}
+_CACHE_LIMIT = 1 << 16
+
+
+class CompiledRule(NamedTuple):
+    """One allow rule as the index holds it: ``protocols`` () is any, ``ports`` () is any."""
+
+    id: str
+    protocols: tuple[int, ...]
+    ports: tuple[tuple[int, int], ...]
+    expires: float | None  # epoch seconds
+    source: str
+    destination: str
+
+    def admits(self, proto: int | None, port: int | None) -> bool:
+        if self.protocols and proto not in self.protocols:
+            return False
+        if not self.ports:
+            return True
+        if port is None:
+            return False
+        return any(lo <= port <= hi for lo, hi in self.ports)
+
+
+class Placement(NamedTuple):
+    """Where a flow sits on the model, and what that means."""
+
+    source_zone: str | None
+    destination_zone: str | None
+    verdict: Verdict
+    rule_id: str | None
+    reason: str
+    model_version: str
+    mode: Literal["enforce", "monitor"]
+
+    def to_fields(self) -> dict[str, Any]:
+        """The event's ``segmentation.*`` fields."""
+        fields: dict[str, Any] = {
+            "source_zone": self.source_zone,
+            "destination_zone": self.destination_zone,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "model_version": self.model_version,
+            "mode": self.mode,
+        }
+        if self.rule_id is not None:
+            fields["rule_id"] = self.rule_id
+        return fields
+
+
+@dataclass(frozen=True)
+class _Lpm:
+    """Longest-prefix match for one address family."""
+
+    bits: int
+    lengths: tuple[int, ...]  # longest first
+    tables: tuple[dict[int, str], ...]
+
+    def lookup(self, value: int) -> str | None:
+        bits = self.bits
+        for length, table in zip(self.lengths, self.tables, strict=True):
+            zone = table.get(value >> (bits - length))
+            if zone is not None:
+                return zone
+        return None
+
+
+def _lpm(bits: int, entries: list[tuple[int, int, str]]) -> _Lpm:
+    """entries: (network as int, prefix length, zone)."""
+    by_length: dict[int, dict[int, str]] = {}
+    for network, length, zone in entries:
+        by_length.setdefault(length, {})[network >> (bits - length)] = zone
+    lengths = tuple(sorted(by_length, reverse=True))
+    return _Lpm(bits, lengths, tuple(by_length[n] for n in lengths))
+
+
+class CompiledModel:
+    """A model ready to place events; build with :func:`compile_model`."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        doc = model.document
+        self.model = model
+        self.version = model.version
+        self.zones: dict[str, Zone] = {z.name: z for z in doc.zones}
+        self.defaults = doc.defaults
+        v4: list[tuple[int, int, str]] = []
+        v6: list[tuple[int, int, str]] = []
+        for zone in doc.zones:
+            for net in zone.cidrs:
+                (v4 if net.version == 4 else v6).append(
+                    (int(net.network_address), net.prefixlen, zone.name)
+                )
+        self._v4, self._v6 = _lpm(32, v4), _lpm(128, v6)
+        self._selectors: tuple[tuple[PodSelector, str], ...] = tuple(
+            sorted(
+                ((sel, zone.name) for zone in doc.zones for sel in zone.kubernetes),
+                key=lambda item: -item[0].specificity,  # stable: declaration order on ties
+            )
+        )
+        self.rules: tuple[CompiledRule, ...] = tuple(self._rules(doc.flows))
+        self._index: dict[tuple[str, str], list[CompiledRule]] = {}
+        for rule in self.rules:
+            self._index.setdefault((rule.source, rule.destination), []).append(rule)
+        self._wild_src = any(r.source == ANY_ZONE for r in self.rules)
+        self._wild_dst = any(r.destination == ANY_ZONE for r in self.rules)
+        self._ip_cache: dict[str, str | None] = {}
+        self._k8s_cache: dict[tuple[Any, ...], str | None] = {}
+        self._has_expiry = any(r.expires is not None for r in self.rules)
+        self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
+
+    def _rules(self, flows: tuple[Flow, ...]) -> Iterator[CompiledRule]:
+        for flow in flows:
+            protocols = _PROTOCOLS[flow.protocol]
+            ports = tuple((p.first, p.last) for p in flow.ports)
+            expires = flow.expires.timestamp() if flow.expires else None
+            for src in flow.source:
+                for dst in flow.destination:
+                    yield CompiledRule(flow.id, protocols, ports, expires, src, dst)
+                    if flow.bidirectional:
+                        yield CompiledRule(flow.id, protocols, ports, expires, dst, src)
+        dns = self.defaults.dns
+        if dns is not None:
+            ports = tuple((p.first, p.last) for p in dns.ports)
+            for name, proto in (("udp", 17), ("tcp", 6)):
+                yield CompiledRule(f"default-dns-{name}", (proto,), ports, None, ANY_ZONE, dns.zone)
+
+    # --- zones -----------------------------------------------------------------
+
+    def zone_of_ip(self, ip: str) -> str | None:
+        """The zone of an address: most specific CIDR, else ``internet`` if public, else None."""
+        cache = self._ip_cache
+        if ip in cache:
+            return cache[ip]
+        zone = self._lookup_ip(ip)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[ip] = zone
+        return zone
+
+    def _lookup_ip(self, ip: str) -> str | None:
+        try:
+            if ":" in ip:
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+                zone = self._v6.lookup(value)
+            else:
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+                zone = self._v4.lookup(value)
+        except (OSError, ValueError):
+            return None
+        if zone is None and self.defaults.internet and not _is_local(ip):
+            return INTERNET
+        return zone
+
+    def zone_of_workload(self, k8s: dict[str, Any]) -> str | None:
+        """The zone whose selector matches a Kubernetes endpoint, if any."""
+        if not self._selectors:
+            return None
+        namespace = k8s.get("namespace")
+        labels = k8s.get("labels") or {}
+        ns_labels = k8s.get("namespace_labels") or {}
+        key = (namespace, tuple(sorted(labels.items())), tuple(sorted(ns_labels.items())))
+        cache = self._k8s_cache
+        zone: str | None = cache.get(key, _MISSING)
+        if zone is _MISSING:
+            zone = next(
+                (
+                    name
+                    for sel, name in self._selectors
+                    if sel.matches(namespace, labels, ns_labels)
+                ),
+                None,
+            )
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = zone
+        return zone
+
+    def zone_of(self, endpoint: dict[str, Any] | None) -> str | None:
+        """An event's ``source`` or ``destination``: workload selectors first, then the address."""
+        if not endpoint:
+            return None
+        k8s = endpoint.get("kubernetes")
+        if k8s and self._selectors:
+            zone = self.zone_of_workload(k8s)
+            if zone is not None:
+                return zone
+        ip = endpoint.get("ip")
+        return self.zone_of_ip(ip) if ip else None
+
+    # --- rules -----------------------------------------------------------------
+
+    def rules_between(self, src: str, dst: str) -> list[CompiledRule]:
+        """Every rule that could allow ``src`` -> ``dst`` (wildcards included)."""
+        index = self._index
+        found = list(index.get((src, dst), ()))
+        if self._wild_src and src != INTERNET:
+            found += index.get((ANY_ZONE, dst), ())
+        if self._wild_dst and dst != INTERNET:
+            found += index.get((src, ANY_ZONE), ())
+            if self._wild_src and src != INTERNET:
+                found += index.get((ANY_ZONE, ANY_ZONE), ())
+        return found
+
+    def match(
+        self, src: str, dst: str, proto: int | None, port: int | None, when: float | None
+    ) -> tuple[CompiledRule | None, CompiledRule | None]:
+        """(the rule that allows it, or None; an expired rule that would have)."""
+        expired = None
+        for rule in self.rules_between(src, dst):
+            if rule.admits(proto, port):
+                if rule.expires is not None and when is not None and when > rule.expires:
+                    expired = rule
+                    continue
+                return rule, None
+        return None, expired
+
+    # --- placing -----------------------------------------------------------------
+
+    def place(self, event: dict[str, Any]) -> Placement:
+        """Where an event's endpoints sit, which rule (if any) allows it, and the verdict.
+
+        The event's time decides whether a time-bounded exception still applies.
+        A flow that answers an allowed connection (source port = the rule's
+        port, reverse direction) is allowed as a reply. A flow whose log does
+        not say whether it passed is taken as passed.
+        """
+        source = event.get("source")
+        destination = event.get("destination")
+        src = self.zone_of(source)
+        dst = self.zone_of(destination)
+        mode: Literal["enforce", "monitor"] = (
+            "monitor" if src in self._monitor or dst in self._monitor else "enforce"
+        )
+        if src is None or dst is None:
+            side, endpoint = ("source", source) if src is None else ("destination", destination)
+            what = _describe(endpoint)
+            return Placement(
+                src, dst, "unmanaged", None, f"{side} {what} is in no zone", self.version, mode
+            )
+        network = event.get("network") or {}
+        iana = network.get("iana_number")
+        proto = int(iana) if iana else None
+        dport = destination.get("port") if destination else None
+        passed = _passed(event)
+        rule_id: str | None
+        if src == dst and self.defaults.intra_zone == "allow":
+            allowed, rule_id, reason = True, None, f"inside zone {src} (intra_zone: allow)"
+        else:
+            when = _event_time(event) if self._has_expiry else None
+            rule, expired = self.match(src, dst, proto, dport, when)
+            if rule is not None:
+                allowed, rule_id, reason = True, rule.id, f"flow {rule.id} allows it"
+            else:
+                reply = self._reply(src, dst, proto, source, when)
+                if reply is not None:
+                    allowed, rule_id = True, reply.id
+                    reason = f"reply on a connection flow {reply.id} allows"
+                elif self.defaults.action == "allow" and expired is None:
+                    allowed, rule_id, reason = True, None, "no flow matches; default action allow"
+                else:
+                    allowed, rule_id = False, None
+                    reason = _denial(src, dst, proto, dport, expired)
+        if allowed:
+            verdict: Verdict = "allowed" if passed else "over_restrictive"
+        else:
+            verdict = "violation" if passed else "blocked_attempt"
+        return Placement(src, dst, verdict, rule_id, reason, self.version, mode)
+
+    def _reply(
+        self, src: str, dst: str, proto: int | None, source: Any, when: float | None
+    ) -> CompiledRule | None:
+        if proto not in (6, 17, 132) or not source:
+            return None
+        sport = source.get("port")
+        if sport is None:
+            return None
+        rule, _ = self.match(dst, src, proto, sport, when)
+        return rule
+
+
+_MISSING: Any = object()
+# Addresses that never belong to the Internet. Documentation ranges (TEST-NET,
+# 2001:db8::/32) do: they stand in for public addresses in examples and tests.
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+        "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8",
+    )
+)  # fmt: skip
+
+
+def _is_local(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return any(address in net for net in _LOCAL_NETWORKS if net.version == address.version)
+
+
+def _passed(event: dict[str, Any]) -> bool:
+    ev = event.get("event") or {}
+    types = ev.get("type") or ()
+    if "denied" in types:
+        return False
+    if "allowed" in types:
+        return True
+    return ev.get("outcome") != "failure"
+
+
+def _event_time(event: dict[str, Any]) -> float | None:
+    stamp = event.get("@timestamp")
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _describe(endpoint: dict[str, Any] | None) -> str:
+    if not endpoint:
+        return "(absent)"
+    k8s = endpoint.get("kubernetes") or {}
+    name = (k8s.get("pod") or {}).get("name") or k8s.get("workload")
+    ip = endpoint.get("ip") or "?"
+    if name:
+        return f"{k8s.get('namespace', '')}/{name} ({ip})"
+    return str(ip)
+
+
+def _denial(
+    src: str, dst: str, proto: int | None, port: int | None, expired: CompiledRule | None
+) -> str:
+    what = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto or -1, f"protocol {proto}")
+    target = f"{what}/{port}" if port is not None else what
+    if expired is not None:
+        when = datetime.fromtimestamp(expired.expires or 0, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"flow {expired.id} would allow {src} -> {dst} {target} but expired {when}"
+    return f"no flow allows {src} -> {dst} {target} (default deny)"
+
+
+def compile_model(model: SegmentationModel) -> CompiledModel:
+    """Build the lookup structures for a validated model."""
+    return CompiledModel(model)
+
+
+def enrich(event: dict[str, Any], placement: Placement) -> dict[str, Any]:
+    """Write the placement into the event's ``segmentation`` fields (in place) and return it."""
+    event["segmentation"] = placement.to_fields()
+    return event

@@ -1,0 +1,184 @@
+"""What changes between two models: zone pairs and services that become allowed or
+denied, zones added or removed, and (given recorded traffic) the observed flows
+whose verdict would change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.model.compile import CompiledModel
+from detector.model.reach import edges
+
+__all__ = ["ModelDiff", "VerdictChange", "diff_models", "diff_on_events"]
+
+# protocol -> inclusive port intervals; "icmp"/"other" use (0, 0) for "all of it"
+Services = dict[str, list[tuple[int, int]]]
+_FULL = [(0, 65535)]
+
+
+@dataclass(frozen=True)
+class ModelDiff:
+    """The semantic difference, pair by pair."""
+
+    zones_added: tuple[str, ...]
+    zones_removed: tuple[str, ...]
+    zones_changed: tuple[str, ...]  # same name, different members
+    allowed: tuple[tuple[str, str, str], ...]  # (source, destination, services) newly allowed
+    denied: tuple[tuple[str, str, str], ...]  # newly denied
+
+    @property
+    def empty(self) -> bool:
+        return not (self.zones_added or self.zones_removed or self.zones_changed
+                    or self.allowed or self.denied)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "zones_added": list(self.zones_added),
+            "zones_removed": list(self.zones_removed),
+            "zones_changed": list(self.zones_changed),
+            "newly_allowed": [dict(zip(("source", "destination", "services"), a, strict=True))
+                              for a in self.allowed],
+            "newly_denied": [dict(zip(("source", "destination", "services"), d, strict=True))
+                             for d in self.denied],
+        }  # fmt: skip
+
+
+@dataclass
+class VerdictChange:
+    """Observed flows whose verdict differs between the models, grouped."""
+
+    changes: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
+    samples: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    events: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("source_zone", "destination_zone", "service", "old_verdict", "new_verdict")
+        return {
+            "events": self.events,
+            "changed": sum(self.changes.values()),
+            "groups": [
+                {**dict(zip(keys, key, strict=True)), "count": n}
+                for key, n in self.changes.most_common()
+            ],
+        }
+
+
+def diff_models(old: CompiledModel, new: CompiledModel, at: float | None = None) -> ModelDiff:
+    """Compare what each model allows, zone pair by zone pair (wildcards expanded)."""
+    at = time.time() if at is None else at
+    a, b = _allowed(old, at), _allowed(new, at)
+    allowed, denied = [], []
+    for pair in sorted(set(a) | set(b)):
+        gained = _subtract(b.get(pair, {}), a.get(pair, {}))
+        lost = _subtract(a.get(pair, {}), b.get(pair, {}))
+        if gained:
+            allowed.append((*pair, _render(gained)))
+        if lost:
+            denied.append((*pair, _render(lost)))
+    old_zones, new_zones = old.zones, new.zones
+    changed = tuple(
+        sorted(
+            name
+            for name in set(old_zones) & set(new_zones)
+            if (old_zones[name].cidrs, old_zones[name].kubernetes)
+            != (new_zones[name].cidrs, new_zones[name].kubernetes)
+        )
+    )
+    return ModelDiff(
+        tuple(sorted(set(new_zones) - set(old_zones))),
+        tuple(sorted(set(old_zones) - set(new_zones))),
+        changed,
+        tuple(allowed),
+        tuple(denied),
+    )
+
+
+def diff_on_events(
+    old: CompiledModel, new: CompiledModel, events: Iterable[dict[str, Any]]
+) -> VerdictChange:
+    """Place every event under both models; count those whose verdict changes."""
+    result = VerdictChange()
+    for event in events:
+        result.events += 1
+        before, after = old.place(event), new.place(event)
+        if before.verdict == after.verdict:
+            continue
+        network = event.get("network") or {}
+        port = (event.get("destination") or {}).get("port")
+        service = f"{network.get('transport', '?')}/{port if port is not None else '-'}"
+        key = (
+            after.source_zone or before.source_zone or "(none)",
+            after.destination_zone or before.destination_zone or "(none)",
+            service,
+            before.verdict,
+            after.verdict,
+        )
+        result.changes[key] += 1
+        result.samples.setdefault(key, event)
+    return result
+
+
+def _allowed(model: CompiledModel, at: float) -> dict[tuple[str, str], Services]:
+    by_id = {r.id: r for r in model.rules}
+    out: dict[tuple[str, str], Services] = {}
+    for hops in edges(model, at).values():
+        for hop in hops:
+            rule = by_id[hop.rule_id]
+            services = out.setdefault((hop.source, hop.destination), {})
+            protos = [_proto_name(p) for p in rule.protocols] or ["tcp", "udp", "icmp", "other"]
+            for proto in dict.fromkeys(protos):
+                ports = list(rule.ports) if rule.ports and proto in ("tcp", "udp") else _FULL
+                services[proto] = _union(services.get(proto, []) + ports)
+    return out
+
+
+def _proto_name(number: int) -> str:
+    return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(number, "other")
+
+
+def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _subtract(a: Services, b: Services) -> Services:
+    """The services in ``a`` and not in ``b``."""
+    out: Services = {}
+    for proto, intervals in a.items():
+        rest = intervals
+        for blo, bhi in b.get(proto, []):
+            nxt = []
+            for lo, hi in rest:
+                if bhi < lo or blo > hi:
+                    nxt.append((lo, hi))
+                    continue
+                if lo < blo:
+                    nxt.append((lo, blo - 1))
+                if hi > bhi:
+                    nxt.append((bhi + 1, hi))
+            rest = nxt
+        if rest:
+            out[proto] = rest
+    return out
+
+
+def _render(services: Services) -> str:
+    parts = []
+    for proto in sorted(services):
+        intervals = services[proto]
+        if proto in ("icmp", "other") or intervals == _FULL:
+            parts.append(proto if proto in ("icmp", "other") else f"{proto}/any")
+        else:
+            ports = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in intervals)
+            parts.append(f"{proto}/{ports}")
+    return " ".join(parts)

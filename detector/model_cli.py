@@ -1,0 +1,270 @@
+"""``segwatch analyze`` and ``segwatch model ...``: the segmentation model on files.
+
+Registered on :data:`detector.cli.app`. Nothing here needs a running service.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from detector.cli import (
+    FamilyOpt,
+    FilesArg,
+    FormatOpt,
+    KeepGoingOpt,
+    TimezoneOpt,
+    YearOpt,
+    app,
+    build_parser,
+    fail,
+    parse_files,
+)
+
+if TYPE_CHECKING:
+    from detector.model import CompiledModel
+
+__all__ = ["model_app"]
+
+model_app = typer.Typer(
+    name="model",
+    help=(
+        "Work with segmentation models: validate, lint, blast radius, graph, diff, "
+        "import from and export to Kubernetes, Calico and AWS security groups."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(model_app)
+
+ModelOpt = Annotated[
+    Path, typer.Option("--model", "-m", help="Model file (YAML, apiVersion segwatch/v1).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+_out = Console()
+
+
+def load_compiled(path: Path) -> CompiledModel:
+    """Load and compile a model; a bad model lists every problem and exits with status 2."""
+    from detector.model import ModelError, compile_model, load_model
+
+    try:
+        return compile_model(load_model(path))
+    except ModelError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        fail(f"{path}: {len(exc.problems)} problem(s); the model was not used")
+
+
+@app.command("analyze")
+def analyze_cmd(
+    files: FilesArg,
+    model: ModelOpt,
+    family: FamilyOpt = "auto",
+    events_out: Annotated[
+        Path | None,
+        typer.Option("--events", help="Write the enriched ECS events here, one JSON per line."),
+    ] = None,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary/--no-summary",
+            help="Print the zone matrix by verdict, top violations and unused allow rules.",
+        ),
+    ] = True,
+    as_json: JsonOpt = False,
+    vpc_format: FormatOpt = None,
+    keep_going: KeepGoingOpt = False,
+    year: YearOpt = None,
+    timezone: TimezoneOpt = "UTC",
+) -> None:
+    """Parse flow-log files, place every flow on the model, and report.
+
+    Each event gains segmentation.source_zone, destination_zone, verdict,
+    rule_id, reason and model_version. Works on a laptop with nothing running.
+    """
+    from detector.analyze import Summary
+    from detector.model import enrich
+
+    compiled = load_compiled(model)
+    parser = build_parser(family, vpc_format, year, timezone)
+    stats = Summary(compiled)
+    counts = {"records": 0, "events": 0, "errors": 0}
+    sink = events_out.open("wb") if events_out else None
+    try:
+        for event in parse_files(files, parser, keep_going, counts):
+            placement = compiled.place(event)
+            stats.observe(event, placement)
+            if sink is not None:
+                sink.write(orjson.dumps(enrich(event, placement)) + b"\n")
+    finally:
+        if sink is not None:
+            sink.close()
+    if as_json:
+        typer.echo(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    elif summary:
+        _print_summary(stats)
+    typer.echo(
+        f"segwatch: {counts['records']} records, {counts['events']} events, "
+        f"{counts['errors']} errors; " + ", ".join(f"{v} {n}" for v, n in stats.verdicts.items()),
+        err=True,
+    )
+
+
+def _print_summary(stats: Any) -> None:
+    from detector.model import VERDICTS
+
+    table = Table(title=f"Flows by zone pair and verdict (model {stats.model.version})")
+    table.add_column("source zone")
+    table.add_column("destination zone")
+    for verdict in VERDICTS:
+        table.add_column(verdict.replace("_", " "), justify="right")
+    for src, dst, counts in stats.zone_pairs():
+        table.add_row(src, dst, *(str(counts[v] or "") for v in VERDICTS))
+    _out.print(table)
+    top = stats.top_violations()
+    if top:
+        table = Table(title="Top violations")
+        for column in ("count", "source zone", "destination zone", "service", "why"):
+            table.add_column(column)
+        for (src, dst, service, reason), count in top:
+            table.add_row(str(count), src, dst, service, escape(reason))
+        _out.print(table)
+    unused = stats.unused_rules()
+    if unused:
+        table = Table(title="Allow rules no flow used (least-privilege candidates)")
+        for column in ("flow", "allows", "exposes"):
+            table.add_column(column)
+        for rule in unused:
+            table.add_row(rule.rule_id, rule.description, rule.exposes)
+        _out.print(table)
+
+
+@model_app.command("validate")
+def validate_cmd(
+    models: Annotated[list[Path], typer.Argument(help="Model files.")],
+) -> None:
+    """Check model files: schema, references, overlapping CIDRs. Exit 2 on any problem."""
+    for path in models:
+        compiled = load_compiled(path)
+        doc = compiled.model.document
+        typer.echo(
+            f"{path}: ok, model {compiled.model.name} version {compiled.version}: "
+            f"{len(doc.zones)} zones, {len(doc.flows)} flows"
+        )
+
+
+@model_app.command("lint")
+def lint_cmd(
+    model: Annotated[Path, typer.Argument(help="Model file.")],
+    as_json: JsonOpt = False,
+    strict: Annotated[bool, typer.Option(help="Warnings fail the run too.")] = False,
+) -> None:
+    """The design-review checklist (README "Model lint"); exit 1 on errors."""
+    from detector.model.lint import lint
+
+    findings = lint(load_compiled(model))
+    if as_json:
+        typer.echo(orjson.dumps([f.__dict__ for f in findings], option=orjson.OPT_INDENT_2))
+    else:
+        for finding in findings:
+            typer.echo(f"{model}: {finding}\n    fix: {finding.hint}")
+        errors = sum(f.severity == "error" for f in findings)
+        warnings = sum(f.severity == "warning" for f in findings)
+        typer.echo(f"{model}: {errors} error(s), {warnings} warning(s)", err=True)
+    failing = {"error", "warning"} if strict else {"error"}
+    if any(f.severity in failing for f in findings):
+        raise typer.Exit(1)
+
+
+@model_app.command("blast-radius")
+def blast_radius_cmd(
+    model: ModelOpt,
+    start: Annotated[
+        str, typer.Option("--from", help="A zone name, 'internet', or an IP address.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """If START is compromised, what can the attacker reach: zones, hops and ports."""
+    from detector.model.reach import blast_radius
+
+    compiled = load_compiled(model)
+    try:
+        radius = blast_radius(compiled, start)
+    except KeyError as exc:
+        fail(str(exc.args[0]))
+    if as_json:
+        typer.echo(orjson.dumps(radius.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    origin = f"{radius.address} (zone {radius.start})" if radius.address else radius.start
+    table = Table(title=f"Reachable from {origin}: {len(radius.reached)} zone(s)")
+    for column in ("zone", "sensitivity", "hops", "path"):
+        table.add_column(column)
+    for reached in radius.reached:
+        path = "  ".join(f"{h.source} -({h.service} {h.rule_id})-> {h.destination}"
+                         for h in reached.hops)  # fmt: skip
+        table.add_row(reached.zone, reached.sensitivity, str(len(reached.hops)), escape(path))
+    _out.print(table)
+
+
+@model_app.command("diff")
+def diff_cmd(
+    old: Annotated[Path, typer.Argument(help="The model in force.")],
+    new: Annotated[Path, typer.Argument(help="The proposed model.")],
+    events: Annotated[
+        list[str] | None,
+        typer.Option("--events", help="Flow-log files to replay under both models (repeatable)."),
+    ] = None,
+    family: FamilyOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """What a model change allows and denies, and which observed flows change verdict.
+
+    Exit status 0 when nothing changes, 1 when something does (like diff(1)).
+    """
+    from detector.model.diff import diff_models, diff_on_events
+
+    before, after = load_compiled(old), load_compiled(new)
+    result = diff_models(before, after)
+    replay = None
+    if events:
+        counts = {"records": 0, "events": 0, "errors": 0}
+        parser = build_parser(family)
+        replay = diff_on_events(before, after, parse_files(events, parser, True, counts))
+    if as_json:
+        data: dict[str, Any] = result.to_dict()
+        if replay is not None:
+            data["observed"] = replay.to_dict()
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for label, names in (("zone added", result.zones_added),
+                             ("zone removed", result.zones_removed),
+                             ("zone members changed", result.zones_changed)):  # fmt: skip
+            for name in names:
+                typer.echo(f"{label}: {name}")
+        for sign, rows in (("+ allow", result.allowed), ("- deny ", result.denied)):
+            for src, dst, services in rows:
+                typer.echo(f"{sign} {src} -> {dst} {services}")
+        if replay is not None:
+            typer.echo(f"observed: {sum(replay.changes.values())} of {replay.events} flows change")
+            for (src, dst, svc, was, now), n in replay.changes.most_common():
+                typer.echo(f"  {n:>7}  {src} -> {dst} {svc}: {was} -> {now}")
+    changed = not result.empty or (replay is not None and bool(replay.changes))
+    raise typer.Exit(1 if changed else 0)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a command's output file, or stdout for ``-``."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{path}: cannot write: {exc.strerror or exc}")
