@@ -82,7 +82,11 @@ class SegmentationModel:
             mode="json", by_alias=True, exclude_defaults=True
         )
         data["apiVersion"] = self.document.api_version  # kept even though it is the default
-        return data
+        for flow in data.get("flows", ()):
+            for key in ("from", "to"):
+                if len(flow[key]) == 1:  # written as people write it
+                    flow[key] = flow[key][0]
+        return {"apiVersion": data.pop("apiVersion"), **data}
 
     def to_yaml(self) -> str:
         return dump_yaml(self.to_data())

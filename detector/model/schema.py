@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -111,8 +112,12 @@ class PortRange(_Frozen):
             raise ValueError(f"port range {self.first}-{self.last} ends before it starts")
         return self
 
+    @model_serializer
+    def _as_written(self) -> int | str:
+        return self.first if self.first == self.last else f"{self.first}-{self.last}"
+
     def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return str(self._as_written())
 
 
 class LabelExpression(_Frozen):

@@ -1,0 +1,122 @@
+"""The model commands and ``segwatch analyze``, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from streams.cli import app
+
+from .conftest import MODELS
+
+runner = CliRunner(mix_stderr=False)
+THREE_TIER = str(MODELS / "three_tier_vpc.yaml")
+
+
+def _vpc(src: str, dst: str, sport: int, dport: int, action: str = "ACCEPT") -> str:
+    return f"2 123456789012 eni-0a1b2c3d {src} {dst} {sport} {dport} 6 10 840 1764064800 1764064860 {action} OK"
+
+
+def _flows(tmp_path: Path) -> Path:
+    lines = [
+        _vpc("203.0.113.9", "10.0.1.10", 51000, 443),
+        _vpc("10.0.1.10", "10.0.2.20", 40100, 8080),
+        _vpc("10.0.1.10", "10.0.3.30", 40200, 5432),  # skips a tier: violation
+        _vpc("10.0.1.10", "10.0.3.30", 40201, 5432),
+        _vpc("203.0.113.9", "10.0.3.30", 40202, 5432, "REJECT"),
+        _vpc("10.77.0.1", "10.0.2.20", 40203, 8080),
+    ]
+    path = tmp_path / "flows.log"
+    path.write_text("\n".join(lines) + "\nnot a flow record\n")
+    return path
+
+
+def test_analyze_writes_enriched_events_and_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    result = runner.invoke(app, ["analyze", "--model", THREE_TIER, str(_flows(tmp_path)),
+                                 "--events", str(out), "--keep-going", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["segmentation"]["verdict"] for e in events] == [
+        "allowed", "allowed", "violation", "violation", "blocked_attempt", "unmanaged",
+    ]  # fmt: skip
+    assert events[2]["segmentation"]["source_zone"] == "dmz"
+    assert events[1]["segmentation"]["rule_id"] == "dmz-to-app"
+    summary = json.loads(result.stdout)
+    assert summary["verdicts"] == {
+        "allowed": 2,
+        "violation": 2,
+        "blocked_attempt": 1,
+        "unmanaged": 1,
+    }
+    assert summary["top_violations"][0]["count"] == 2
+    assert [r["rule_id"] for r in summary["unused_rules"]] == ["app-to-db"]
+    assert "flows.log:7: " in result.stderr  # the bad record, with its line
+
+
+def test_analyze_table_summary_and_stop_on_bad_record(tmp_path: Path) -> None:
+    flows = _flows(tmp_path)
+    result = runner.invoke(app, ["analyze", "-m", THREE_TIER, str(flows), "-k"])
+    assert result.exit_code == 0
+    assert "Top violations" in result.stdout and "least-privilege" in result.stdout
+    stopped = runner.invoke(app, ["analyze", "-m", THREE_TIER, str(flows)])
+    assert stopped.exit_code == 1
+
+
+def test_a_bad_model_is_refused_with_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: segwatch/v1\nmetadata: {name: x}\nzones:\n  - {name: a, cidrs: [10.0.300.0/24]}\n"
+    )
+    for args in (["model", "validate", str(bad)], ["analyze", "-m", str(bad), "-"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        assert (
+            f"{bad}:4: zones[0].cidrs[0]: '10.0.300.0/24' is not a valid network" in result.stderr
+        )
+
+
+def test_validate_and_lint_the_examples() -> None:
+    result = runner.invoke(app, ["model", "validate", *map(str, sorted(MODELS.glob("*.yaml")))])
+    assert result.exit_code == 0 and result.stdout.count(": ok, model") >= 6
+    lint = runner.invoke(app, ["model", "lint", THREE_TIER, "--json"])
+    assert lint.exit_code == 0
+    assert {f["id"] for f in json.loads(lint.stdout)} <= {"SW005", "SW013"}
+
+
+def test_lint_exits_non_zero_on_errors(tmp_path: Path) -> None:
+    text = (MODELS / "three_tier_vpc.yaml").read_text().replace("action: deny", "action: allow")
+    model = tmp_path / "m.yaml"
+    model.write_text(text)
+    result = runner.invoke(app, ["model", "lint", str(model)])
+    assert result.exit_code == 1
+    assert "SW001" in result.stdout and "fix: set defaults.action: deny" in result.stdout
+
+
+def test_blast_radius_json() -> None:
+    result = runner.invoke(
+        app, ["model", "blast-radius", "-m", THREE_TIER, "--from", "10.0.1.10", "--json"]
+    )
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["start"] == "dmz" and data["reached"][0]["zone"] == "db"
+    unknown = runner.invoke(app, ["model", "blast-radius", "-m", THREE_TIER, "--from", "nowhere"])
+    assert unknown.exit_code == 2 and "not a zone" in unknown.stderr
+
+
+def test_diff_with_observed_traffic(tmp_path: Path) -> None:
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        (MODELS / "three_tier_vpc.yaml").read_text().replace("ports: [8080]", "ports: [8443]")
+    )
+    result = runner.invoke(
+        app, ["model", "diff", THREE_TIER, str(new), "--events", str(_flows(tmp_path))]
+    )
+    assert result.exit_code == 1
+    assert "+ allow dmz -> app tcp/8443" in result.stdout
+    assert "- deny  dmz -> app tcp/8080" in result.stdout
+    assert "dmz -> app tcp/8080: allowed -> violation" in result.stdout
+    same = runner.invoke(app, ["model", "diff", THREE_TIER, THREE_TIER])
+    assert same.exit_code == 0
