@@ -268,3 +268,55 @@ def write_text(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"{path}: cannot write: {exc.strerror or exc}")
+
+
+@model_app.command("import")
+def import_cmd(
+    files: Annotated[list[str], typer.Argument(help="Policy files (YAML or JSON).")],
+    source: Annotated[
+        str, typer.Option("--from", help="k8s (NetworkPolicy), calico (v3 policies) or aws-sg.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Model file to write; - for stdout.")
+    ],
+    name: Annotated[str, typer.Option(help="metadata.name of the model.")] = "",
+) -> None:
+    """Derive a native model from the policies you already have (README "Import and export")."""
+    from detector.model.formats import IMPORTERS, ImportProblem
+
+    if source not in IMPORTERS:
+        fail(f"--from {source!r} is not one of {', '.join(IMPORTERS)}")
+    try:
+        model, warnings = IMPORTERS[source](files, name or f"imported-{source}")
+    except ImportProblem as exc:
+        fail(str(exc))
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    write_text(output, model.to_yaml())
+    doc = model.document
+    typer.echo(f"segwatch: {len(doc.zones)} zones, {len(doc.flows)} flows -> {output}", err=True)
+
+
+@model_app.command("export")
+def export_cmd(
+    model: ModelOpt,
+    target: Annotated[str, typer.Option("--to", help="k8s, calico or aws-sg.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
+) -> None:
+    """Write the model as Kubernetes NetworkPolicies, Calico policies or AWS security groups."""
+    from detector.model.formats import EXPORTERS
+    from detector.model.load import dump_yaml_all
+
+    if target not in EXPORTERS:
+        fail(f"--to {target!r} is not one of {', '.join(EXPORTERS)}")
+    files, warnings = EXPORTERS[target](load_compiled(model))
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        text = (
+            orjson.dumps(content, option=orjson.OPT_INDENT_2).decode() + "\n"
+            if name.endswith(".json") else dump_yaml_all(content)
+        )  # fmt: skip
+        write_text(output / name, text)
+        typer.echo(f"wrote {output / name}", err=True)

@@ -11,14 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector.model.compile import CompiledModel
+from detector.model.compile import CompiledModel, CompiledRule
 from detector.model.reach import edges
+from detector.model.services import FULL, Services, render, subtract, union
 
 __all__ = ["ModelDiff", "VerdictChange", "diff_models", "diff_on_events"]
-
-# protocol -> inclusive port intervals; "icmp"/"other" use (0, 0) for "all of it"
-Services = dict[str, list[tuple[int, int]]]
-_FULL = [(0, 65535)]
 
 
 @dataclass(frozen=True)
@@ -74,12 +71,12 @@ def diff_models(old: CompiledModel, new: CompiledModel, at: float | None = None)
     a, b = _allowed(old, at), _allowed(new, at)
     allowed, denied = [], []
     for pair in sorted(set(a) | set(b)):
-        gained = _subtract(b.get(pair, {}), a.get(pair, {}))
-        lost = _subtract(a.get(pair, {}), b.get(pair, {}))
+        gained = subtract(b.get(pair, {}), a.get(pair, {}))
+        lost = subtract(a.get(pair, {}), b.get(pair, {}))
         if gained:
-            allowed.append((*pair, _render(gained)))
+            allowed.append((*pair, render(gained)))
         if lost:
-            denied.append((*pair, _render(lost)))
+            denied.append((*pair, render(lost)))
     old_zones, new_zones = old.zones, new.zones
     changed = tuple(
         sorted(
@@ -128,57 +125,17 @@ def _allowed(model: CompiledModel, at: float) -> dict[tuple[str, str], Services]
     out: dict[tuple[str, str], Services] = {}
     for hops in edges(model, at).values():
         for hop in hops:
-            rule = by_id[hop.rule_id]
-            services = out.setdefault((hop.source, hop.destination), {})
-            protos = [_proto_name(p) for p in rule.protocols] or ["tcp", "udp", "icmp", "other"]
-            for proto in dict.fromkeys(protos):
-                ports = list(rule.ports) if rule.ports and proto in ("tcp", "udp") else _FULL
-                services[proto] = _union(services.get(proto, []) + ports)
+            pair = (hop.source, hop.destination)
+            out[pair] = union(out.get(pair, {}), rule_services(by_id[hop.rule_id]))
     return out
 
 
-def _proto_name(number: int) -> str:
-    return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(number, "other")
-
-
-def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for lo, hi in sorted(intervals):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def _subtract(a: Services, b: Services) -> Services:
-    """The services in ``a`` and not in ``b``."""
+def rule_services(rule: CompiledRule) -> Services:
+    """What a compiled rule allows, as a service set."""
+    names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+    protos = [names.get(p, "other") for p in rule.protocols] or ["tcp", "udp", "icmp", "other"]
     out: Services = {}
-    for proto, intervals in a.items():
-        rest = intervals
-        for blo, bhi in b.get(proto, []):
-            nxt = []
-            for lo, hi in rest:
-                if bhi < lo or blo > hi:
-                    nxt.append((lo, hi))
-                    continue
-                if lo < blo:
-                    nxt.append((lo, blo - 1))
-                if hi > bhi:
-                    nxt.append((bhi + 1, hi))
-            rest = nxt
-        if rest:
-            out[proto] = rest
+    for proto in protos:
+        ports = [*rule.ports] if rule.ports and proto in ("tcp", "udp") else list(FULL)
+        out = union(out, {proto: ports})
     return out
-
-
-def _render(services: Services) -> str:
-    parts = []
-    for proto in sorted(services):
-        intervals = services[proto]
-        if proto in ("icmp", "other") or intervals == _FULL:
-            parts.append(proto if proto in ("icmp", "other") else f"{proto}/any")
-        else:
-            ports = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in intervals)
-            parts.append(f"{proto}/{ports}")
-    return " ".join(parts)

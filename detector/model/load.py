@@ -19,12 +19,14 @@ import yaml
 from pydantic import ValidationError
 
 from detector.errors import DetectorError
-from detector.model.schema import ANY_ZONE, INTERNET, Flow, ModelDocument
+from detector.model.schema import ANY_ZONE, INTERNET, Flow, ModelDocument, inside
 
 __all__ = [
     "ModelError",
     "ModelProblem",
     "SegmentationModel",
+    "dump_yaml",
+    "dump_yaml_all",
     "load_model",
     "model_from_data",
     "model_from_text",
@@ -92,9 +94,25 @@ class SegmentationModel:
         return dump_yaml(self.to_data())
 
 
+class _Dumper(yaml.SafeDumper):
+    """Never writes anchors and aliases: people read these files."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump_yaml(data: Any) -> str:
     """Block-style YAML, keys in the order given, for files people read."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+
+
+def dump_yaml_all(docs: list[Any]) -> str:
+    """A ``---``-separated stream of :func:`dump_yaml` documents."""
+    return yaml.dump_all(
+        docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
 
 
 def load_model(path: str | Path) -> SegmentationModel:
@@ -276,10 +294,7 @@ def _overlaps(doc: ModelDocument) -> list[tuple[Path_, str]]:
         if parent is None or not parent.cidrs:
             continue
         for ci, net in enumerate(zone.cidrs):
-            if not any(
-                net.version == p.version and net.subnet_of(p)  # type: ignore[arg-type]
-                for p in parent.cidrs
-            ):
+            if not any(inside(net, p) for p in parent.cidrs):
                 problems.append((
                     ("zones", zi, "cidrs", ci),
                     f"{net} is not inside any network of {parent.name!r}, which it is declared "

@@ -43,6 +43,7 @@ __all__ = [
     "Sensitivity",
     "Zone",
     "ZoneTags",
+    "inside",
 ]
 
 API_VERSION = "segwatch/v1"
@@ -77,6 +78,11 @@ def _network(value: Any) -> Any:
                 ) from None
             raise ValueError(f"{value!r} is not a valid network") from None
     return value
+
+
+def inside(inner: Any, outer: Any) -> bool:
+    """Whether network ``inner`` lies in ``outer`` (False across address families)."""
+    return bool(inner.version == outer.version and inner.subnet_of(outer))
 
 
 Network = Annotated[

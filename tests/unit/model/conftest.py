@@ -57,3 +57,67 @@ def compiled(text: str) -> CompiledModel:
 
 
 HEAD = "apiVersion: segwatch/v1\nmetadata: {name: t}\n"
+
+
+_SHOP = {"namespace": "shop", "namespace_labels": {"kubernetes.io/metadata.name": "shop"}}
+_DNS = {
+    "namespace": "kube-system",
+    "labels": {"k8s-app": "kube-dns"},
+    "namespace_labels": {"kubernetes.io/metadata.name": "kube-system"},
+}
+_ACME = {
+    "namespace": "tenant-acme",
+    "labels": {},
+    "namespace_labels": {"kubernetes.io/metadata.name": "tenant-acme"},
+}
+_GLOBEX = {
+    "namespace": "globex",
+    "labels": {},
+    "namespace_labels": {"tenant": "globex", "kubernetes.io/metadata.name": "globex"},
+}
+_ADMIN = {
+    "namespace": "ops-admin",
+    "labels": {"app": "admin-console"},
+    "namespace_labels": {"kubernetes.io/metadata.name": "ops-admin"},
+}
+# (source, destination, port, protocol) probes per example model
+FRONTEND_LIKE: dict[str, list[tuple[Any, Any, int, str]]] = {
+    "kubernetes_dns.yaml": [
+        (
+            {**_SHOP, "labels": {"app": "frontend"}},
+            {**_SHOP, "labels": {"app": "cart"}},
+            8080,
+            "tcp",
+        ),
+        (
+            {**_SHOP, "labels": {"app": "cart"}},
+            {**_SHOP, "labels": {"app": "frontend"}},
+            8080,
+            "tcp",
+        ),
+        ({**_SHOP, "labels": {"app": "frontend"}}, _DNS, 53, "udp"),
+        ({**_SHOP, "labels": {"app": "frontend"}}, _DNS, 80, "tcp"),
+        ("10.244.5.5", {**_SHOP, "labels": {"app": "cart"}}, 8080, "tcp"),
+    ],
+    "multi_tenant_saas.yaml": [
+        (_ACME, _GLOBEX, 8080, "tcp"),
+        (_ADMIN, _ACME, 22, "tcp"),
+        (_ADMIN, _ACME, 23, "tcp"),
+        ("10.60.0.5", _ACME, 8080, "tcp"),
+        (_ACME, _DNS, 53, "udp"),
+    ],
+    "three_tier_vpc.yaml": [
+        ("203.0.113.9", "10.0.1.10", 443, "tcp"),
+        ("203.0.113.9", "10.0.2.10", 8080, "tcp"),
+        ("10.0.1.10", "10.0.2.20", 8080, "tcp"),
+        ("10.0.1.10", "10.0.3.30", 5432, "tcp"),
+        ("10.0.2.20", "10.0.3.30", 5432, "tcp"),
+        ("10.0.3.30", "203.0.113.9", 443, "tcp"),
+    ],
+    "healthcare_hipaa.yaml": [
+        ("10.20.4.5", "203.0.113.80", 443, "tcp"),
+        ("10.30.7.7", "10.20.3.3", 443, "tcp"),
+        ("10.20.3.3", "10.20.4.5", 9200, "tcp"),
+        ("10.20.1.5", "10.20.4.5", 5432, "tcp"),
+    ],
+}

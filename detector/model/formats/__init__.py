@@ -1,0 +1,39 @@
+"""Imports from and exports to the formats users already have.
+
+| name | import | export |
+|---|---|---|
+| ``k8s`` | Kubernetes NetworkPolicy (YAML/JSON) | NetworkPolicies, one file per namespace |
+| ``calico`` | Calico v3 NetworkPolicy, GlobalNetworkPolicy | GlobalNetworkPolicies |
+| ``aws-sg`` | ``describe-security-groups`` (+ network interfaces) JSON | the same JSON |
+
+An import returns an ordinary native model (and warnings); an export returns
+``{file name: content}`` (and warnings). Both are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from detector.model.compile import CompiledModel
+from detector.model.formats._derive import ImportProblem
+from detector.model.formats.awssg import export_aws_sg, import_aws_sg
+from detector.model.formats.calico import export_calico, import_calico
+from detector.model.formats.k8s import export_k8s, import_k8s
+from detector.model.load import SegmentationModel
+
+__all__ = ["EXPORTERS", "IMPORTERS", "ImportProblem"]
+
+Importer = Callable[[list[str], str], tuple[SegmentationModel, list[str]]]
+Exporter = Callable[[CompiledModel], tuple[dict[str, Any], list[str]]]
+
+IMPORTERS: dict[str, Importer] = {
+    "k8s": import_k8s,
+    "calico": import_calico,
+    "aws-sg": import_aws_sg,
+}
+EXPORTERS: dict[str, Exporter] = {
+    "k8s": export_k8s,
+    "calico": export_calico,
+    "aws-sg": export_aws_sg,
+}

@@ -1,0 +1,464 @@
+"""Kubernetes ``networking.k8s.io/v1`` NetworkPolicy <-> the native model.
+
+Import semantics (the Kubernetes ones):
+
+- A pod selected by a policy whose ``policyTypes`` include Ingress (Egress)
+  is isolated for ingress (egress): only what some rule of such a policy
+  admits may pass. A pod no policy selects is not isolated. ``policyTypes``
+  defaults to Ingress, plus Egress when the policy has ``egress`` rules.
+- A connection from A to B passes when A's egress admits it *and* B's ingress
+  admits it.
+- Peers: ``podSelector`` (pods of the policy's namespace), ``namespaceSelector``
+  (all pods of matching namespaces), both (matching pods in matching
+  namespaces), ``ipBlock`` (addresses outside the cluster, ``except`` honoured).
+  No ``from``/``to``: every source/destination. No ``ports``: every port and
+  protocol.
+- Ports: TCP (default) and UDP, numbers, ranges (``endPort``) and the well-known
+  named ports below; SCTP and other named ports are refused with a message.
+
+Zones are derived from the selectors: one per policy target and per peer
+(``<namespace>.<labels>``, ``ns.<labels>``, ``net-<cidr>``), plus the
+Internet for public addresses no ipBlock names.
+
+Export writes, per namespace, a default-deny policy, and per zone selector a
+policy isolating the zone both ways with the ingress and egress its flows
+need (DNS included when the model asks for it). ICMP flows cannot be written
+as NetworkPolicy and are left out with a warning; zones selected only by
+namespace labels can be peers but not targets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from detector.model.compile import CompiledModel
+from detector.model.formats._derive import (
+    DerivedZone,
+    ImportProblem,
+    build_model,
+    internet_representative,
+    nest,
+    representative_address,
+    selector_labels,
+    slug,
+    unique,
+    zone_worthy,
+)
+from detector.model.formats._export import inner_networks, internet_excepts, needs
+from detector.model.formats._io import read_documents
+from detector.model.load import SegmentationModel
+from detector.model.schema import INTERNET, LabelSelector, ModelDocument, PodSelector, Zone
+from detector.model.services import ALL, FULL, Services, intersect, merge, union
+
+__all__ = ["NAMED_PORTS", "export_k8s", "import_k8s"]
+
+API = "networking.k8s.io/v1"
+NAME_LABEL = "kubernetes.io/metadata.name"
+NAMED_PORTS = {
+    "http": 80,
+    "https": 443,
+    "dns": 53,
+    "dns-tcp": 53,
+    "ssh": 22,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "mysql": 3306,
+    "redis": 6379,
+    "metrics": 9090,
+    "grpc": 50051,
+}
+
+
+# --- import --------------------------------------------------------------------
+
+
+class _Policy:
+    def __init__(self, where: str, doc: dict[str, Any]) -> None:
+        meta = doc.get("metadata") or {}
+        spec = doc.get("spec") or {}
+        self.where = f"{where}: NetworkPolicy {meta.get('namespace', 'default')}/{meta.get('name')}"
+        self.namespace = str(meta.get("namespace") or "default")
+        self.pod_selector = spec.get("podSelector") or {}
+        self.ingress = spec.get("ingress") or []
+        self.egress = spec.get("egress") or []
+        types = spec.get("policyTypes")
+        if types is None:
+            types = ["Ingress", *(["Egress"] if "egress" in spec else [])]
+        self.types = set(types)
+        unknown = self.types - {"Ingress", "Egress"}
+        if unknown:
+            raise ImportProblem(self.where, f"policyTypes {sorted(unknown)} are not Ingress/Egress")
+
+    def selects(self, zone: DerivedZone) -> bool:
+        k8s = zone.endpoint.get("kubernetes")
+        return (
+            k8s is not None
+            and k8s["namespace"] == self.namespace
+            and _matches(self.pod_selector, k8s["labels"])
+        )
+
+
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    return LabelSelector.model_validate(selector or {}).matches(labels)
+
+
+def _peer_matches(peer: dict[str, Any], policy: _Policy, zone: DerivedZone) -> bool:
+    k8s = zone.endpoint.get("kubernetes")
+    if "ipBlock" in peer:
+        ip = zone.endpoint.get("ip")
+        if k8s is not None or ip is None:
+            return False  # ipBlock names addresses outside the cluster
+        block = peer["ipBlock"]
+        address = ipaddress.ip_address(ip)
+        inside = address in ipaddress.ip_network(block["cidr"], strict=False)
+        return inside and not any(
+            address in ipaddress.ip_network(e, strict=False) for e in block.get("except") or []
+        )
+    if k8s is None:
+        return False
+    ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+    if ns_sel is None and k8s["namespace"] != policy.namespace:
+        return False
+    if ns_sel is not None and not _matches(ns_sel, k8s["namespace_labels"]):
+        return False
+    return pod_sel is None or _matches(pod_sel, k8s["labels"])
+
+
+def _rule_services(rule: dict[str, Any], where: str) -> Services:
+    ports = rule.get("ports")
+    if not ports:
+        return {p: list(v) for p, v in ALL.items()}
+    out: Services = {}
+    for i, port in enumerate(ports):
+        proto = str(port.get("protocol") or "TCP").upper()
+        if proto not in ("TCP", "UDP"):
+            raise ImportProblem(
+                f"{where} ports[{i}]", f"protocol {proto} has no equivalent in the segwatch model"
+            )
+        value = port.get("port")
+        if value is None:
+            out = union(out, {proto.lower(): list(FULL)})
+            continue
+        if isinstance(value, str) and not value.isdigit():
+            if value not in NAMED_PORTS:
+                raise ImportProblem(
+                    f"{where} ports[{i}]",
+                    f"named port {value!r} cannot be resolved without the pods' specs; write "
+                    f"its number (known names: {', '.join(sorted(NAMED_PORTS))})",
+                )
+            value = NAMED_PORTS[value]
+        first = int(value)
+        last = int(port.get("endPort") or first)
+        out = union(out, {proto.lower(): [(first, last)]})
+    return out
+
+
+def _side(
+    policies: list[_Policy], zone: DerivedZone, peer: DerivedZone, direction: str
+) -> Services:
+    """What ``zone``'s own policies let it exchange with ``peer`` in one direction."""
+    if zone.endpoint.get("kubernetes") is None:
+        return ALL  # not a pod: Kubernetes does not restrict it
+    kind = "Ingress" if direction == "ingress" else "Egress"
+    selecting = [p for p in policies if kind in p.types and p.selects(zone)]
+    if not selecting:
+        return ALL
+    allowed: Services = {}
+    for policy in selecting:
+        rules = policy.ingress if direction == "ingress" else policy.egress
+        key = "from" if direction == "ingress" else "to"
+        for i, rule in enumerate(rules):
+            peers = rule.get(key)
+            if not peers or any(_peer_matches(p, policy, peer) for p in peers):
+                allowed = union(allowed, _rule_services(rule, f"{policy.where} {direction}[{i}]"))
+    return allowed
+
+
+def import_k8s(paths: list[str], name: str = "imported-k8s") -> tuple[SegmentationModel, list[str]]:
+    """NetworkPolicies in YAML/JSON files -> a native model, and warnings.
+
+    :raises ImportProblem: a document that is not a NetworkPolicy, or a feature
+        the model cannot express (with the file, the policy and the field).
+    """
+    policies = []
+    for where, doc in read_documents(paths):
+        if doc.get("kind") != "NetworkPolicy" or doc.get("apiVersion") != API:
+            raise ImportProblem(
+                where, f"{doc.get('apiVersion')}/{doc.get('kind')} is not a {API} NetworkPolicy"
+            )
+        policies.append(_Policy(where, doc))
+    if not policies:
+        raise ImportProblem(", ".join(paths), "no NetworkPolicy found")
+    warnings: list[str] = []
+    zones = _zones(policies, warnings)
+
+    def governed(a: DerivedZone, b: DerivedZone) -> bool:
+        return a.endpoint.get("kubernetes") is not None or b.endpoint.get("kubernetes") is not None
+
+    def allowed(a: DerivedZone, b: DerivedZone) -> Services:
+        return intersect(_side(policies, a, b, "egress"), _side(policies, b, a, "ingress"))
+
+    model = build_model(
+        name,
+        f"Imported from {len(policies)} Kubernetes NetworkPolicies",
+        zones,
+        allowed,
+        governed,
+        warnings,
+    )
+    return model, warnings
+
+
+def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
+    zones: dict[str, DerivedZone] = {}  # canonical selector -> zone
+    taken: set[str] = set()
+    nets: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+
+    def pod_zone(
+        namespace: str | None,
+        ns_sel: dict[str, Any] | None,
+        pod_sel: dict[str, Any] | None,
+        where: str,
+    ) -> None:
+        if (
+            ns_sel is not None
+            and set(ns_sel) == {"matchLabels"}
+            and set(ns_sel["matchLabels"]) == {NAME_LABEL}
+        ):
+            namespace, ns_sel = ns_sel["matchLabels"][NAME_LABEL], None  # a namespace by name
+        labels = selector_labels(pod_sel)
+        ns_labels = selector_labels(ns_sel) if ns_sel is not None else {}
+        if labels is None or ns_labels is None:
+            warnings.append(f"{where}: a selector that can match nothing is left out")
+            return
+        key = repr((namespace, sorted((ns_sel or {}).items()), sorted((pod_sel or {}).items())))
+        if key in zones:
+            return
+        label_text = ".".join(f"{k.split('/')[-1]}-{v}" for k, v in sorted(labels.items()))
+        if namespace is not None:
+            base = namespace + (f".{label_text}" if label_text else "")
+            selector: dict[str, Any] = {"namespaces": [namespace]}
+            rep_ns, rep_ns_labels = namespace, {NAME_LABEL: namespace}
+        else:
+            ns_text = ".".join(f"{k.split('/')[-1]}-{v}" for k, v in sorted(ns_labels.items()))
+            base = f"ns.{ns_text or 'all'}" + (f".{label_text}" if label_text else "")
+            selector = {"namespaceSelector": ns_sel}
+            rep_ns = ns_labels.get(NAME_LABEL) or slug(f"ns-{ns_text or 'any'}")
+            rep_ns_labels = {**ns_labels, NAME_LABEL: rep_ns}
+        if pod_sel:
+            selector["podSelector"] = pod_sel
+        zone_name = unique(slug(base), taken)
+        zones[key] = DerivedZone(
+            zone_name,
+            {
+                "ip": None,
+                "kubernetes": {
+                    "namespace": rep_ns,
+                    "labels": labels,
+                    "namespace_labels": rep_ns_labels,
+                },
+            },
+            kubernetes=[selector],
+            description=f"pods selected in {where}",
+        )
+
+    for policy in policies:
+        pod_zone(policy.namespace, None, policy.pod_selector, policy.where)
+        # the namespace's other pods: so every pod of a namespace with policies has a zone
+        pod_zone(policy.namespace, None, None, f"namespace {policy.namespace}")
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in getattr(policy, direction):
+                for peer in rule.get(key) or []:
+                    if "ipBlock" in peer:
+                        block = peer["ipBlock"]
+                        for cidr in [block.get("cidr"), *(block.get("except") or [])]:
+                            try:
+                                net = ipaddress.ip_network(str(cidr), strict=False)
+                            except ValueError:
+                                raise ImportProblem(
+                                    policy.where, f"ipBlock {cidr!r} is not a network"
+                                ) from None
+                            if zone_worthy(net):
+                                nets.setdefault(str(net), net)
+                    else:
+                        ns_sel = peer.get("namespaceSelector")
+                        pod_zone(
+                            policy.namespace if ns_sel is None else None,
+                            ns_sel,
+                            peer.get("podSelector"),
+                            policy.where,
+                        )
+    out = list(zones.values())
+    cidr_zones = []
+    for text, net in sorted(nets.items(), key=lambda item: (item[1].version, item[1])):
+        zone = DerivedZone(
+            unique(slug(f"net-{text.replace('/', '-').replace(':', '-')}"), taken),
+            {},
+            cidrs=[net],
+            description=f"ipBlock {text}",
+        )
+        cidr_zones.append(zone)
+    for zone in cidr_zones:
+        rep = representative_address(zone.cidrs[0], [z.cidrs[0] for z in cidr_zones])
+        if rep is None:
+            warnings.append(f"{zone.name}: every address is in a more specific block; left out")
+            continue
+        zone.endpoint = {"ip": rep}
+        out.append(zone)
+    nest(out)
+    internet = internet_representative(nets.values())
+    if internet is not None:
+        out.append(DerivedZone(INTERNET, {"ip": internet}))
+    return out
+
+
+# --- export ----------------------------------------------------------------------
+
+
+def export_k8s(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The model as NetworkPolicies: {file name: [policies]} and warnings. Deterministic."""
+    doc = model.model.document
+    warnings: list[str] = []
+    peers = {z.name: _peers(z, doc) for z in doc.zones}
+    peers[INTERNET] = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": internet_excepts(doc)}}]
+    by_zone: dict[tuple[str, str], list[tuple[list[dict[str, Any]], Services]]] = {}
+    for need in needs(doc, {"tcp", "udp"}, warnings):
+        by_zone.setdefault((need.zone, need.direction), []).append(
+            (peers[need.peer], need.service_set)
+        )
+    files: dict[str, list[dict[str, Any]]] = {}
+    namespaces: set[str] = set()
+    for zone in doc.zones:
+        targets = _targets(zone, warnings)
+        for i, (namespace, pod_selector) in enumerate(targets):
+            namespaces.add(namespace)
+            spec: dict[str, Any] = {
+                "podSelector": pod_selector,
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": _rules(by_zone.get((zone.name, "ingress"), []), "from"),
+                "egress": _rules(by_zone.get((zone.name, "egress"), []), "to"),
+            }
+            suffix = f"-{i + 1}" if len(targets) > 1 else ""
+            files.setdefault(f"{namespace}.yaml", []).append(
+                _policy(f"segwatch-{zone.name}{suffix}", namespace, spec, zone)
+            )
+    for namespace in sorted(namespaces):
+        files[f"{namespace}.yaml"].insert(
+            0,
+            _policy(
+                "segwatch-default-deny",
+                namespace,
+                {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+                None,
+            ),
+        )
+    return dict(sorted(files.items())), warnings
+
+
+def _policy(name: str, namespace: str, spec: dict[str, Any], zone: Zone | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": slug(name, 253),
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "segwatch"},
+    }
+    if zone is not None:
+        meta["annotations"] = {"segwatch/zone": zone.name}
+    return {"apiVersion": API, "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def _targets(zone: Zone, warnings: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for sel in zone.kubernetes:
+        if not sel.namespaces:
+            warnings.append(
+                f"zone {zone.name}: a selector without namespaces cannot be a policy "
+                "target; traffic into it is not enforced by the export"
+            )
+            continue
+        if sel.namespace_selector is not None:
+            warnings.append(
+                f"zone {zone.name}: namespaceSelector narrows namespaces "
+                f"{list(sel.namespaces)}, which policy targets cannot express; "
+                "exported for those namespaces"
+            )
+        pod = _selector_data(sel.pod_selector) if sel.pod_selector else {}
+        out += [(ns, pod) for ns in sel.namespaces]
+    if zone.cidrs and not zone.kubernetes:
+        return []  # an address zone: only a peer
+    return out
+
+
+def _selector_data(sel: LabelSelector) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if sel.match_labels:
+        data["matchLabels"] = dict(sorted(sel.match_labels.items()))
+    if sel.match_expressions:
+        data["matchExpressions"] = [
+            {
+                "key": e.key,
+                "operator": e.operator,
+                **({"values": list(e.values)} if e.values else {}),
+            }
+            for e in sel.match_expressions
+        ]
+    return data
+
+
+def _peers(zone: Zone, doc: ModelDocument) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for sel in zone.kubernetes:
+        out += _selector_peers(sel)
+    for cidr, inner in inner_networks(doc, zone.name).items():
+        block: dict[str, Any] = {"cidr": cidr}
+        if inner:
+            block["except"] = inner
+        out.append({"ipBlock": block})
+    return out
+
+
+def _selector_peers(sel: PodSelector) -> list[dict[str, Any]]:
+    pod = {"podSelector": _selector_data(sel.pod_selector)} if sel.pod_selector else {}
+    ns_base = _selector_data(sel.namespace_selector) if sel.namespace_selector else {}
+    if not sel.namespaces:
+        return [{"namespaceSelector": ns_base, **pod}]
+    out = []
+    for ns in sel.namespaces:
+        labels = {**ns_base.get("matchLabels", {}), NAME_LABEL: ns}
+        ns_sel = {**ns_base, "matchLabels": dict(sorted(labels.items()))}
+        out.append({"namespaceSelector": ns_sel, **({"podSelector": {}} | pod)})
+    return out
+
+
+def _rules(needs: list[tuple[list[dict[str, Any]], Services]], key: str) -> list[dict[str, Any]]:
+    """One rule per distinct service set, peers merged and sorted: deterministic output."""
+    by_services: dict[str, tuple[Services, list[dict[str, Any]]]] = {}
+    for peers, services in needs:
+        marker = repr(sorted(services.items()))
+        entry = by_services.setdefault(marker, (services, []))
+        for peer in peers:
+            if peer not in entry[1]:
+                entry[1].append(peer)
+    rules = []
+    for _marker, (services, peers) in sorted(by_services.items()):
+        rule: dict[str, Any] = {key: sorted(peers, key=repr)}
+        ports = _ports(services)
+        if ports is not None:
+            rule["ports"] = ports
+        rules.append(rule)
+    return rules
+
+
+def _ports(services: Services) -> list[dict[str, Any]] | None:
+    if all(services.get(p) == FULL for p in ("tcp", "udp", "icmp", "other")):
+        return None
+    out = []
+    for proto in ("tcp", "udp"):
+        for lo, hi in merge(services.get(proto, [])):
+            port: dict[str, Any] = {"protocol": proto.upper()}
+            if (lo, hi) != (0, 65535):
+                port["port"] = lo
+                if hi > lo:
+                    port["endPort"] = hi
+            out.append(port)
+    return out
