@@ -5,6 +5,7 @@ Registered on :data:`detector.cli.app`. Nothing here needs a running service.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -55,11 +56,13 @@ def load_compiled(path: Path) -> CompiledModel:
     from detector.model import ModelError, compile_model, load_model
 
     try:
-        return compile_model(load_model(path))
+        compiled = compile_model(load_model(path))
     except ModelError as exc:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
         fail(f"{path}: {len(exc.problems)} problem(s); the model was not used")
+    gc.freeze()  # the model lives for the whole run: keep the collector from rescanning it
+    return compiled
 
 
 @app.command("analyze")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from detector.model.load import SegmentationModel
+from detector.model.load import SegmentationModel, gc_paused
 from detector.model.schema import ANY_ZONE, INTERNET, Flow, PodSelector, Zone
 
 __all__ = [
@@ -37,7 +36,7 @@ VERDICTS: tuple[Verdict, ...] = (
     "allowed", "violation", "blocked_attempt", "over_restrictive", "unmanaged",
 )  # fmt: skip
 _PROTOCOLS = {"tcp": (6,), "udp": (17,), "icmp": (1, 58), "any": ()}
-_CACHE_LIMIT = 1 << 16
+_CACHE_LIMIT = 1 << 18  # entries per cache: ~50 MB at most, steady traffic fits
 
 
 class CompiledRule(NamedTuple):
@@ -86,30 +85,25 @@ class Placement(NamedTuple):
         return fields
 
 
-@dataclass(frozen=True)
 class _Lpm:
-    """Longest-prefix match for one address family."""
+    """Longest-prefix match for one address family: one dict probe per prefix length."""
 
-    bits: int
-    lengths: tuple[int, ...]  # longest first
-    tables: tuple[dict[int, str], ...]
+    __slots__ = ("lengths", "probes")
+
+    def __init__(self, bits: int, entries: list[tuple[int, int, str]]) -> None:
+        """entries: (network as int, prefix length, zone)."""
+        by_length: dict[int, dict[int, str]] = {}
+        for network, length, zone in entries:
+            by_length.setdefault(length, {})[network >> (bits - length)] = zone
+        self.lengths = tuple(sorted(by_length, reverse=True))
+        self.probes = tuple((bits - n, by_length[n]) for n in self.lengths)
 
     def lookup(self, value: int) -> str | None:
-        bits = self.bits
-        for length, table in zip(self.lengths, self.tables, strict=True):
-            zone = table.get(value >> (bits - length))
+        for shift, table in self.probes:
+            zone = table.get(value >> shift)
             if zone is not None:
                 return zone
         return None
-
-
-def _lpm(bits: int, entries: list[tuple[int, int, str]]) -> _Lpm:
-    """entries: (network as int, prefix length, zone)."""
-    by_length: dict[int, dict[int, str]] = {}
-    for network, length, zone in entries:
-        by_length.setdefault(length, {})[network >> (bits - length)] = zone
-    lengths = tuple(sorted(by_length, reverse=True))
-    return _Lpm(bits, lengths, tuple(by_length[n] for n in lengths))
 
 
 class CompiledModel:
@@ -128,7 +122,7 @@ class CompiledModel:
                 (v4 if net.version == 4 else v6).append(
                     (int(net.network_address), net.prefixlen, zone.name)
                 )
-        self._v4, self._v6 = _lpm(32, v4), _lpm(128, v6)
+        self._v4, self._v6 = _Lpm(32, v4), _Lpm(128, v6)
         self._selectors: tuple[tuple[PodSelector, str], ...] = tuple(
             sorted(
                 ((sel, zone.name) for zone in doc.zones for sel in zone.kubernetes),
@@ -144,6 +138,8 @@ class CompiledModel:
         self._ip_cache: dict[str, str | None] = {}
         self._k8s_cache: dict[tuple[Any, ...], str | None] = {}
         self._has_expiry = any(r.expires is not None for r in self.rules)
+        self._intra_allow = self.defaults.intra_zone == "allow"
+        self._decisions: dict[tuple[Any, ...], tuple[bool, str | None, str]] = {}
         self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
 
     def _rules(self, flows: tuple[Flow, ...]) -> Iterator[CompiledRule]:
@@ -176,15 +172,12 @@ class CompiledModel:
         return zone
 
     def _lookup_ip(self, ip: str) -> str | None:
+        v6 = ":" in ip
         try:
-            if ":" in ip:
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
-                zone = self._v6.lookup(value)
-            else:
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
-                zone = self._v4.lookup(value)
+            packed = _pton(_INET6 if v6 else _INET, ip)
         except (OSError, ValueError):
             return None
+        zone = (self._v6 if v6 else self._v4).lookup(_from_bytes(packed, "big"))
         if zone is None and self.defaults.internet and not _is_local(ip):
             return INTERNET
         return zone
@@ -217,13 +210,17 @@ class CompiledModel:
         """An event's ``source`` or ``destination``: workload selectors first, then the address."""
         if not endpoint:
             return None
-        k8s = endpoint.get("kubernetes")
-        if k8s and self._selectors:
-            zone = self.zone_of_workload(k8s)
-            if zone is not None:
-                return zone
+        if self._selectors:
+            k8s = endpoint.get("kubernetes")
+            if k8s:
+                zone = self.zone_of_workload(k8s)
+                if zone is not None:
+                    return zone
         ip = endpoint.get("ip")
-        return self.zone_of_ip(ip) if ip else None
+        if not ip:
+            return None
+        zone = self._ip_cache.get(ip, _MISSING)
+        return self.zone_of_ip(ip) if zone is _MISSING else zone
 
     # --- rules -----------------------------------------------------------------
 
@@ -266,8 +263,9 @@ class CompiledModel:
         destination = event.get("destination")
         src = self.zone_of(source)
         dst = self.zone_of(destination)
+        monitor = self._monitor
         mode: Literal["enforce", "monitor"] = (
-            "monitor" if src in self._monitor or dst in self._monitor else "enforce"
+            "monitor" if monitor and (src in monitor or dst in monitor) else "enforce"
         )
         if src is None or dst is None:
             side, endpoint = ("source", source) if src is None else ("destination", destination)
@@ -275,48 +273,69 @@ class CompiledModel:
             return Placement(
                 src, dst, "unmanaged", None, f"{side} {what} is in no zone", self.version, mode
             )
-        network = event.get("network") or {}
-        iana = network.get("iana_number")
+        network = event.get("network")
+        iana = network.get("iana_number") if network else None
         proto = int(iana) if iana else None
         dport = destination.get("port") if destination else None
-        passed = _passed(event)
-        rule_id: str | None
-        if src == dst and self.defaults.intra_zone == "allow":
+        if src == dst and self._intra_allow:
             allowed, rule_id, reason = True, None, f"inside zone {src} (intra_zone: allow)"
         else:
             when = _event_time(event) if self._has_expiry else None
-            rule, expired = self.match(src, dst, proto, dport, when)
-            if rule is not None:
-                allowed, rule_id, reason = True, rule.id, f"flow {rule.id} allows it"
-            else:
-                reply = self._reply(src, dst, proto, source, when)
-                if reply is not None:
-                    allowed, rule_id = True, reply.id
-                    reason = f"reply on a connection flow {reply.id} allows"
-                elif self.defaults.action == "allow" and expired is None:
-                    allowed, rule_id, reason = True, None, "no flow matches; default action allow"
-                else:
-                    allowed, rule_id = False, None
-                    reason = _denial(src, dst, proto, dport, expired)
+            allowed, rule_id, reason = self._decide(src, dst, proto, dport, when)
+            if not allowed and proto in (6, 17, 132) and source:
+                sport = source.get("port")
+                if sport is not None:
+                    back, back_id, _ = self._decide(dst, src, proto, sport, when, reply=True)
+                    if back and back_id is not None:
+                        allowed, rule_id = True, back_id
+                        reason = f"reply on a connection flow {back_id} allows"
+        passed = _passed(event)
         if allowed:
             verdict: Verdict = "allowed" if passed else "over_restrictive"
         else:
             verdict = "violation" if passed else "blocked_attempt"
         return Placement(src, dst, verdict, rule_id, reason, self.version, mode)
 
-    def _reply(
-        self, src: str, dst: str, proto: int | None, source: Any, when: float | None
-    ) -> CompiledRule | None:
-        if proto not in (6, 17, 132) or not source:
-            return None
-        sport = source.get("port")
-        if sport is None:
-            return None
-        rule, _ = self.match(dst, src, proto, sport, when)
-        return rule
+    def _decide(
+        self,
+        src: str,
+        dst: str,
+        proto: int | None,
+        port: int | None,
+        when: float | None,
+        reply: bool = False,
+    ) -> tuple[bool, str | None, str]:
+        """(allowed, rule id, reason) for connections src -> dst; cached unless rules expire.
+
+        ``reply``: the question is whether a rule admits it; the default action
+        does not make replies.
+        """
+        key = (src, dst, proto, port, reply)
+        if when is None:
+            hit = self._decisions.get(key)
+            if hit is not None:
+                return hit
+        rule, expired = self.match(src, dst, proto, port, when)
+        if rule is not None:
+            decision: tuple[bool, str | None, str] = (True, rule.id, f"flow {rule.id} allows it")
+        elif self.defaults.action == "allow" and expired is None and not reply:
+            decision = (True, None, "no flow matches; default action allow")
+        else:
+            decision = (False, None, _denial(src, dst, proto, port, expired))
+        if when is None:
+            if len(self._decisions) >= _CACHE_LIMIT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
 
 _MISSING: Any = object()
+_pton, _INET, _INET6, _from_bytes = (
+    socket.inet_pton,
+    socket.AF_INET,
+    socket.AF_INET6,
+    int.from_bytes,
+)
 # Addresses that never belong to the Internet. Documentation ranges (TEST-NET,
 # 2001:db8::/32) do: they stand in for public addresses in examples and tests.
 _LOCAL_NETWORKS = tuple(
@@ -378,7 +397,8 @@ def _denial(
 
 def compile_model(model: SegmentationModel) -> CompiledModel:
     """Build the lookup structures for a validated model."""
-    return CompiledModel(model)
+    with gc_paused():
+        return CompiledModel(model)
 
 
 def enrich(event: dict[str, Any], placement: Placement) -> dict[str, Any]:

@@ -107,16 +107,15 @@ class PortRange(_Frozen):
             return {"first": value, "last": value}
         if isinstance(value, str):
             lo, sep, hi = value.strip().partition("-")
-            if lo.isdigit() and (not sep or hi.isdigit()):
-                return {"first": int(lo), "last": int(hi or lo)}
-            raise ValueError(f"{value!r} is not a port or a range like '9000-9010'")
+            if not (lo.isdigit() and (not sep or hi.isdigit())):
+                raise ValueError(f"{value!r} is not a port or a range like '9000-9010'")
+            first, last = int(lo), int(hi or lo)
+            if first > last:
+                raise ValueError(f"port range {first}-{last} ends before it starts")
+            return {"first": first, "last": last}
+        if isinstance(value, dict) and value.get("first", 0) > value.get("last", 65535):
+            raise ValueError(f"port range {value['first']}-{value['last']} ends before it starts")
         return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PortRange:
-        if self.first > self.last:
-            raise ValueError(f"port range {self.first}-{self.last} ends before it starts")
-        return self
 
     @model_serializer
     def _as_written(self) -> int | str:
@@ -306,7 +305,7 @@ def _zone_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-ZoneRefs = Annotated[tuple[str, ...], BeforeValidator(_zone_list), Field(min_length=1)]
+ZoneRefs = Annotated[tuple[str, ...], BeforeValidator(_zone_list)]
 
 
 def _aware(value: Any) -> Any:
@@ -339,6 +338,8 @@ class Flow(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Flow:
+        if not self.source or not self.destination:
+            raise ValueError("a flow needs at least one zone in from and in to")
         if self.one_way and self.bidirectional:
             raise ValueError("a flow cannot be both one_way and bidirectional")
         if self.protocol == "icmp" and self.ports:
