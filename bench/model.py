@@ -129,8 +129,14 @@ def run(scale: float) -> list[Row]:
         size = max(int(size * min(scale, 1.0)), 10) if size > 10 else size
         compiled = compile_model(model_from_data(_data(size, size * 2), "bench"))
         events = _events(compiled, size, n)
-        rows.append(Row(f"place, {size:,}-zone model", _rate(compiled, events), "events/s",
-                        f"{n:,} events, 4k-host working set, 1 core; target >= 500,000/s"))  # fmt: skip
+        rows.append(
+            Row(
+                f"place, {size:,}-zone model",
+                _rate(compiled, events),
+                "events/s",
+                f"{n:,} events, 4k-host working set, 1 core; target >= 500,000/s",
+            )
+        )
         if size == 1_000:
             baseline = _LinearScan(_data(size, size * 2))
             sample = events[: max(n // 100, 200)]
@@ -138,8 +144,14 @@ def run(scale: float) -> list[Row]:
             for event in sample:
                 baseline.place(event)
             rate = len(sample) / (time.perf_counter() - started)
-            rows.append(Row("  baseline: linear scan with ipaddress (1,000 zones)", rate,
-                            "events/s", f"{len(sample):,} of the same events"))  # fmt: skip
+            rows.append(
+                Row(
+                    "  baseline: linear scan with ipaddress (1,000 zones)",
+                    rate,
+                    "events/s",
+                    f"{len(sample):,} of the same events",
+                )
+            )
         if size == 100_000 or (scale < 1 and size > 1_000):
             cold = compile_model(model_from_data(_data(size, size * 2), "bench"))
             rnd = random.Random(5)
@@ -151,7 +163,12 @@ def run(scale: float) -> list[Row]:
             started = time.perf_counter()
             for event in fresh:
                 cold.place(event)
-            rows.append(Row(f"  place, cold caches, {size:,}-zone model",
-                            len(fresh) / (time.perf_counter() - started), "events/s",
-                            "every address and zone pair new: the bound when caches miss"))  # fmt: skip
+            rows.append(
+                Row(
+                    f"  place, cold caches, {size:,}-zone model",
+                    len(fresh) / (time.perf_counter() - started),
+                    "events/s",
+                    "every address and zone pair new: the bound when caches miss",
+                )
+            )
     return rows
