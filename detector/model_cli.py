@@ -323,3 +323,38 @@ def export_cmd(
         )  # fmt: skip
         write_text(output / name, text)
         typer.echo(f"wrote {output / name}", err=True)
+
+
+@model_app.command("graph")
+def graph_cmd(
+    model: ModelOpt,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="model.svg, model.png or model.html.")
+    ],
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Highlight the blast radius of a zone, 'internet' or an IP."),
+    ] = None,
+) -> None:
+    """Draw zones (coloured by sensitivity) and allowed flows; the format follows -o."""
+    from detector.model.graph import to_html, to_png, to_svg
+    from detector.model.reach import blast_radius
+
+    compiled = load_compiled(model)
+    suffix = output.suffix.lower()
+    if suffix not in (".svg", ".png", ".html"):
+        fail(f"-o {output}: the file must end in .svg, .png or .html")
+    radius = None
+    if start is not None:
+        try:
+            radius = blast_radius(compiled, start)
+        except KeyError as exc:
+            fail(str(exc.args[0]))
+    if suffix == ".png":
+        try:
+            output.write_bytes(to_png(compiled, radius))
+        except OSError as exc:
+            fail(f"{output}: cannot write: {exc.strerror or exc}")
+    else:
+        write_text(output, (to_svg if suffix == ".svg" else to_html)(compiled, radius))
+    typer.echo(f"wrote {output}", err=True)

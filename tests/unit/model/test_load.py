@@ -171,3 +171,15 @@ def test_round_trip_through_yaml_keeps_the_model() -> None:
         model = load_model(path)
         again = model_from_text(model.to_yaml())
         assert again.document == model.document, path.name
+
+
+def test_the_readme_example_is_a_valid_model() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Segmentation model") :]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    model = model_from_text(example.group(1), "README.md")
+    assert {z.name for z in model.document.zones} == {"vpc", "db", "web", "kube-dns"}
+    assert model.version.startswith("7+")

@@ -120,3 +120,86 @@ def test_diff_with_observed_traffic(tmp_path: Path) -> None:
     assert "dmz -> app tcp/8080: allowed -> violation" in result.stdout
     same = runner.invoke(app, ["model", "diff", THREE_TIER, THREE_TIER])
     assert same.exit_code == 0
+
+
+def test_graph_in_every_format(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    svg, png, page = tmp_path / "m.svg", tmp_path / "m.png", tmp_path / "m.html"
+    for out in (svg, png, page):
+        result = runner.invoke(
+            app, ["model", "graph", "-m", THREE_TIER, "-o", str(out), "--from", "dmz"]
+        )
+        assert result.exit_code == 0, result.output
+    root = ET.fromstring(svg.read_text())
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"internet", "dmz", "app", "db", "vpc-dns"} <= texts
+    highlighted = [
+        r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("stroke-width") == "3"
+    ]
+    assert len(highlighted) == 4  # dmz itself and app, db, vpc-dns it reaches
+    assert "<svg" in page.read_text() and "Allowed flows" in page.read_text()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+    bad = runner.invoke(app, ["model", "graph", "-m", THREE_TIER, "-o", str(tmp_path / "m.pdf")])
+    assert bad.exit_code == 2 and "must end in .svg, .png or .html" in bad.stderr
+
+
+def test_import_and_export_commands(tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    exported = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--to",
+            "k8s",
+            "-m",
+            str(MODELS / "kubernetes_dns.yaml"),
+            "-o",
+            str(out),
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    files = sorted(out.glob("*.yaml"))
+    assert [f.name for f in files] == ["kube-system.yaml", "shop.yaml"]
+    model = tmp_path / "imported.yaml"
+    imported = runner.invoke(
+        app, ["model", "import", "--from", "k8s", *map(str, files), "-o", str(model)]
+    )
+    assert imported.exit_code == 0, imported.output
+    assert runner.invoke(app, ["model", "lint", str(model)]).exit_code == 0
+    again = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--to",
+            "k8s",
+            "-m",
+            str(MODELS / "kubernetes_dns.yaml"),
+            "-o",
+            str(tmp_path / "again"),
+        ],
+    )
+    assert again.exit_code == 0
+    assert [f.read_text() for f in files] == [
+        f.read_text() for f in sorted((tmp_path / "again").glob("*.yaml"))
+    ]
+    sg = runner.invoke(
+        app, ["model", "export", "--to", "aws-sg", "-m", THREE_TIER, "-o", str(tmp_path / "sg")]
+    )
+    assert (
+        sg.exit_code == 0
+        and json.loads((tmp_path / "sg" / "security-groups.json").read_text())["SecurityGroups"]
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  selector: app contains 'x'\n"
+    )
+    refused = runner.invoke(
+        app, ["model", "import", "--from", "calico", str(broken), "-o", str(model)]
+    )
+    assert refused.exit_code == 2 and "GlobalNetworkPolicy p selector" in refused.stderr
