@@ -196,8 +196,10 @@ def to_png(model: CompiledModel, radius: BlastRadius | None = None) -> bytes:
         draw.text(mid, _short(hop.service), fill=colour, anchor="mm")
     for name, (x, y) in lay.boxes.items():
         wide = name in lay.reached or (radius is not None and name == radius.start)
-        draw.rounded_rectangle([x, y, x + _BOX_W, y + _BOX_H], radius=8, fill=lay.fills[name],
-                               outline=_HIGHLIGHT if wide else "#333333", width=3 if wide else 1)  # fmt: skip
+        outline = _HIGHLIGHT if wide else "#333333"
+        box = [x, y, x + _BOX_W, y + _BOX_H]
+        draw.rounded_rectangle(box, radius=8, fill=lay.fills[name], outline=outline,
+                               width=3 if wide else 1)  # fmt: skip
         draw.text((x + _BOX_W / 2, y + _BOX_H / 2), name, fill="black", anchor="mm")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
