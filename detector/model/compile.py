@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from detector.model.load import SegmentationModel, gc_paused
-from detector.model.schema import ANY_ZONE, INTERNET, Flow, PodSelector, Zone
+from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, Flow, PodSelector, Zone
 
 __all__ = [
     "CompiledModel",
@@ -336,16 +336,7 @@ _pton, _INET, _INET6, _from_bytes = (
     socket.AF_INET6,
     int.from_bytes,
 )
-# Addresses that never belong to the Internet. Documentation ranges (TEST-NET,
-# 2001:db8::/32) do: they stand in for public addresses in examples and tests.
-_LOCAL_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-        "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8",
-    )
-)  # fmt: skip
+_LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in LOCAL_NETWORKS)
 
 
 def _is_local(ip: str) -> bool:

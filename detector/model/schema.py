@@ -28,6 +28,7 @@ __all__ = [
     "ANY_ZONE",
     "API_VERSION",
     "INTERNET",
+    "LOCAL_NETWORKS",
     "SENSITIVITY_ORDER",
     "BusinessHours",
     "Defaults",
@@ -48,6 +49,13 @@ __all__ = [
 
 API_VERSION = "segwatch/v1"
 INTERNET = "internet"  # the pseudo-zone of public addresses that are in no zone
+# Addresses that never belong to the Internet. Documentation ranges (TEST-NET,
+# 2001:db8::/32) do: they stand in for public addresses in examples and tests.
+LOCAL_NETWORKS: tuple[str, ...] = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
 ANY_ZONE = "*"  # in flows: every declared zone
 Protocol = Literal["tcp", "udp", "icmp", "any"]
 Sensitivity = Literal["low", "medium", "high", "restricted"]

@@ -20,12 +20,13 @@ from typing import Any
 
 from detector.errors import DetectorError
 from detector.model.load import SegmentationModel, model_from_data
-from detector.model.schema import INTERNET, inside
+from detector.model.schema import INTERNET, LOCAL_NETWORKS, inside
 from detector.model.services import Services, to_flow_specs
 
 __all__ = [
     "DerivedZone",
     "ImportProblem",
+    "add_address_zones",
     "build_model",
     "representative_address",
     "selector_labels",
@@ -200,29 +201,44 @@ def internet_representative(networks: Iterable[Network]) -> str | None:
     return None
 
 
-_SKIP_AS_ZONES = {
-    "0.0.0.0/0",
-    "::/0",
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-    "::1/128",
-}
+_SKIP_AS_ZONES = {"0.0.0.0/0", "::/0", *LOCAL_NETWORKS}
 
 
 def zone_worthy(net: Network) -> bool:
     """Whether a network named in a rule becomes a zone: not "everything", and not one
     of the local ranges a rule names only to carve them out of the Internet."""
     return str(net) not in _SKIP_AS_ZONES
+
+
+def add_address_zones(
+    zones: list[DerivedZone],
+    nets: dict[str, Network],
+    taken: set[str],
+    what: str,
+    warnings: list[str],
+) -> list[DerivedZone]:
+    """``zones`` plus one zone per network the rules name (``what``: "ipBlock", "nets"),
+    each with a representative address, nested, and the Internet when some public
+    address is left outside them all."""
+    by_address = sorted(nets.items(), key=lambda item: (item[1].version, item[1]))
+    candidates = [
+        DerivedZone(unique(slug(f"net-{t.replace('/', '-').replace(':', '-')}"), taken), {},
+                    cidrs=[n], description=f"{what} {t}")
+        for t, n in by_address
+    ]  # fmt: skip
+    out = list(zones)
+    for zone in candidates:
+        rep = representative_address(zone.cidrs[0], [z.cidrs[0] for z in candidates])
+        if rep is None:
+            warnings.append(f"{zone.name}: every address is in a more specific {what}; left out")
+            continue
+        zone.endpoint = {"ip": rep}
+        out.append(zone)
+    nest(out)
+    internet = internet_representative(nets.values())
+    if internet is not None:
+        out.append(DerivedZone(INTERNET, {"ip": internet}))
+    return out
 
 
 def nest(zones: list[DerivedZone]) -> None:

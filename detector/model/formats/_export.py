@@ -5,23 +5,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from detector.model.schema import ANY_ZONE, INTERNET, ModelDocument, inside
+from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, ModelDocument, inside
 from detector.model.services import ALL, Services, flow_services, union
 
 __all__ = ["LOCAL_V4", "Need", "needs"]
 
-# never "the Internet"; mirrors detector.model.compile's local networks (IPv4)
-LOCAL_V4 = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+LOCAL_V4 = tuple(n for n in LOCAL_NETWORKS if ":" not in n)
 
 
 @dataclass(frozen=True)

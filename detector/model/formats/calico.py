@@ -37,10 +37,8 @@ from detector.model.compile import CompiledModel
 from detector.model.formats._derive import (
     DerivedZone,
     ImportProblem,
+    add_address_zones,
     build_model,
-    internet_representative,
-    nest,
-    representative_address,
     slug,
     unique,
     zone_worthy,
@@ -438,28 +436,7 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                         entity.namespace_selector,
                         policy.where,
                     )
-    out = list(zones.values())
-    cidr_zones = [
-        DerivedZone(
-            unique(slug(f"net-{t.replace('/', '-').replace(':', '-')}"), taken),
-            {},
-            cidrs=[n],
-            description=f"nets {t}",
-        )
-        for t, n in sorted(nets.items(), key=lambda item: (item[1].version, item[1]))
-    ]
-    for zone in cidr_zones:
-        rep = representative_address(zone.cidrs[0], [z.cidrs[0] for z in cidr_zones])
-        if rep is None:
-            warnings.append(f"{zone.name}: every address is in a more specific net; left out")
-            continue
-        zone.endpoint = {"ip": rep}
-        out.append(zone)
-    nest(out)
-    internet = internet_representative(nets.values())
-    if internet is not None:
-        out.append(DerivedZone(INTERNET, {"ip": internet}))
-    return out
+    return add_address_zones(list(zones.values()), nets, taken, "nets", warnings)
 
 
 # --- export ----------------------------------------------------------------------

@@ -36,10 +36,8 @@ from detector.model.compile import CompiledModel
 from detector.model.formats._derive import (
     DerivedZone,
     ImportProblem,
+    add_address_zones,
     build_model,
-    internet_representative,
-    nest,
-    representative_address,
     selector_labels,
     slug,
     unique,
@@ -289,28 +287,7 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                             peer.get("podSelector"),
                             policy.where,
                         )
-    out = list(zones.values())
-    cidr_zones = []
-    for text, net in sorted(nets.items(), key=lambda item: (item[1].version, item[1])):
-        zone = DerivedZone(
-            unique(slug(f"net-{text.replace('/', '-').replace(':', '-')}"), taken),
-            {},
-            cidrs=[net],
-            description=f"ipBlock {text}",
-        )
-        cidr_zones.append(zone)
-    for zone in cidr_zones:
-        rep = representative_address(zone.cidrs[0], [z.cidrs[0] for z in cidr_zones])
-        if rep is None:
-            warnings.append(f"{zone.name}: every address is in a more specific block; left out")
-            continue
-        zone.endpoint = {"ip": rep}
-        out.append(zone)
-    nest(out)
-    internet = internet_representative(nets.values())
-    if internet is not None:
-        out.append(DerivedZone(INTERNET, {"ip": internet}))
-    return out
+    return add_address_zones(list(zones.values()), nets, taken, "ipBlock", warnings)
 
 
 # --- export ----------------------------------------------------------------------
