@@ -11,10 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from detector.detect import Engine, event_time
+from detector.detect.alerts import Alert
 from detector.model.compile import VERDICTS, CompiledModel, Placement
 from detector.model.schema import INTERNET, SENSITIVITY_ORDER
 
-__all__ = ["Summary", "UnusedRule"]
+__all__ = ["Analysis", "Summary", "UnusedRule"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,13 @@ class Summary:
     violations: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
     used_rules: set[str] = field(default_factory=set)
+    timeline: Counter[tuple[int, str]] = field(default_factory=Counter)  # (hour, verdict|alert)
 
-    def observe(self, event: dict[str, Any], placement: Placement) -> None:
-        """Count one placed event."""
+    def observe(self, event: dict[str, Any], placement: Placement, when: float = 0.0) -> None:
+        """Count one placed event (``when``: its time, for the timeline)."""
         self.events += 1
+        hour = int(when // 3600)
+        self.timeline[(hour, placement.verdict)] += 1
         src = placement.source_zone or "(none)"
         dst = placement.destination_zone or "(none)"
         self.matrix[(src, dst, placement.verdict)] += 1
@@ -53,6 +58,9 @@ class Summary:
             port = (event.get("destination") or {}).get("port")
             service = f"{network.get('transport', '?')}/{port if port is not None else '-'}"
             self.violations[(src, dst, service, placement.reason)] += 1
+
+    def alert_sent(self, when: float) -> None:
+        self.timeline[(int(when // 3600), "alert")] += 1
 
     def zone_pairs(self) -> list[tuple[str, str, dict[str, int]]]:
         """(source zone, destination zone, {verdict: count}) for every pair seen."""
@@ -104,3 +112,31 @@ class Summary:
             ],
             "unused_rules": [r.__dict__ for r in self.unused_rules()],
         }
+
+
+class Analysis:
+    """Place, score and count a stream of events: the core of ``analyze`` and ``evaluate``."""
+
+    def __init__(self, model: CompiledModel, engine: Engine) -> None:
+        self.model = model
+        self.engine = engine
+        self.summary = Summary(model)
+        self.sent: list[Alert] = []
+
+    def process(self, event: dict[str, Any], event_id: str) -> tuple[Placement, int, Alert | None]:
+        """Place and score one event (enriched in place); the alert it sends, if any."""
+        placement = self.model.place(event)
+        event.setdefault("event", {})["id"] = event_id
+        event["segmentation"] = placement.to_fields()
+        score, alert = self.engine.process(event, placement, event_id)
+        when = event_time(event)
+        self.summary.observe(event, placement, when)
+        if alert is not None:
+            self.sent.append(alert)
+            self.summary.alert_sent(when)
+        return placement, score, alert
+
+    def alert_documents(self) -> list[dict[str, Any]]:
+        """Every alert in its final state, highest risk first."""
+        alerts = sorted(self.engine.book.alerts.values(), key=lambda a: (-a.score, a.first_seen))
+        return [a.to_document() for a in alerts]

@@ -11,6 +11,7 @@ import platform
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
@@ -132,7 +133,7 @@ def parse_cmd(
     parser = build_parser(family, vpc_format, year, timezone, max_record_bytes, original)
     out = sys.stdout.buffer
     counts = {"records": 0, "events": 0, "errors": 0}
-    for event in parse_files(files, parser, keep_going, counts):
+    for _, event in parse_files(files, parser, keep_going, counts):
         out.write(orjson.dumps(event) + b"\n")
     out.flush()
     _summary(counts)
@@ -140,8 +141,9 @@ def parse_cmd(
 
 def parse_files(
     files: list[str], parser: Parser, keep_going: bool, counts: dict[str, int]
-) -> Iterator[dict[str, Any]]:
-    """The events of every file, in order; bad records reported as ``FILE:LINE: reason``.
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``FILE:LINE`` id, event) for every file, in order; bad records reported as
+    ``FILE:LINE: reason``.
 
     Without ``keep_going`` the first bad record ends the run (exit status 1).
     ``counts`` (records, events, errors) is updated as the files are read.
@@ -162,7 +164,7 @@ def parse_files(
                                 raise typer.Exit(1)
                         else:
                             counts["events"] += 1
-                            yield result
+                            yield f"{Path(path).name}:{number}", result
                     advance(path, len(raw) + 1)
             except OSError as exc:
                 fail(f"{path}: cannot read: {exc.strerror or exc}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from pydantic import TypeAdapter
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,6 +31,7 @@ from detector.cli import (
 )
 
 if TYPE_CHECKING:
+    from detector.detect import Engine
     from detector.model import CompiledModel
 
 __all__ = ["model_app"]
@@ -65,6 +67,49 @@ def load_compiled(path: Path) -> CompiledModel:
     return compiled
 
 
+RulesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules", help="Detection rules folder (default: rules/detections if it exists)."
+    ),
+]
+MlOpt = Annotated[Path | None, typer.Option("--ml", help="A model artifact from `segwatch train`.")]
+LearningOpt = Annotated[
+    str,
+    typer.Option(help="Learning period of the anomaly detectors (30m, 12h, 1d, ...)."),
+]
+
+
+def build_engine(compiled: CompiledModel, rules: Path | None, ml: Path | None,
+                 learning: str) -> Engine:  # fmt: skip
+    """The detectors for a run, from command-line options; problems end the run (status 2)."""
+    from detector.detect import DetectorSettings, Engine, MLDetector, load_rules
+    from detector.detect.ml import ModelArtifactError
+    from detector.detect.rules import Duration
+    from detector.model import ModelError
+
+    try:
+        seconds = TypeAdapter(Duration).validate_python(learning)
+    except ValueError:
+        fail(f"--learning {learning!r} is not a duration like 30m, 12h or 1d")
+    folder = rules if rules is not None else Path("rules/detections")
+    loaded = []
+    if rules is not None or folder.is_dir():
+        try:
+            loaded = load_rules(folder)
+        except ModelError as exc:
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+            fail(f"{folder}: {len(exc.problems)} problem(s) in the detection rules")
+    detector = None
+    if ml is not None:
+        try:
+            detector = MLDetector.load(ml)
+        except ModelArtifactError as exc:
+            fail(str(exc))
+    return Engine(compiled, DetectorSettings(learning_seconds=seconds), loaded, detector)
+
+
 @app.command("analyze")
 def analyze_cmd(
     files: FilesArg,
@@ -74,6 +119,14 @@ def analyze_cmd(
         Path | None,
         typer.Option("--events", help="Write the enriched ECS events here, one JSON per line."),
     ] = None,
+    alerts_out: Annotated[
+        Path | None,
+        typer.Option("--alerts", help="Write the alerts here (final state), one JSON per line."),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write a self-contained HTML report here."),
+    ] = None,
     summary: Annotated[
         bool,
         typer.Option(
@@ -82,42 +135,72 @@ def analyze_cmd(
         ),
     ] = True,
     as_json: JsonOpt = False,
+    rules: RulesOpt = None,
+    ml: MlOpt = None,
+    learning: LearningOpt = "1d",
     vpc_format: FormatOpt = None,
     keep_going: KeepGoingOpt = False,
     year: YearOpt = None,
     timezone: TimezoneOpt = "UTC",
 ) -> None:
-    """Parse flow-log files, place every flow on the model, and report.
+    """Parse flow-log files, place every flow on the model, score it, and report.
 
     Each event gains segmentation.source_zone, destination_zone, verdict,
-    rule_id, reason and model_version. Works on a laptop with nothing running.
+    rule_id, reason, model_version, risk_score and reasons. Works on a laptop
+    with nothing running.
     """
-    from detector.analyze import Summary
-    from detector.model import enrich
+    from detector.analyze import Analysis
+    from detector.report import render_report
 
     compiled = load_compiled(model)
     parser = build_parser(family, vpc_format, year, timezone)
-    stats = Summary(compiled)
+    run = Analysis(compiled, build_engine(compiled, rules, ml, learning))
     counts = {"records": 0, "events": 0, "errors": 0}
     sink = events_out.open("wb") if events_out else None
     try:
-        for event in parse_files(files, parser, keep_going, counts):
-            placement = compiled.place(event)
-            stats.observe(event, placement)
+        for event_id, event in parse_files(files, parser, keep_going, counts):
+            run.process(event, event_id)
             if sink is not None:
-                sink.write(orjson.dumps(enrich(event, placement)) + b"\n")
+                sink.write(orjson.dumps(event) + b"\n")
     finally:
         if sink is not None:
             sink.close()
+    documents = run.alert_documents()
+    if alerts_out is not None:
+        write_text(alerts_out, "".join(orjson.dumps(d).decode() + "\n" for d in documents))
+    if report is not None:
+        write_text(report, render_report(run.summary, documents, f"segwatch analyze: {model}"))
+    stats = run.summary
     if as_json:
-        typer.echo(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        data = stats.to_dict()
+        data["alerts"] = len(documents)
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     elif summary:
         _print_summary(stats)
+        _print_alerts(documents)
     typer.echo(
         f"segwatch: {counts['records']} records, {counts['events']} events, "
-        f"{counts['errors']} errors; " + ", ".join(f"{v} {n}" for v, n in stats.verdicts.items()),
+        f"{counts['errors']} errors, {len(documents)} alerts; "
+        + ", ".join(f"{v} {n}" for v, n in stats.verdicts.items()),
         err=True,
     )
+
+
+def _print_alerts(documents: list[dict[str, Any]]) -> None:
+    if not documents:
+        return
+    table = Table(title=f"Top alerts ({len(documents)} in all)")
+    for column in ("risk", "severity", "alert", "zones", "count", "first reason"):
+        table.add_column(column)
+    for doc in documents[:15]:
+        alert = doc["segwatch"]["alert"]
+        seg = doc["segmentation"]
+        first = alert["reasons"][0] if alert["reasons"] else ""
+        zones = f"{seg['source_zone']} -> {seg['destination_zone']}"
+        name = escape(doc["rule"]["name"])
+        risk = str(doc["event"]["risk_score"])
+        table.add_row(risk, alert["severity"], name, zones, str(alert["count"]), escape(first))
+    _out.print(table)
 
 
 def _print_summary(stats: Any) -> None:
@@ -239,7 +322,9 @@ def diff_cmd(
     if events:
         counts = {"records": 0, "events": 0, "errors": 0}
         parser = build_parser(family)
-        replay = diff_on_events(before, after, parse_files(events, parser, True, counts))
+        replay = diff_on_events(
+            before, after, (event for _, event in parse_files(events, parser, True, counts))
+        )
     if as_json:
         data: dict[str, Any] = result.to_dict()
         if replay is not None:

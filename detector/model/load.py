@@ -30,8 +30,10 @@ __all__ = [
     "dump_yaml",
     "dump_yaml_all",
     "load_model",
+    "load_yaml",
     "model_from_data",
     "model_from_text",
+    "problem_from_pydantic",
 ]
 
 Path_ = tuple[str | int, ...]
@@ -134,6 +136,20 @@ def load_model(path: str | Path) -> SegmentationModel:
     return model_from_text(text, name)
 
 
+def load_yaml(path: str | Path) -> tuple[Any, dict[Path_, int]]:
+    """A YAML file's data and the line of every key and item (for error messages).
+
+    :raises ModelError: the file cannot be read or is not YAML.
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ModelError([ModelProblem(name, None, "", f"cannot read: {reason}")]) from None
+    return _parse_yaml(text, name)
+
+
 def model_from_text(text: str, source: str = "<model>") -> SegmentationModel:
     """:func:`load_model` for text already read."""
     data, lines = _parse_yaml(text, source)
@@ -181,7 +197,7 @@ def _model_from_data(data: Any, source: str, lines: dict[Path_, int] | None) -> 
             if e["type"] != "too_short" or not any(loc[: len(e["loc"])] == e["loc"]
                                                    for loc in located)
         ]  # fmt: skip
-        raise ModelError([_problem(err, source, lines) for err in errors]) from None
+        raise ModelError([problem_from_pydantic(err, source, lines) for err in errors]) from None
     doc = _with_flow_ids(doc)
     problems = [
         ModelProblem(source, _line(lines, path), _field(path), reason)
@@ -432,7 +448,8 @@ def _field(path: Path_) -> str:
     return out
 
 
-def _problem(err: Any, source: str, lines: dict[Path_, int]) -> ModelProblem:
+def problem_from_pydantic(err: Any, source: str, lines: dict[Path_, int]) -> ModelProblem:
+    """A pydantic error as ``FILE:LINE: FIELD: reason``."""
     # pydantic's loc includes union/validator names that are not in the file
     path = tuple(
         p for p in err["loc"]

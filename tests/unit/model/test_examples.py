@@ -27,7 +27,7 @@ def test_example_is_lint_clean(name: str) -> None:
 
 
 ACME = {"namespace": "tenant-acme", "labels": {"app": "web"}}
-GLOBEX = {"namespace": "globex-prod", "namespace_labels": {"tenant": "globex"}, "labels": {}}
+GLOBEX = {"namespace": "tenant-globex", "labels": {}}
 ADMIN = {"namespace": "ops-admin", "labels": {"app": "support-shell"}}
 ADMIN_OTHER = {"namespace": "ops-admin", "labels": {"app": "grafana"}}
 KUBE_DNS = {"namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}}

@@ -1,0 +1,106 @@
+"""Anomaly detectors, risk scoring and alerts over placed events.
+
+:class:`Engine` runs every detector on an event, scores it, matches the
+detection rules and keeps the alert book::
+
+    engine = Engine(compiled_model, DetectorSettings(), rules=load_rules("rules/detections"))
+    placement = compiled_model.place(event)
+    score, alert = engine.process(event, placement, event_id)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from detector.detect.alerts import Alert, AlertBook, risk
+from detector.detect.base import Context, DetectorSettings, Evidence, event_time
+from detector.detect.detectors import (
+    NewPathDetector,
+    OddPortDetector,
+    OffHoursDetector,
+    ScanDetector,
+    VolumeDetector,
+)
+from detector.detect.ml import MLDetector
+from detector.detect.rules import DetectionRule, RuleSet, load_rules
+from detector.model.compile import CompiledModel, Placement
+
+__all__ = [
+    "Alert",
+    "DetectionRule",
+    "DetectorSettings",
+    "Engine",
+    "Evidence",
+    "MLDetector",
+    "event_time",
+    "load_rules",
+]
+
+
+class Engine:
+    """Detectors + scoring + rules + alerts for one model (state included)."""
+
+    def __init__(
+        self,
+        model: CompiledModel,
+        settings: DetectorSettings | None = None,
+        rules: list[DetectionRule] | None = None,
+        ml: MLDetector | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings or DetectorSettings()
+        self.new_paths = NewPathDetector(self.settings)
+        self.detectors: list[Any] = [
+            OddPortDetector(self.settings),
+            OffHoursDetector(self.settings, model),
+            self.new_paths,
+            ScanDetector(self.settings),
+            VolumeDetector(self.settings),
+        ]
+        self.rules = RuleSet(rules or [], model)
+        self.ml = ml
+        self.book = AlertBook(self.settings.suppress_seconds)
+
+    def process(
+        self, event: dict[str, Any], placement: Placement, event_id: str
+    ) -> tuple[int, Alert | None]:
+        """Score one placed event (its ``segmentation`` fields gain ``risk_score``,
+        ``reasons`` and ``detections``); return the score and the alert to send, if any."""
+        ctx = Context.of(event, placement)
+        evidence: list[Evidence] = []
+        for detector in self.detectors:
+            evidence += detector.observe(ctx)
+        if self.ml is not None:
+            new = any(e.detector == "new_path" for e in evidence)
+            evidence += self.ml.observe(ctx, new)
+        zone = self.model.zones.get(placement.destination_zone or "")
+        sensitivity = zone.tags.sensitivity if zone is not None else "internet"
+        monitor = placement.mode == "monitor"
+        score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, [])
+        matched: list[DetectionRule] = []
+        if self.rules.rules:
+            hour = datetime.fromtimestamp(ctx.time, UTC).hour
+            matched = self.rules.matches(event, score, hour)
+            if matched:
+                score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)
+        seg = event.setdefault("segmentation", placement.to_fields())
+        seg["risk_score"] = score
+        if reasons:
+            seg["reasons"] = reasons
+        if matched:
+            seg["detections"] = [r.id for r in matched]
+        event.setdefault("event", {})["risk_score"] = score
+        alert = None
+        if matched or score >= self.settings.alert_score:
+            alert = self.book.record(ctx, score, reasons, evidence, matched, event_id)
+        return score, alert
+
+    def state(self) -> dict[str, Any]:
+        """Every detector's state, JSON-ready."""
+        return {d.name: d.state() for d in self.detectors}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for detector in self.detectors:
+            if detector.name in state:
+                detector.load(state[detector.name])
