@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -85,13 +86,9 @@ def build_engine(compiled: CompiledModel, rules: Path | None, ml: Path | None,
     """The detectors for a run, from command-line options; problems end the run (status 2)."""
     from detector.detect import DetectorSettings, Engine, MLDetector, load_rules
     from detector.detect.ml import ModelArtifactError
-    from detector.detect.rules import Duration
     from detector.model import ModelError
 
-    try:
-        seconds = TypeAdapter(Duration).validate_python(learning)
-    except ValueError:
-        fail(f"--learning {learning!r} is not a duration like 30m, 12h or 1d")
+    seconds = _duration(learning, "--learning")
     folder = rules if rules is not None else Path("rules/detections")
     loaded = []
     if rules is not None or folder.is_dir():
@@ -443,3 +440,148 @@ def graph_cmd(
     else:
         write_text(output, (to_svg if suffix == ".svg" else to_html)(compiled, radius))
     typer.echo(f"wrote {output}", err=True)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    model: ModelOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Flow-log file to write.")],
+    duration: Annotated[str, typer.Option(help="Simulated time: 12h, 7d, ...")] = "7d",
+    rate: Annotated[
+        float, typer.Option(help="Average flows per second of simulated time, at full activity.")
+    ] = 2.0,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option("--attack", help="Scenario to inject (repeatable); see README 'Simulator'."),
+    ] = None,
+    family: Annotated[str, typer.Option(help="vpcflow, calico or iptables.")] = "vpcflow",
+    start: Annotated[
+        str, typer.Option(help="Start of simulated time (UTC date or ISO time).")
+    ] = "2026-11-02",
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same file.")] = 1,
+) -> None:
+    """Write realistic benign traffic for a model, with injected attacks and their labels.
+
+    Labels (ground truth) go to OUTPUT.labels.json. Simulated time runs as fast
+    as the machine allows.
+    """
+    from detector.simulate import SimulationError, Simulator
+
+    compiled = load_compiled(model)
+    seconds = _duration(duration, "--duration")
+    try:
+        begin = datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        fail(f"--start {start!r} is not a date (2026-11-02) or an ISO time")
+    try:
+        simulator = Simulator(compiled, family, seed)
+        stream = simulator.run(begin, seconds, rate, attack or [])
+        labels: dict[str, Any] = {}
+        lines = 0
+        with output.open("w", encoding="utf-8") as out:
+            for lines, (record, label) in enumerate(stream, 1):
+                out.write(record + "\n")
+                if label is not None:
+                    labels.setdefault(label.scenario, label).lines.append(lines)
+    except SimulationError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{output}: cannot write: {exc.strerror or exc}")
+    labels_path = output.with_name(output.name + ".labels.json")
+    write_text(labels_path, orjson.dumps([lb.to_dict() for lb in labels.values()],
+                                         option=orjson.OPT_INDENT_2).decode() + "\n")  # fmt: skip
+    typer.echo(f"segwatch: {lines:,} records -> {output}; labels -> {labels_path}", err=True)
+
+
+def _duration(text: str, option: str) -> int:
+    from detector.detect.rules import Duration
+
+    try:
+        return int(TypeAdapter(Duration).validate_python(text))
+    except ValueError:
+        fail(f"{option} {text!r} is not a duration like 30m, 12h or 7d")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: ModelOpt,
+    flows: Annotated[Path, typer.Argument(help="A file written by `segwatch simulate`.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Ground truth (default: FLOWS.labels.json).")
+    ] = None,
+    family: FamilyOpt = "auto",
+    rules: RulesOpt = None,
+    ml: MlOpt = None,
+    learning: LearningOpt = "1d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the analysis over simulated traffic: per-scenario detection, time to detect,
+    reasons, and the benign alert volume after the learning period."""
+    from detector.analyze import Analysis
+    from detector.evaluate import evaluate
+
+    compiled = load_compiled(model)
+    labels_path = labels or flows.with_name(flows.name + ".labels.json")
+    try:
+        truth = orjson.loads(labels_path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        fail(f"{labels_path}: cannot read the labels: {exc}")
+    run = Analysis(compiled, build_engine(compiled, rules, ml, learning))
+    year = datetime.fromtimestamp(min((lb["start"] for lb in truth), default=0) or 0, UTC).year
+    parser = build_parser(family, year=year if truth else None)
+    counts = {"records": 0, "events": 0, "errors": 0}
+    result = evaluate(run, parse_files([str(flows)], parser, True, counts), truth)
+    if as_json:
+        typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        table = Table(title=f"Scenarios in {flows.name}")
+        for column in ("scenario", "detected", "time to detect", "reasons"):
+            table.add_column(column)
+        for s in result.scenarios:
+            ttd = f"{s.time_to_detect:.0f} s" if s.time_to_detect is not None else "-"
+            table.add_row(s.scenario, "yes" if s.detected else "NO", ttd,
+                          escape("; ".join(s.reasons[:3])))  # fmt: skip
+        _out.print(table)
+        typer.echo(
+            f"benign: {result.benign_alerts} alerts over {result.benign_flows_after_learning:,} "
+            f"flows after learning ({result.benign_rate_per_100k:.2f} per 100k flows)"
+        )
+    if counts["errors"]:
+        typer.echo(f"segwatch: {counts['errors']} records could not be parsed", err=True)
+    if not all(s.detected for s in result.scenarios):
+        raise typer.Exit(1)
+
+
+@app.command("train")
+def train_cmd(
+    events: Annotated[
+        list[Path],
+        typer.Option("--events", help="Enriched events (`analyze --events`), repeatable."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifact to write (.joblib).")],
+    window: Annotated[str, typer.Option(help="Per-source window length.")] = "10m",
+) -> None:
+    """Train the IsolationForest detector on enriched events; use it with --ml."""
+    import joblib
+
+    from detector.detect.ml import ModelArtifactError, train
+
+    def read() -> Any:
+        for path in events:
+            try:
+                with path.open("rb") as handle:
+                    for number, line in enumerate(handle, 1):
+                        if line.strip():
+                            try:
+                                yield orjson.loads(line)
+                            except orjson.JSONDecodeError:
+                                fail(f"{path}:{number}: not a JSON event")
+            except OSError as exc:
+                fail(f"{path}: cannot read: {exc.strerror or exc}")
+
+    try:
+        artifact = train(read(), _duration(window, "--window"))
+    except ModelArtifactError as exc:
+        fail(str(exc))
+    joblib.dump(artifact, output)
+    typer.echo(f"segwatch: trained on {artifact['windows']:,} windows -> {output}", err=True)

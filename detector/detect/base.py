@@ -137,6 +137,7 @@ class Context:
     transport: str
     denied: bool
     bytes: int
+    reply: bool
 
     @classmethod
     def of(cls, event: dict[str, Any], placement: Placement) -> Context:
@@ -144,16 +145,24 @@ class Context:
         destination = event.get("destination") or {}
         network = event.get("network") or {}
         types = (event.get("event") or {}).get("type") or ()
+        port = destination.get("port")
+        sport = source.get("port")
+        # the answer on a connection: known by the model, or ports that say so
+        # (a service port answering an ephemeral one), as VPC flow logs record them
+        reply = placement.reply or (
+            sport is not None and port is not None and sport < 10_000 and port >= 32_768
+        )
         return cls(
             event,
             placement,
             event_time(event),
             source.get("ip") or "",
             destination.get("ip") or "",
-            destination.get("port"),
+            port,
             network.get("transport") or "",
             "denied" in types,
             network.get("bytes") or 0,
+            reply,
         )
 
     @property

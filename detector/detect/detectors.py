@@ -64,7 +64,7 @@ class OddPortDetector(_Learning):
 
     def observe(self, ctx: Context) -> list[Evidence]:
         port = ctx.port
-        if port is None or ctx.denied:
+        if port is None or ctx.denied or ctx.reply:
             return []
         zone = ctx.dst_zone
         ports = self.counts.setdefault(zone, {})
@@ -190,8 +190,8 @@ class NewPathDetector(_Learning):
         return int.from_bytes(digest, "big")
 
     def observe(self, ctx: Context) -> list[Evidence]:
-        if ctx.denied:
-            return []  # a path is what got through
+        if ctx.denied or ctx.reply:
+            return []  # a path is what got through, opened from its source
         service = f"{ctx.transport}/{ctx.port}" if ctx.port is not None else ctx.transport
         key = self.path_key(ctx.src_zone, ctx.dst_zone, service)
         now = int(ctx.time)
@@ -268,16 +268,16 @@ class _Window:
 
 
 class ScanDetector:
-    """Per source, in tumbling windows: many ports on one host (vertical scan), one
-    port on many hosts (horizontal sweep), bursts of denied flows, and sweeps
-    spread over hours (the slow window)."""
+    """Per source: many ports on one host (vertical scan), one port on many hosts
+    (horizontal sweep) and bursts of denied flows in a short tumbling window, and
+    sweeps spread over hours in a sliding slow window."""
 
     name = "scan"
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
         self.fast: dict[str, _Window] = {}
-        self.slow: dict[str, _Window] = {}
+        self.slow: dict[str, dict[int, dict[str, float]]] = {}  # source -> port -> host -> time
         self._cap = (
             max(
                 settings.vertical_scan_ports,
@@ -286,6 +286,29 @@ class ScanDetector:
             )
             + 1
         )
+
+    def _sweep(self, src: str, port: int, dst: str, now: float) -> dict[str, float]:
+        """Hosts ``src`` reached on ``port`` within the slow window (sliding), first contact."""
+        window = self.settings.slow_scan_window_seconds
+        ports = self.slow.get(src)
+        if ports is None:
+            ports = self.slow[src] = {}
+            if len(self.slow) > self.settings.max_sources:
+                for stale in list(self.slow)[: len(self.slow) // 10]:
+                    del self.slow[stale]
+        hosts = ports.setdefault(port, {})
+        if dst not in hosts:
+            if len(hosts) >= self._cap:  # drop contacts older than the window
+                cutoff = now - window
+                for host in [h for h, t in hosts.items() if t < cutoff]:
+                    del hosts[host]
+            if len(hosts) < self._cap:
+                hosts[dst] = now
+        cutoff = now - window
+        if min(hosts.values()) < cutoff:
+            for host in [h for h, t in hosts.items() if t < cutoff]:
+                del hosts[host]
+        return hosts
 
     def _window(self, table: dict[str, _Window], src: str, now: float, length: int) -> _Window:
         window = table.get(src)
@@ -299,7 +322,7 @@ class ScanDetector:
 
     def observe(self, ctx: Context) -> list[Evidence]:
         s, port, dst, now = self.settings, ctx.port, ctx.dst_ip, ctx.time
-        if port is None or not ctx.src_ip:
+        if port is None or not ctx.src_ip or ctx.reply:
             return []
         cap = self._cap
         fast = self._window(self.fast, ctx.src_ip, now, s.scan_window_seconds)
@@ -311,10 +334,7 @@ class ScanDetector:
             hosts.add(dst)
         if ctx.denied:
             fast.denied += 1
-        slow = self._window(self.slow, ctx.src_ip, now, s.slow_scan_window_seconds)
-        swept = slow.hosts_by_port.setdefault(port, set())
-        if len(swept) < cap:
-            swept.add(dst)
+        swept = self._sweep(ctx.src_ip, port, dst, now)
         found = []
         secs = max(now - fast.start, 1)
         service = f"{ctx.transport}/{port}"
@@ -341,7 +361,7 @@ class ScanDetector:
                 )
             )
         elif len(swept) >= s.slow_scan_hosts:
-            hours = max(now - slow.start, 1) / 3600
+            hours = max(now - min(swept.values()), 1) / 3600
             found.append(
                 Evidence(
                     self.name,
@@ -375,7 +395,8 @@ class ScanDetector:
                 for src, w in table.items()
             }
 
-        return {"fast": dump(self.fast), "slow": dump(self.slow)}
+        slow = {src: {str(p): h for p, h in ports.items()} for src, ports in self.slow.items()}
+        return {"fast": dump(self.fast), "slow": slow}
 
     def load(self, state: dict[str, Any]) -> None:
         def restore(data: dict[str, Any]) -> dict[str, _Window]:
@@ -388,7 +409,10 @@ class ScanDetector:
                 out[src] = window
             return out
 
-        self.fast, self.slow = restore(state["fast"]), restore(state["slow"])
+        self.fast = restore(state["fast"])
+        self.slow = {
+            src: {int(p): dict(h) for p, h in ports.items()} for src, ports in state["slow"].items()
+        }
 
 
 class VolumeDetector:

@@ -69,6 +69,7 @@ class Placement(NamedTuple):
     reason: str
     model_version: str
     mode: Literal["enforce", "monitor"]
+    reply: bool = False  # allowed as the answer on a connection a rule allows
 
     def to_fields(self) -> dict[str, Any]:
         """The event's ``segmentation.*`` fields."""
@@ -287,8 +288,11 @@ class CompiledModel:
                 if sport is not None:
                     back, back_id, _ = self._decide(dst, src, proto, sport, when, reply=True)
                     if back and back_id is not None:
-                        allowed, rule_id = True, back_id
                         reason = f"reply on a connection flow {back_id} allows"
+                        verdict_: Verdict = "allowed" if _passed(event) else "over_restrictive"
+                        return Placement(
+                            src, dst, verdict_, back_id, reason, self.version, mode, True
+                        )
         passed = _passed(event)
         if allowed:
             verdict: Verdict = "allowed" if passed else "over_restrictive"
