@@ -127,7 +127,6 @@ class Analysis:
         """Place and score one event (enriched in place); the alert it sends, if any."""
         placement = self.model.place(event)
         event.setdefault("event", {})["id"] = event_id
-        event["segmentation"] = placement.to_fields()
         score, alert = self.engine.process(event, placement, event_id)
         when = event_time(event)
         self.summary.observe(event, placement, when)

@@ -1,6 +1,7 @@
 """``segwatch evaluate``: run the analysis over simulated traffic and hold it against
 the ground truth — per scenario, whether it was detected, how fast, and why;
-and how many alerts benign traffic raised after the learning period."""
+and how many alerts benign traffic raised after the learning period (audit
+alerts, severity info, are counted apart: they record allowed access on purpose)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Evaluation:
     benign_flows_after_learning: int
     benign_alerts: int
     benign_alert_samples: list[dict[str, Any]]
+    audit_alerts: int = 0  # severity info: records kept on purpose, not pages
 
     @property
     def benign_rate_per_100k(self) -> float:
@@ -56,6 +58,7 @@ class Evaluation:
             "benign_alerts": self.benign_alerts,
             "benign_alerts_per_100k_flows": round(self.benign_rate_per_100k, 3),
             "benign_alert_samples": self.benign_alert_samples,
+            "audit_alerts": self.audit_alerts,
         }
 
 
@@ -70,7 +73,7 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             by_line[line] = result
     settings = run.engine.settings
     learned_from: float | None = None
-    flows = benign_after = benign_alerts = 0
+    flows = benign_after = benign_alerts = audit = 0
     samples: list[dict[str, Any]] = []
     for event_id, event in events:
         flows += 1
@@ -94,9 +97,11 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             continue
         if when - learned_from >= settings.learning_seconds:
             benign_after += 1
-            if alert is not None:
+            if alert is not None and alert.severity == "info":
+                audit += 1
+            elif alert is not None:
                 benign_alerts += 1
                 if len(samples) < 10:
                     samples.append({"event_id": event_id, "alert": alert.rule_name,
                                     "reasons": alert.reasons[:3]})  # fmt: skip
-    return Evaluation(results, flows, benign_after, benign_alerts, samples)
+    return Evaluation(results, flows, benign_after, benign_alerts, samples, audit)

@@ -544,7 +544,8 @@ def evaluate_cmd(
         _out.print(table)
         typer.echo(
             f"benign: {result.benign_alerts} alerts over {result.benign_flows_after_learning:,} "
-            f"flows after learning ({result.benign_rate_per_100k:.2f} per 100k flows)"
+            f"flows after learning ({result.benign_rate_per_100k:.2f} per 100k flows); "
+            f"{result.audit_alerts} audit alerts"
         )
     if counts["errors"]:
         typer.echo(f"segwatch: {counts['errors']} records could not be parsed", err=True)

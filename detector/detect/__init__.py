@@ -68,6 +68,7 @@ class Engine:
         """Score one placed event (its ``segmentation`` fields gain ``risk_score``,
         ``reasons`` and ``detections``); return the score and the alert to send, if any."""
         ctx = Context.of(event, placement)
+        seg = event["segmentation"] = {**(event.get("segmentation") or {}), **placement.to_fields()}
         evidence: list[Evidence] = []
         for detector in self.detectors:
             evidence += detector.observe(ctx)
@@ -84,7 +85,6 @@ class Engine:
             matched = self.rules.matches(event, score, hour)
             if matched:
                 score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)
-        seg = event.setdefault("segmentation", placement.to_fields())
         seg["risk_score"] = score
         if reasons:
             seg["reasons"] = reasons

@@ -50,8 +50,10 @@ class _Learning:
 class OddPortDetector(_Learning):
     """How rare a destination port is for the destination zone, learned from traffic.
 
-    The share of the zone's flows on the port, smoothed (+1 / +100), against
-    ``rare_port_threshold``; ports in ``well_known_ports`` are never odd.
+    A port never seen for the zone (once it has had ``rare_port_min_flows``) is
+    odd; a seen one is rare when its share of the zone's flows, smoothed
+    (+1 / +100), is under ``rare_port_threshold``. Ports in ``well_known_ports``
+    are never odd.
     """
 
     name = "odd_port"
@@ -78,8 +80,8 @@ class OddPortDetector(_Learning):
             or total < self.settings.rare_port_min_flows
         ):
             return []
-        share = (seen + 1) / (total + 100)
-        if share >= self.settings.rare_port_threshold:
+        share = (seen + 1) / (total + 100)  # smoothed: a zone with little traffic judges softly
+        if seen and share >= self.settings.rare_port_threshold:
             return []
         assert self.started is not None
         since = _span(ctx.time - self.started)
