@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 __all__ = ["SUITES", "Row"]
 
-SUITES: tuple[str, ...] = ("bench.ceilings", "bench.parsers", "bench.model")
+SUITES: tuple[str, ...] = ("bench.ceilings", "bench.parsers", "bench.model", "bench.detect")
 
 
 @dataclass(frozen=True)

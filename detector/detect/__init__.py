@@ -10,7 +10,6 @@ detection rules and keeps the alert book::
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from detector.detect.alerts import Alert, AlertBook, risk
@@ -61,6 +60,8 @@ class Engine:
         self.rules = RuleSet(rules or [], model)
         self.ml = ml
         self.book = AlertBook(self.settings.suppress_seconds)
+        self._observers = [d.observe for d in self.detectors]
+        self._sensitivity = {n: z.tags.sensitivity for n, z in model.zones.items()}
 
     def process(
         self, event: dict[str, Any], placement: Placement, event_id: str
@@ -68,20 +69,23 @@ class Engine:
         """Score one placed event (its ``segmentation`` fields gain ``risk_score``,
         ``reasons`` and ``detections``); return the score and the alert to send, if any."""
         ctx = Context.of(event, placement)
-        seg = event["segmentation"] = {**(event.get("segmentation") or {}), **placement.to_fields()}
+        seg = event.get("segmentation")
+        if seg is None or seg.get("model_version") != placement.model_version:
+            seg = event["segmentation"] = placement.to_fields()
         evidence: list[Evidence] = []
-        for detector in self.detectors:
-            evidence += detector.observe(ctx)
+        for observe in self._observers:
+            found = observe(ctx)
+            if found:
+                evidence += found
         if self.ml is not None:
             new = any(e.detector == "new_path" for e in evidence)
             evidence += self.ml.observe(ctx, new)
-        zone = self.model.zones.get(placement.destination_zone or "")
-        sensitivity = zone.tags.sensitivity if zone is not None else "internet"
+        sensitivity = self._sensitivity.get(placement.destination_zone or "", "internet")
         monitor = placement.mode == "monitor"
         score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, [])
         matched: list[DetectionRule] = []
         if self.rules.rules:
-            hour = datetime.fromtimestamp(ctx.time, UTC).hour
+            hour = int(ctx.time // 3600 % 24)
             matched = self.rules.matches(event, score, hour)
             if matched:
                 score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)

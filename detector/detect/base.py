@@ -9,7 +9,7 @@ worker resumes where the last one stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,25 +106,23 @@ _STAMPS: dict[str, float] = {}
 
 
 def event_time(event: dict[str, Any]) -> float:
-    """``@timestamp`` as epoch seconds (0 if absent or unreadable); cached per second."""
+    """``@timestamp`` as epoch seconds (0 if absent or unreadable); cached per stamp."""
     stamp = event.get("@timestamp")
-    if not isinstance(stamp, str):
+    when = _STAMPS.get(stamp) if isinstance(stamp, str) else 0.0
+    if when is not None:
+        return when
+    assert isinstance(stamp, str)
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
         return 0.0
-    head = stamp[:19]
-    base = _STAMPS.get(head)
-    if base is None:
-        try:
-            base = datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            return 0.0
-        if len(_STAMPS) > 100_000:
-            _STAMPS.clear()
-        _STAMPS[head] = base
-    millis = stamp[20:23]
-    return base + (int(millis) / 1000 if millis.isdigit() else 0.0)
+    if len(_STAMPS) > 100_000:
+        _STAMPS.clear()
+    _STAMPS[stamp] = when
+    return when
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """One placed event, with the fields every detector reads, extracted once."""
 

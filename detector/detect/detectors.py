@@ -130,11 +130,11 @@ class OffHoursDetector(_Learning):
         profile[168] = total + 1
         if self.learning(when) or not self.hours:
             return []
-        outside = self._outside(ctx)
-        if outside is None:
-            return []
         share = usual / total if total else 0.0
         if share >= self.settings.offhours_min_share:
+            return []  # an hour the source usually works in (checked first: it is cheap)
+        outside = self._outside(ctx)
+        if outside is None:
             return []
         local, zone, hours = outside
         days = f"{hours.days[0]}-{hours.days[-1]}" if len(hours.days) > 1 else hours.days[0]
@@ -184,6 +184,7 @@ class NewPathDetector(_Learning):
     def __init__(self, settings: DetectorSettings) -> None:
         super().__init__(settings)
         self.paths: dict[int, int] = {}
+        self._keys: dict[tuple[str, str, str], int] = {}  # recent paths' hashes (a cache)
         self.pivots: dict[str, list[Any]] = {}  # source ip -> [window start, {zone: first}]
 
     @staticmethod
@@ -195,7 +196,12 @@ class NewPathDetector(_Learning):
         if ctx.denied or ctx.reply:
             return []  # a path is what got through, opened from its source
         service = f"{ctx.transport}/{ctx.port}" if ctx.port is not None else ctx.transport
-        key = self.path_key(ctx.src_zone, ctx.dst_zone, service)
+        names = (ctx.src_zone, ctx.dst_zone, service)
+        key = self._keys.get(names)
+        if key is None:
+            key = self._keys[names] = self.path_key(*names)
+            if len(self._keys) > 100_000:
+                self._keys.clear()
         now = int(ctx.time)
         last = self.paths.get(key)
         self.paths[key] = now

@@ -147,9 +147,47 @@ class RuleSet:
             for name, zone in model.zones.items()
         }
         self.zones["internet"] = {"name": "internet", "tags": {}}
+        fields = {
+            name
+            for rule in rules
+            for c in rule.when
+            for name in (c.field, c.equals_field, c.not_equals_field)
+            if name and not name.startswith(("source.zone.", "destination.zone."))
+        }
+        self._event_paths = tuple((f, tuple(f.split("."))) for f in sorted(fields))
+        self._cache: dict[tuple[Any, ...], list[DetectionRule]] = {}
 
     def matches(self, event: dict[str, Any], risk: int, hour: int) -> list[DetectionRule]:
+        """The rules whose conditions all hold for this event.
+
+        Results are cached by the values of the fields the rules read (the zone
+        pair and, say, the verdict), so steady traffic costs one lookup.
+        """
         seg = event.get("segmentation") or {}
+        key: tuple[Any, ...] = (seg.get("source_zone"), seg.get("destination_zone"))
+        for field, path in self._event_paths:
+            if field == "risk.score":
+                value: Any = risk
+            elif field == "time.hour":
+                value = hour
+            elif path[0] == "segmentation" and len(path) == 2:
+                value = seg.get(path[1])
+            else:
+                value = _walk(event, path)
+            key += (tuple(value) if isinstance(value, list) else value,)
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable value (a mapping): no caching
+            return self._evaluate(event, seg, risk, hour)
+        if hit is None:
+            hit = self._evaluate(event, seg, risk, hour)
+            if len(self._cache) >= 100_000:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+    def _evaluate(self, event: dict[str, Any], seg: dict[str, Any], risk: int,
+                  hour: int) -> list[DetectionRule]:  # fmt: skip
         sides = {
             "source.zone": self.zones.get(seg.get("source_zone") or "", {}),
             "destination.zone": self.zones.get(seg.get("destination_zone") or "", {}),
@@ -166,6 +204,14 @@ class RuleSet:
             return _dig(event, field)
 
         return [rule for rule in self.rules if all(c.test(get) for c in rule.when)]
+
+
+def _walk(data: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
 
 
 def _dig(data: Any, path: str) -> Any:

@@ -19,8 +19,17 @@ def stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def event(src: Any, dst: Any, port: int | None, at: float, *, sport: int = 40000,
-          proto: str = "tcp", denied: bool = False, nbytes: int = 500) -> dict[str, Any]:
+def event(
+    src: Any,
+    dst: Any,
+    port: int | None,
+    at: float,
+    *,
+    sport: int = 40000,
+    proto: str = "tcp",
+    denied: bool = False,
+    nbytes: int = 500,
+) -> dict[str, Any]:
     e = flow(src, dst, port, sport=sport, proto=proto, denied=denied, at=stamp(at))
     e["network"]["bytes"] = nbytes
     return e

@@ -26,7 +26,9 @@ def learn(detector, events) -> None:
 
 
 def test_odd_port_never_seen_after_learning_with_numbers() -> None:
-    d = OddPortDetector(DetectorSettings(learning_seconds=DAY, rare_port_min_flows=100, rare_port_threshold=0.01))
+    d = OddPortDetector(
+        DetectorSettings(learning_seconds=DAY, rare_port_min_flows=100, rare_port_threshold=0.01)
+    )
     learn(d, [event(APP, DB, 5432, MONDAY + i * 60) for i in range(600)])
     (found,) = d.observe(ctx(RETAIL, event(APP, DB, 4444, MONDAY + DAY + 5)))
     assert found.key == "port/4444" and found.score == 50
@@ -34,7 +36,9 @@ def test_odd_port_never_seen_after_learning_with_numbers() -> None:
     assert d.observe(ctx(RETAIL, event(APP, DB, 5432, MONDAY + DAY + 6))) == []
     assert d.observe(ctx(RETAIL, event(APP, DB, 443, MONDAY + DAY + 7))) == []  # well known
     rare = d.observe(ctx(RETAIL, event(APP, DB, 4444, MONDAY + DAY + 8)))
-    assert rare and rare[0].reason.startswith("port 4444 rare for zone db: 1 of 603 flows in 24 h (0.166%)")
+    assert rare and rare[0].reason.startswith(
+        "port 4444 rare for zone db: 1 of 603 flows in 24 h (0.166%)"
+    )
 
 
 def test_odd_port_is_silent_while_learning_and_for_replies_and_denials() -> None:
@@ -51,7 +55,9 @@ def test_off_hours_uses_declared_hours_and_the_learned_profile() -> None:
     learn(d, [event(APP, DB, 5432, MONDAY + 14 * 3600 + i * 30) for i in range(2000)])
     night = MONDAY + 2 * DAY + 8 * 3600 + 12 * 60  # Wednesday 08:12 UTC = 02:12 in Chicago
     (found,) = d.observe(ctx(RETAIL, event(APP, DB, 5432, night)))
-    assert found.reason.startswith("02:12 local (America/Chicago), zone db hours 06:00-22:00 mon-fri;")
+    assert found.reason.startswith(
+        "02:12 local (America/Chicago), zone db hours 06:00-22:00 mon-fri;"
+    )
     assert "0.00% of zone app's traffic falls in this hour of the week" in found.reason
     day = MONDAY + 2 * DAY + 18 * 3600  # 12:00 in Chicago
     assert d.observe(ctx(RETAIL, event(APP, DB, 5432, day))) == []
@@ -86,12 +92,20 @@ def test_pivoting_into_several_zones() -> None:
     for i, dst in enumerate(["10.50.20.9", "10.50.30.9", "10.50.2.9"]):
         found += d.observe(ctx(RETAIL, event("10.50.3.3", dst, 22, MONDAY + 3600 + i * 60)))
     pivots = [f for f in found if f.detector == "pivot"]
-    assert pivots and pivots[0].reason == "10.50.3.3 opened new paths into 3 zones in 2 min: app, db, pos"
+    assert (
+        pivots
+        and pivots[0].reason == "10.50.3.3 opened new paths into 3 zones in 2 min: app, db, pos"
+    )
 
 
 def test_scans_vertical_horizontal_denied_and_slow() -> None:
-    s = DetectorSettings(vertical_scan_ports=20, horizontal_scan_hosts=20, deny_burst=15,
-                         slow_scan_hosts=30, slow_scan_window_seconds=6 * 3600)
+    s = DetectorSettings(
+        vertical_scan_ports=20,
+        horizontal_scan_hosts=20,
+        deny_burst=15,
+        slow_scan_hosts=30,
+        slow_scan_window_seconds=6 * 3600,
+    )
     d = ScanDetector(s)
     found = []
     for i in range(25):
@@ -99,15 +113,30 @@ def test_scans_vertical_horizontal_denied_and_slow() -> None:
     keys = {f.key for f in found}
     assert {"scan/vertical", "scan/denied"} <= keys
     assert any(f.reason == f"{DMZ} probed 20 ports on {DB} in 19 s" for f in found)
-    found = [f for i in range(25) for f in d.observe(ctx(RETAIL, event(
-        "10.50.3.7", f"10.50.30.{i + 10}", 445, MONDAY + 100 + i)))]
+    found = [
+        f
+        for i in range(25)
+        for f in d.observe(
+            ctx(RETAIL, event("10.50.3.7", f"10.50.30.{i + 10}", 445, MONDAY + 100 + i))
+        )
+    ]
     assert any(f.key == "scan/horizontal" for f in found)
-    slow = [f for i in range(35) for f in d.observe(ctx(RETAIL, event(
-        "10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + 1000 + i * 500)))]  # 35 hosts in ~5 h
+    slow = [
+        f
+        for i in range(35)
+        for f in d.observe(
+            ctx(RETAIL, event("10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + 1000 + i * 500))
+        )
+    ]  # 35 hosts in ~5 h
     assert any(f.key == "scan/slow" and "(slow sweep)" in f.reason for f in slow)
     spread = ScanDetector(s)  # the same 35 hosts over 17 h never fill the 6 h window
-    spread_found = [f for i in range(35) for f in spread.observe(ctx(RETAIL, event(
-        "10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + i * 1800)))]
+    spread_found = [
+        f
+        for i in range(35)
+        for f in spread.observe(
+            ctx(RETAIL, event("10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + i * 1800))
+        )
+    ]
     assert not any(f.key == "scan/slow" for f in spread_found)
 
 
@@ -120,7 +149,12 @@ def test_volume() -> None:
 
 def test_state_survives_a_restart_through_json() -> None:
     s = DetectorSettings(learning_seconds=60, rare_port_min_flows=5)
-    detectors = [OddPortDetector(s), OffHoursDetector(s, RETAIL), NewPathDetector(s), ScanDetector(s)]
+    detectors = [
+        OddPortDetector(s),
+        OffHoursDetector(s, RETAIL),
+        NewPathDetector(s),
+        ScanDetector(s),
+    ]
     events = [event(APP, DB, 5432, MONDAY + i) for i in range(100)]
     events += [event(DMZ, DB, 2000 + i, MONDAY + 200 + i) for i in range(30)]
     probe = event(APP, DB, 7777, MONDAY + 400)

@@ -31,18 +31,36 @@ ADMIN = {"namespace": "ops-admin", "labels": {"app": "admin-console"}}
 
 # rule id -> (model, event that fires it, a near miss that does not)
 FIRES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "nonprod-to-pci": ("retail_store.yaml", event("10.60.1.1", "10.50.20.5", 8080, MONDAY),
-                       event("10.50.10.5", "10.50.20.5", 8080, MONDAY)),
-    "internet-to-tier0": ("tiers.yaml", event("203.0.113.5", "10.0.0.10", 389, MONDAY),
-                          event("203.0.113.5", "10.9.0.5", 443, MONDAY)),
-    "tenant-crossing": ("multi_tenant_saas.yaml", event(ACME, GLOBEX, 8080, MONDAY),
-                        event(ACME, ACME, 8080, MONDAY)),
-    "admin-cross-tenant-audit": ("multi_tenant_saas.yaml", event(ADMIN, ACME, 22, MONDAY),
-                                 event(ACME, ACME, 22, MONDAY)),
-    "violation-into-restricted": ("retail_store.yaml", event("10.50.10.5", "10.50.30.5", 5432, MONDAY),
-                                  event("10.50.20.5", "10.50.30.5", 5432, MONDAY)),
-    "restricted-to-internet": ("retail_store.yaml", event("10.50.30.5", "198.51.100.7", 443, MONDAY),
-                               event("10.60.0.5", "198.51.100.7", 443, MONDAY)),
+    "nonprod-to-pci": (
+        "retail_store.yaml",
+        event("10.60.1.1", "10.50.20.5", 8080, MONDAY),
+        event("10.50.10.5", "10.50.20.5", 8080, MONDAY),
+    ),
+    "internet-to-tier0": (
+        "tiers.yaml",
+        event("203.0.113.5", "10.0.0.10", 389, MONDAY),
+        event("203.0.113.5", "10.9.0.5", 443, MONDAY),
+    ),
+    "tenant-crossing": (
+        "multi_tenant_saas.yaml",
+        event(ACME, GLOBEX, 8080, MONDAY),
+        event(ACME, ACME, 8080, MONDAY),
+    ),
+    "admin-cross-tenant-audit": (
+        "multi_tenant_saas.yaml",
+        event(ADMIN, ACME, 22, MONDAY),
+        event(ACME, ACME, 22, MONDAY),
+    ),
+    "violation-into-restricted": (
+        "retail_store.yaml",
+        event("10.50.10.5", "10.50.30.5", 5432, MONDAY),
+        event("10.50.20.5", "10.50.30.5", 5432, MONDAY),
+    ),
+    "restricted-to-internet": (
+        "retail_store.yaml",
+        event("10.50.30.5", "198.51.100.7", 443, MONDAY),
+        event("10.60.0.5", "198.51.100.7", 443, MONDAY),
+    ),
 }
 
 
@@ -57,7 +75,9 @@ def test_rule_fires_and_near_miss_does_not(rule_id: str) -> None:
     eng = Engine(model, DetectorSettings(), ALL_RULES)
     _, alert = eng.process(hit, model.place(hit), "t:1")
     assert rule_id in hit["segmentation"]["detections"], rule_id
-    assert alert is not None and alert.rule_id == rule_id or rule_id in hit["segmentation"]["detections"]
+    assert (alert is not None and alert.rule_id == rule_id) or rule_id in hit["segmentation"][
+        "detections"
+    ]
     eng.process(miss, model.place(miss), "t:2")
     assert rule_id not in miss["segmentation"].get("detections", []), rule_id
 
@@ -75,11 +95,18 @@ def test_a_bad_rule_file_is_reported_with_file_line_and_field(tmp_path: Path) ->
 
 
 def test_risk_combines_verdict_evidence_and_sensitivity_with_reasons() -> None:
-    score, reasons = risk("violation", [Evidence("new_path", 45, "new path a -> b tcp/22", "path/tcp/22")],
-                          "restricted", False, [])
+    score, reasons = risk(
+        "violation",
+        [Evidence("new_path", 45, "new path a -> b tcp/22", "path/tcp/22")],
+        "restricted",
+        False,
+        [],
+    )
     assert score == round((1 - 0.45 * 0.55) * 100 * 1.15) == 87
-    assert reasons == ["verdict violation: the network let through a flow the model forbids",
-                       "new path a -> b tcp/22"]
+    assert reasons == [
+        "verdict violation: the network let through a flow the model forbids",
+        "new path a -> b tcp/22",
+    ]
     assert risk("allowed", [], "low", False, []) == (0, [])
     assert risk("violation", [], "restricted", True, [])[0] == round(55 * 1.15 * 0.7)
 
@@ -109,8 +136,13 @@ def test_alert_document_is_ecs_shaped() -> None:
     assert alert is not None
     doc = alert.to_document()
     assert doc["event"]["kind"] == "alert" and doc["event"]["risk_score"] == alert.score >= 60
-    assert doc["rule"] == {"id": "restricted-to-internet", "name": alert.rule_name,
-                           "reference": "https://runbooks.segwatch.dev/detections/restricted-to-internet"}
+    assert doc["rule"] == {
+        "id": "restricted-to-internet",
+        "name": alert.rule_name,
+        "reference": "https://runbooks.segwatch.dev/detections/restricted-to-internet",
+    }
     assert doc["event"]["severity"] == 4  # critical
     assert doc["segwatch"]["alert"]["sample_event_ids"] == ["f:1"]
-    assert e["segmentation"]["risk_score"] == alert.score and e["event"]["risk_score"] == alert.score
+    assert (
+        e["segmentation"]["risk_score"] == alert.score and e["event"]["risk_score"] == alert.score
+    )
