@@ -562,7 +562,8 @@ def train_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact to write (.joblib).")],
     window: Annotated[str, typer.Option(help="Per-source window length.")] = "10m",
 ) -> None:
-    """Train the IsolationForest detector on enriched events; use it with --ml."""
+    """Train the learned detector (LOF over per-source windows) on enriched events; use
+    the artifact with `analyze --ml`."""
     import joblib
 
     from detector.detect.ml import ModelArtifactError, train

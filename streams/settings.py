@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from detector.detect.base import DetectorSettings
+
 __all__ = [
     "ElasticsearchSettings",
     "KafkaSettings",
@@ -124,6 +126,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    detectors: DetectorSettings = DetectorSettings()
 
     @classmethod
     def settings_customise_sources(
