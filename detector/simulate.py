@@ -6,8 +6,9 @@ Benign traffic: every allowed flow of the model (DNS included) is a service;
 each service carries a share of the traffic, between a fixed pool of hosts per
 zone, at a rate that follows office hours (full from 08:00 to 19:00 UTC on
 weekdays, 30% in the evening, 10% at night, 20% at weekends). Replies are
-logged too, as VPC flow logs do. Simulated time runs as fast as the machine
-allows.
+logged too, as VPC flow logs do, and 0.2% of flows are the Internet's
+background noise: probes of internet-facing hosts on random ports, rejected.
+Simulated time runs as fast as the machine allows.
 """
 
 from __future__ import annotations
@@ -155,11 +156,17 @@ class Simulator:
         rnd, services, hosts = self.rnd, self.services, self.hosts
         now, end = start, start + duration
         expo, choice, randint = rnd.expovariate, rnd.choice, rnd.randint
+        facing = [h for z in self.model.zones.values() if z.tags.internet_facing
+                  for h in hosts.get(z.name, ())]  # fmt: skip
         while True:
             factor = _rhythm(now)
             now += expo(rate * factor)
             if now >= end:
                 return
+            if facing and rnd.random() < 0.002:  # background noise: probes from the Internet
+                yield Flow(now, choice(self.public), choice(facing), randint(1, 65535), 6, 60, 1,
+                           False, randint(1024, 65535))  # fmt: skip
+                continue
             src_zone, dst_zone, port, proto = choice(services)
             nbytes = int(rnd.lognormvariate(8, 1.2)) + 60
             yield Flow(
