@@ -44,6 +44,10 @@ FEATURES = (
 WINDOW = 600
 SEED = 20261125
 FORMAT = 1
+# Sources the model learns: those inside the model's zones. Internet and
+# unmanaged sources are countless and short-lived (one probe each); the scan
+# detector and the verdicts cover them, and they would only blur the picture.
+_OUTSIDE = frozenset(("internet", "(none)"))
 
 
 class ModelArtifactError(DetectorError):
@@ -166,6 +170,8 @@ class MLDetector:
         return cls(artifact)
 
     def observe(self, ctx: Context, new_path: bool) -> list[Evidence]:
+        if ctx.src_zone in _OUTSIDE:
+            return []
         closed = self.windows.add(
             ctx.src_ip,
             ctx.time,
@@ -208,6 +214,8 @@ def train(events: list[dict[str, Any]] | Any, window: int = WINDOW) -> dict[str,
     vectors: list[list[float]] = []
     first = last = None
     for event in events:
+        if ((event.get("segmentation") or {}).get("source_zone") or "(none)") in _OUTSIDE:
+            continue
         when = event_time(event)
         first = when if first is None else min(first, when)
         last = when if last is None else max(last, when)
