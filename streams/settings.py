@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from detector.detect.base import DetectorSettings
+from streams.webhooks import WebhookTarget
 
 __all__ = [
     "ElasticsearchSettings",
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     detectors: DetectorSettings = DetectorSettings()
+    webhooks: tuple[WebhookTarget, ...] = ()
 
     @classmethod
     def settings_customise_sources(
