@@ -43,6 +43,8 @@ def _settings(config: Path | None) -> Settings:
 
 topics_app = typer.Typer(help="Create and list the pipeline's Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+es_app = typer.Typer(help="Elasticsearch: index templates.", no_args_is_help=True)
+app.add_typer(es_app, name="es")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 
@@ -102,6 +104,32 @@ def config_show(
         import yaml
 
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@es_app.command("setup")
+def es_setup(config: ConfigOption = None) -> None:
+    """Install the component and index templates (idempotent) and say what was adapted.
+
+    Checks the server is Elasticsearch 8.x or 9.x; match_only_text and data
+    stream lifecycle are used where the server has them.
+    """
+    from elasticsearch import ApiError, Elasticsearch, TransportError
+
+    from streams.elastic import install_templates
+
+    settings = _settings(config)
+    client = Elasticsearch(**settings.elasticsearch.client_kwargs())
+    try:
+        report = install_templates(client)
+    except (ApiError, TransportError, RuntimeError) as exc:
+        _err.print(f"[red]Elasticsearch at {settings.elasticsearch.url}:[/red] {escape(str(exc))}",
+                   soft_wrap=True)  # fmt: skip
+        raise typer.Exit(1) from None
+    typer.echo(f"Elasticsearch {report.server_version} at {settings.elasticsearch.url}:")
+    for line in report.installed:
+        typer.echo(f"  installed {line}")
+    for line in report.adaptations:
+        typer.echo(f"  adapted: {line}")
 
 
 @app.command("ship")

@@ -1,0 +1,199 @@
+"""Elasticsearch: the templates (installed idempotently) and the bulk sinks.
+
+Templates are data in ``deploy/elasticsearch/`` (``component-*.json``,
+``index-*.json``). ``install_templates`` adapts them to what the server has:
+``match_only_text`` falls back to ``text`` (without norms) and data stream
+lifecycle is dropped when the server has neither, and says so.
+
+The events sink indexes into the data stream with ``op_type: create`` and ids
+derived from the source record (topic/partition/offset): a replay finds the
+document there (409) and counts it as done, so nothing is duplicated. Items
+refused for their content (mapping errors) are handed back with the reason,
+for the dead-letter topic; 429 and 5xx are retried with backoff; nothing is
+dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+__all__ = [
+    "BulkResult",
+    "EventsSink",
+    "TemplateReport",
+    "install_templates",
+    "load_templates",
+    "upsert_alert",
+]
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "deploy" / "elasticsearch"
+EVENTS_STREAM = "segwatch-events"
+ALERTS_INDEX = "segwatch-alerts"
+
+
+def load_templates(folder: Path = TEMPLATES) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({component name: body}, {index template name: body}) from the folder."""
+    components: dict[str, Any] = {}
+    indices: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.json")):
+        kind, _, name = path.stem.partition("-")
+        body = json.loads(path.read_text())
+        (components if kind == "component" else indices)[name] = body
+    return components, indices
+
+
+@dataclass
+class TemplateReport:
+    """What ``install_templates`` did and what the server could not do."""
+
+    server_version: str
+    installed: list[str] = field(default_factory=list)
+    adaptations: list[str] = field(default_factory=list)
+
+
+def install_templates(client: Elasticsearch, folder: Path = TEMPLATES) -> TemplateReport:
+    """Put the component and index templates (idempotent: PUT replaces), adapting to the server.
+
+    :raises RuntimeError: the server is not 8.x or 9.x.
+    """
+    version = (
+        str(client.info()["version"]["number"]) if _has_info(client) else _node_version(client)
+    )
+    if version.split(".")[0] not in ("8", "9"):
+        raise RuntimeError(f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x")
+    report = TemplateReport(version)
+    components, indices = load_templates(folder)
+    text_type = "match_only_text"
+    try:
+        client.indices.simulate_template(
+            index_patterns=["segwatch-probe-*"],
+            template={"mappings": {"properties": {"p": {"type": "match_only_text"}}}},
+        )
+    except ApiError:
+        text_type = "text"
+        report.adaptations.append("match_only_text is not available: event.original is text")
+    for name, body in components.items():
+        body = _retype(copy.deepcopy(body), text_type)
+        client.cluster.put_component_template(name=name, **body)
+        report.installed.append(f"component template {name}")
+    for name, body in indices.items():
+        body = copy.deepcopy(body)
+        try:
+            client.indices.put_index_template(name=name, **body)
+        except ApiError as exc:
+            if "lifecycle" not in str(exc) or "lifecycle" not in body.get("template", {}):
+                raise
+            body["template"].pop("lifecycle")
+            client.indices.put_index_template(name=name, **body)
+            report.adaptations.append(f"{name}: no data stream lifecycle on this server; "
+                                      "retention is not managed by Elasticsearch")  # fmt: skip
+        report.installed.append(f"index template {name}")
+    return report
+
+
+def _server_version(client: Elasticsearch) -> str:
+    try:
+        return str(client.info()["version"]["number"])
+    except ApiError:  # the integ-test-zip answers GET / with 405: ask the node
+        nodes = client.nodes.info(node_id="_local")["nodes"]
+        return str(next(iter(nodes.values()))["version"])
+
+
+def _retype(node: Any, text_type: str) -> Any:
+    if isinstance(node, dict):
+        if node.get("type") == "match_only_text" and text_type != "match_only_text":
+            return {"type": text_type, "norms": False}
+        return {k: _retype(v, text_type) for k, v in node.items()}
+    return node
+
+
+@dataclass
+class BulkResult:
+    """Per flush: written (incl. already there), rejected (doc id, reason) for the DLQ."""
+
+    written: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    attempts: int = 0
+
+
+@dataclass
+class EventsSink:
+    """Buffers documents and writes them with the bulk API; retries until acknowledged."""
+
+    client: Elasticsearch
+    target: str = EVENTS_STREAM
+    batch_size: int = 2000
+    max_backoff: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    buffer: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, doc_id: str, document: dict[str, Any]) -> BulkResult | None:
+        """Queue one document; flushes (and returns the result) when the batch is full."""
+        self.buffer.append((doc_id, document))
+        return self.flush() if len(self.buffer) >= self.batch_size else None
+
+    def flush(self) -> BulkResult:
+        """Write everything queued; returns only when every item is written or rejected."""
+        result = BulkResult()
+        pending = self.buffer
+        self.buffer = []
+        delay = 0.5
+        while pending:
+            result.attempts += 1
+            operations: list[dict[str, Any]] = []
+            for doc_id, document in pending:
+                operations.append({"create": {"_index": self.target, "_id": doc_id}})
+                operations.append(document)
+            try:
+                response = self.client.bulk(operations=operations, refresh=False)
+            except (TransportError, ApiError) as exc:
+                status = getattr(exc, "status_code", None)
+                if (
+                    isinstance(exc, ApiError)
+                    and status is not None
+                    and status < 500
+                    and status != 429
+                ):
+                    raise  # a request-level refusal (auth, bad target): not the documents' fault
+                self.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            retry: list[tuple[str, dict[str, Any]]] = []
+            for (doc_id, document), item in zip(pending, response["items"], strict=True):
+                outcome = item["create"]
+                status = outcome.get("status", 500)
+                if status in (200, 201):
+                    result.written += 1
+                elif status == 409:  # written before: a replay
+                    result.written += 1
+                    result.duplicates += 1
+                elif status == 429 or status >= 500:
+                    retry.append((doc_id, document))
+                else:
+                    error = outcome.get("error", {})
+                    reason = f"{error.get('type', status)}: {error.get('reason', '')}"
+                    cause = error.get("caused_by", {}).get("reason")
+                    result.rejected.append((doc_id, reason + (f" ({cause})" if cause else "")))
+            pending = retry
+            if pending:
+                self.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, self.max_backoff)
+        return result
+
+
+def upsert_alert(
+    client: Elasticsearch, document: dict[str, Any], index: str = ALERTS_INDEX
+) -> None:
+    """Write an alert by fingerprint: the latest state replaces the older one."""
+    fingerprint = document["segwatch"]["alert"]["fingerprint"]
+    client.index(index=index, id=fingerprint, document=document)

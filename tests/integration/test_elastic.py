@@ -1,0 +1,153 @@
+"""Templates and sinks against the real Elasticsearch node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from detector.analyze import Analysis
+from detector.detect import DetectorSettings, Engine
+from detector.files import iter_records
+from detector.model import compile_model, load_model
+from detector.parsers import ParseOptions, make_parser
+from streams.elastic import EventsSink, install_templates, load_templates, upsert_alert
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+@pytest.fixture(scope="module")
+def installed(es: Elasticsearch) -> Any:
+    return install_templates(es)
+
+
+def _events() -> list[tuple[str, dict[str, Any]]]:
+    """Every golden record of every family, placed and scored on the three-tier model."""
+    model = compile_model(load_model(ROOT / "rules" / "models" / "three_tier_vpc.yaml"))
+    run = Analysis(model, Engine(model, DetectorSettings()))
+    out = []
+    for folder in sorted(p for p in GOLDEN.iterdir() if p.is_dir()):
+        parser = make_parser(
+            folder.name, ParseOptions(reference_time=2_000_000_000, syslog_year=2026)
+        )
+        for path in sorted(folder.iterdir()):
+            if path.name.endswith("-expected.json"):
+                continue
+            for number, raw in iter_records(str(path)):
+                for i, result in enumerate(parser.parse(raw)):
+                    if isinstance(result, dict):
+                        event_id = f"{folder.name}-{path.name}-{number}-{i}"
+                        run.process(result, event_id)
+                        out.append((event_id, result))
+    return out
+
+
+def test_templates_install_idempotently_and_say_what_they_adapted(
+    es: Elasticsearch, installed: Any
+) -> None:
+    again = install_templates(es)
+    assert again.installed == installed.installed
+    assert installed.server_version.startswith(("8.", "9."))
+    components, indices = load_templates()
+    for name in components:
+        assert es.cluster.get_component_template(name=name)["component_templates"]
+    for name in indices:
+        assert es.indices.get_index_template(name=name)["index_templates"]
+
+
+def test_every_family_indexes_without_mapping_errors_and_queries_work(
+    es: Elasticsearch, installed: Any, unique: str
+) -> None:
+    stream = f"segwatch-events-test-{unique}"
+    events = _events()
+    families = {e["event"]["dataset"] for _, e in events}
+    assert families == {
+        "segwatch.vpcflow",
+        "segwatch.iptables",
+        "segwatch.calico",
+        "segwatch.hubble",
+    }
+    sink = EventsSink(es, target=stream, batch_size=50)
+    written = 0
+    for doc_id, event in events:
+        result = sink.add(doc_id, event)
+        if result is not None:
+            assert result.rejected == []
+            written += result.written
+    final = sink.flush()
+    assert final.rejected == []
+    written += final.written
+    assert written == len(events)
+    es.indices.refresh(index=stream)
+    assert es.count(index=stream)["count"] == len(events)
+    cidr = es.count(index=stream, query={"term": {"source.ip": "10.0.0.0/8"}})["count"]
+    assert 0 < cidr < len(events)
+    ports = es.count(index=stream, query={"range": {"destination.port": {"gte": 1, "lte": 1023}}})[
+        "count"
+    ]
+    assert ports > 0
+    aggs = es.search(
+        index=stream,
+        size=0,
+        aggs={
+            "v": {"terms": {"field": "segmentation.verdict"}},
+            "z": {"terms": {"field": "segmentation.source_zone"}},
+        },
+    )
+    assert aggs["aggregations"]["v"]["buckets"] and aggs["aggregations"]["z"]["buckets"]
+    # a replay writes nothing twice
+    for doc_id, event in events:
+        sink.add(doc_id, event)
+    replay = sink.flush()
+    assert replay.duplicates == len(events)
+    es.indices.refresh(index=stream)
+    assert es.count(index=stream)["count"] == len(events)
+
+
+def test_a_document_the_mapping_refuses_comes_back_with_the_reason(
+    es: Elasticsearch, installed: Any, unique: str
+) -> None:
+    stream = f"segwatch-events-test-{unique}"
+    sink = EventsSink(es, target=stream)
+    good = {"@timestamp": "2026-11-25T10:00:00.000Z", "destination": {"port": 443}}
+    bad = {"@timestamp": "2026-11-25T10:00:00.000Z", "destination": {"port": "https"}}
+    sink.add("good", good)
+    sink.add("bad", bad)
+    result = sink.flush()
+    assert result.written == 1
+    ((doc_id, reason),) = result.rejected
+    assert doc_id == "bad"
+    assert "parsing_exception" in reason
+    assert "destination.port" in reason
+
+
+def test_alerts_are_upserted_by_fingerprint(es: Elasticsearch, installed: Any, unique: str) -> None:
+    index = f"segwatch-alerts-test-{unique}"
+    doc = {
+        "@timestamp": "2026-11-25T10:00:00.000Z",
+        "event": {"kind": "alert", "risk_score": 80},
+        "rule": {"id": "r", "name": "R"},
+        "segwatch": {"alert": {"fingerprint": "abc", "count": 1, "severity": "high"}},
+    }
+    upsert_alert(es, doc, index)
+    doc["segwatch"]["alert"]["count"] = 7
+    upsert_alert(es, doc, index)
+    es.indices.refresh(index=index)
+    hits = es.search(index=index, query={"term": {"segwatch.alert.fingerprint": "abc"}})["hits"][
+        "hits"
+    ]
+    assert len(hits) == 1 and hits[0]["_source"]["segwatch"]["alert"]["count"] == 7
+    es.indices.delete(index=index)
+
+
+def test_es_setup_command() -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    result = CliRunner(mix_stderr=False).invoke(app, ["es", "setup"])
+    assert result.exit_code == 0, result.stderr
+    assert "installed index template segwatch-events" in result.stdout
