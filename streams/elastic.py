@@ -65,8 +65,7 @@ def install_templates(client: Elasticsearch, folder: Path = TEMPLATES) -> Templa
 
     :raises RuntimeError: the server is not 8.x or 9.x.
     """
-    version = (
-        str(client.info()["version"]["number"]) if _has_info(client) else _node_version(client)
+    version = _server_version(client)
     )
     if version.split(".")[0] not in ("8", "9"):
         raise RuntimeError(f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x")
