@@ -66,7 +66,6 @@ def install_templates(client: Elasticsearch, folder: Path = TEMPLATES) -> Templa
     :raises RuntimeError: the server is not 8.x or 9.x.
     """
     version = _server_version(client)
-    )
     if version.split(".")[0] not in ("8", "9"):
         raise RuntimeError(f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x")
     report = TemplateReport(version)
