@@ -106,6 +106,35 @@ def config_show(
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
+@app.command("worker")
+def worker_cmd(
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Model file (or worker.model_file).")
+    ] = None,
+    config: ConfigOption = None,
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """Run the stream app: normalize, place, score, index, alert. Ctrl-C stops it cleanly."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = _settings(config)
+    if model is not None:
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"model_file": model})}
+        )
+    try:
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:
+        _err.print(f"[red]cannot start the worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # a bad model: ModelError lists every problem
+        _err.print(f"[red]cannot start the worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
 @es_app.command("setup")
 def es_setup(config: ConfigOption = None) -> None:
     """Install the component and index templates (idempotent) and say what was adapted.

@@ -32,6 +32,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "TopicSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -81,6 +82,7 @@ class TopicSettings(BaseModel):
     events: str = "flows.events"
     alerts: str = "flows.alerts"
     dlq: str = "flows.dlq"
+    normalized: str = "flows.normalized"
     model: str = "segmentation.model"
     partitions: int = Field(default=3, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
@@ -101,6 +103,8 @@ class ElasticsearchSettings(BaseModel):
     password: SecretStr | None = None
     ca_certs: Path | None = None
     timeout: float = Field(default=30.0, gt=0)
+    events_stream: str = "segwatch-events"
+    alerts_index: str = "segwatch-alerts"
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
@@ -112,6 +116,20 @@ class ElasticsearchSettings(BaseModel):
         if self.ca_certs is not None:
             kwargs["ca_certs"] = str(self.ca_certs)
         return kwargs
+
+
+class WorkerSettings(BaseModel):
+    """The stream worker (`segwatch worker`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: str = Field(default="segwatch", description="Consumer group and state topic prefix.")
+    model_file: Path | None = Field(default=None, description="The segmentation model to use.")
+    rules_folder: str | None = Field(default="rules/detections", description="Detection rules.")
+    batch_size: int = Field(default=500, ge=1, description="Events per Elasticsearch bulk.")
+    batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")
+    web_host: str = "127.0.0.1"
+    web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
 
 
 class Settings(BaseSettings):
@@ -129,6 +147,7 @@ class Settings(BaseSettings):
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     detectors: DetectorSettings = DetectorSettings()
     webhooks: tuple[WebhookTarget, ...] = ()
+    worker: WorkerSettings = WorkerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,149 @@
+"""The stream app (faust-streaming): ``flows.raw.<family>`` -> normalize ->
+``flows.normalized`` (keyed by source address, so one source's flows meet one
+worker's detectors) -> place and score -> ``flows.events`` and ``flows.alerts``;
+the events are bulk-indexed into Elasticsearch, the alerts upserted there and
+sent to the webhooks. Bad records go to ``flows.dlq`` with the reason.
+
+Offsets advance when an agent has finished with a record: the indexer takes
+batches and finishes them only after Elasticsearch acknowledged every item,
+so a crash replays (and the ids derived from topic/partition/offset make the
+replay harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from elasticsearch import Elasticsearch
+
+from detector.model import compile_model, load_model
+from detector.parsers import ParseOptions
+from streams.elastic import EventsSink, install_templates, upsert_alert
+from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
+from streams.settings import Settings
+from streams.webhooks import RetryLater, WebhookSink
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("segwatch.worker")
+
+
+def _broker(settings: Settings) -> str:
+    hosts = settings.kafka.bootstrap_servers.split(",")
+    return ";".join(f"kafka://{h.strip()}" for h in hosts)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The app for these settings; ``settings.worker.model_file`` is the model to use."""
+    topics = settings.topics
+    worker = settings.worker
+    if worker.model_file is None:
+        raise ValueError("worker.model_file: give the model (segwatch worker --model FILE)")
+    app = faust.App(
+        worker.app_id,
+        broker=_broker(settings),
+        store="memory://",
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        topic_allow_declare=False,  # `segwatch topics create` declares them
+        web_enabled=worker.web_port is not None,
+        web_port=worker.web_port or 6066,
+        web_host=worker.web_host,
+        producer_acks=-1,
+        broker_commit_every=500,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+    )
+    model = compile_model(load_model(worker.model_file))
+    scorer = Scorer(model, settings.detectors, worker.rules_folder)
+    es = Elasticsearch(**settings.elasticsearch.client_kwargs())
+    sink = EventsSink(es, target=settings.elasticsearch.events_stream)
+    hooks = [WebhookSink(t) for t in settings.webhooks]
+    raw = bytes
+    normalized = app.topic(topics.normalized, key_type=raw, value_type=raw,
+                           key_serializer="raw", value_serializer="raw")  # fmt: skip
+    events = app.topic(topics.events, key_type=raw, value_type=raw,
+                       key_serializer="raw", value_serializer="raw")  # fmt: skip
+    alerts = app.topic(topics.alerts, key_type=raw, value_type=raw,
+                       key_serializer="raw", value_serializer="raw")  # fmt: skip
+    dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+
+    @app.task  # type: ignore[misc]
+    async def setup() -> None:
+        report = await asyncio.to_thread(install_templates, es)
+        log.info("elasticsearch %s templates: %s", report.server_version, report.installed)
+
+    def options() -> ParseOptions:
+        return ParseOptions(reference_time=time.time())
+
+    for family in topics.families:
+        source = app.topic(topics.raw(family), value_type=raw, value_serializer="raw")
+        normalizer = Normalizer(family, options)
+
+        async def normalize(stream: Any, normalizer: Normalizer = normalizer) -> None:
+            async for record in stream.events():
+                message = record.message
+                out, dead = normalizer.normalize(
+                    record.value, message.topic, message.partition, message.offset
+                )
+                for event in out:
+                    key = ((event.get("source") or {}).get("ip") or "").encode()
+                    await normalized.send(key=key, value=orjson.dumps(event))
+                for letter in dead:
+                    await dlq.send(value=orjson.dumps(letter))
+
+        app.agent(source, name=f"normalize-{family}")(normalize)
+
+    @app.agent(normalized, name="score")
+    async def score(stream: Any) -> None:
+        async for value in stream:
+            event, alert = scorer.score(orjson.loads(value))
+            await events.send(key=event["event"]["id"].encode(), value=orjson.dumps(event))
+            if alert is not None:
+                doc = alert.to_document()
+                await alerts.send(key=alert.fingerprint.encode(), value=orjson.dumps(doc))
+
+    @app.agent(events, name="index")
+    async def index(stream: Any) -> None:
+        async for batch in stream.take(worker.batch_size, within=worker.batch_seconds):
+            for value in batch:
+                event = orjson.loads(value)
+                sink.buffer.append((event["event"]["id"], event))
+            result = await asyncio.to_thread(sink.flush)
+            by_id = {doc_id: reason for doc_id, reason in result.rejected}
+            for value in batch:
+                event = orjson.loads(value)
+                reason = by_id.get(event["event"]["id"])
+                if reason is not None:
+                    topic, partition, offset = parse_source_id(event["event"]["id"])
+                    letter = dead_letter(
+                        orjson.dumps(event), topic, partition, offset, "index",
+                        f"Elasticsearch refused the document: {reason}",
+                    )  # fmt: skip
+                    await dlq.send(value=orjson.dumps(letter))
+
+    @app.agent(alerts, name="alert")
+    async def alert(stream: Any) -> None:
+        async for value in stream:
+            doc = orjson.loads(value)
+            await asyncio.to_thread(upsert_alert, es, doc, settings.elasticsearch.alerts_index)
+            for hook in hooks:
+                while True:
+                    try:
+                        await asyncio.to_thread(hook.deliver, doc)
+                        break
+                    except RetryLater as later:
+                        log.warning("%s", later)
+                        await asyncio.sleep(max(later.at - time.time(), 0.5))
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    return app
