@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
-        topic_allow_declare=False,  # `segwatch topics create` declares them
+        topic_allow_declare=True,  # its own state topics; `segwatch topics create` makes ours
         web_enabled=worker.web_port is not None,
         web_port=worker.web_port or 6066,
         web_host=worker.web_host,

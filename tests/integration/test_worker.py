@@ -1,0 +1,195 @@
+"""The worker end to end on the real stack: every family shipped with bad lines among
+them -> exactly the good events in Elasticsearch, the bad records in the dead-letter
+topic with reasons, alerts in the alerts index and, signed, at a webhook receiver."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from elasticsearch import Elasticsearch
+
+from streams.settings import KafkaSettings
+from streams.webhooks import verify
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "rules" / "models" / "retail_store.yaml"
+SECRET = "hook-secret"
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append((dict(self.headers), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _segwatch(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _count_topic(
+    kafka: KafkaSettings, topic: str, expected: int, seconds: float = 60
+) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"count-{topic}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    out: list[dict[str, Any]] = []
+    deadline = time.time() + seconds
+    try:
+        while time.time() < deadline and len(out) < expected:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                out.append(json.loads(msg.value()))
+        end = time.time() + 3  # and nothing more
+        while time.time() < end:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                out.append(json.loads(msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def _wait_count(es: Elasticsearch, index: str, expected: int, seconds: float = 90) -> int:
+    deadline = time.time() + seconds
+    count = -1
+    while time.time() < deadline:
+        if es.indices.exists(index=index):
+            es.indices.refresh(index=index)
+            count = es.count(index=index)["count"]
+            if count >= expected:
+                time.sleep(3)  # nothing more may come
+                es.indices.refresh(index=index)
+                return int(es.count(index=index)["count"])
+        time.sleep(1)
+    return count
+
+
+@pytest.mark.timeout(400)
+def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
+    kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"t{unique}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"t{unique}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"t{unique}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"t{unique}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"t{unique}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"t{unique}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-{unique}",
+        "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{unique}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{unique}",
+        "SEGWATCH_WEBHOOKS": json.dumps(
+            [
+                {
+                    "name": "oncall",
+                    "kind": "json",
+                    "secret": SECRET,
+                    "url": f"http://127.0.0.1:{server.server_address[1]}/h",
+                }
+            ]
+        ),
+    }
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    good = 0
+    files = {}
+    for family in ("vpcflow", "calico", "iptables"):
+        path = tmp_path / f"{family}.log"
+        made = _segwatch(
+            "simulate",
+            "-m",
+            str(MODEL),
+            "-o",
+            str(path),
+            "--family",
+            family,
+            "--duration",
+            "1h",
+            "--rate",
+            "1",
+            "--attack",
+            "port-scan",
+            "--start",
+            "2026-11-25",
+            env=env,
+        )
+        assert made.returncode == 0, made.stderr
+        lines = path.read_text().splitlines()
+        good += len(lines)
+        path.write_text("\n".join(lines + ["not a flow record", "2 1 eni-1 x y"]) + "\n")
+        files[family] = path
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for family, path in files.items():
+            shipped = _segwatch("ship", "-f", family, str(path), env=env)
+            assert shipped.returncode == 0, shipped.stderr
+        events = f"segwatch-events-{unique}"
+        assert _wait_count(es, events, good) == good
+        dead = _count_topic(kafka, f"t{unique}.dlq", 6)
+        assert len(dead) == 6
+        assert {d["family"] for d in dead} == {"vpcflow", "calico", "iptables"}
+        assert all(d["reason"] and d["source"]["topic"].startswith(f"t{unique}.raw.") for d in dead)
+        alerts = f"segwatch-alerts-{unique}"
+        assert _wait_count(es, alerts, 1) >= 1
+        hits = es.search(index=alerts, size=50)["hits"]["hits"]
+        assert any(h["_source"]["rule"]["id"] == "violation-into-restricted" for h in hits)
+        deadline = time.time() + 30
+        while time.time() < deadline and not _Hook.received:
+            time.sleep(0.5)
+        assert _Hook.received
+        assert all(verify(SECRET, headers, body) for headers, body in _Hook.received)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            output, _ = worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate()
+        server.shutdown()
+    assert worker.returncode is not None, output[-2000:]
