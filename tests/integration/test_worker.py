@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka import Consumer
@@ -29,7 +29,7 @@ SECRET = "hook-secret"
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -155,7 +155,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         assert made.returncode == 0, made.stderr
         lines = path.read_text().splitlines()
         good += len(lines)
-        path.write_text("\n".join(lines + ["not a flow record", "2 1 eni-1 x y"]) + "\n")
+        path.write_text("\n".join([*lines, "not a flow record", "2 1 eni-1 x y"]) + "\n")
         files[family] = path
     worker = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL)],
