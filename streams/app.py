@@ -24,6 +24,8 @@ from elasticsearch import Elasticsearch
 from detector.model import compile_model, load_model
 from detector.parsers import ParseOptions
 from streams.elastic import EventsSink, install_templates, upsert_alert
+from streams.metrics import METRICS
+from streams.model_sync import ModelWatcher
 from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
 from streams.settings import Settings
 from streams.webhooks import RetryLater, WebhookSink
@@ -61,6 +63,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     model = compile_model(load_model(worker.model_file))
     scorer = Scorer(model, settings.detectors, worker.rules_folder)
+    watcher = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file)
+    METRICS.model_info.labels(model.model.name, model.version).set(1)
+    ready = {"templates": False}
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     sink = EventsSink(es, target=settings.elasticsearch.events_stream)
     hooks = [WebhookSink(t) for t in settings.webhooks]
@@ -78,6 +83,8 @@ def create_app(settings: Settings) -> faust.App:
     async def setup() -> None:
         report = await asyncio.to_thread(install_templates, es)
         log.info("elasticsearch %s templates: %s", report.server_version, report.installed)
+        ready["templates"] = True
+        watcher.start()
 
     def options() -> ParseOptions:
         return ParseOptions(reference_time=time.time())
@@ -89,9 +96,13 @@ def create_app(settings: Settings) -> faust.App:
         async def normalize(stream: Any, normalizer: Normalizer = normalizer) -> None:
             async for record in stream.events():
                 message = record.message
+                METRICS.records_in.labels(message.topic).inc()
                 out, dead = normalizer.normalize(
                     record.value, message.topic, message.partition, message.offset
                 )
+                if dead:
+                    METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
+                    METRICS.dlq_writes.labels("normalize").inc(len(dead))
                 for event in out:
                     key = ((event.get("source") or {}).get("ip") or "").encode()
                     await normalized.send(key=key, value=orjson.dumps(event))
@@ -103,10 +114,17 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(normalized, name="score")
     async def score(stream: Any) -> None:
         async for value in stream:
+            latest = watcher.latest
+            if latest is not None and latest.version != scorer.model.version:
+                METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
+                scorer.switch(latest)
+                METRICS.model_info.labels(latest.model.name, latest.version).set(1)
+                log.warning("switched to model %s", latest.version)
             event, alert = scorer.score(orjson.loads(value))
             await events.send(key=event["event"]["id"].encode(), value=orjson.dumps(event))
             if alert is not None:
                 doc = alert.to_document()
+                METRICS.alerts_raised.inc()
                 await alerts.send(key=alert.fingerprint.encode(), value=orjson.dumps(doc))
 
     @app.agent(events, name="index")
@@ -115,7 +133,10 @@ def create_app(settings: Settings) -> faust.App:
             for value in batch:
                 event = orjson.loads(value)
                 sink.buffer.append((event["event"]["id"], event))
-            result = await asyncio.to_thread(sink.flush)
+            with METRICS.sink_batch_seconds.time():
+                result = await asyncio.to_thread(sink.flush)
+            METRICS.records_out.labels(settings.elasticsearch.events_stream).inc(result.written)
+            METRICS.bulk_rejected.inc(len(result.rejected))
             by_id = {doc_id: reason for doc_id, reason in result.rejected}
             for value in batch:
                 event = orjson.loads(value)
@@ -127,6 +148,7 @@ def create_app(settings: Settings) -> faust.App:
                         f"Elasticsearch refused the document: {reason}",
                     )  # fmt: skip
                     await dlq.send(value=orjson.dumps(letter))
+                    METRICS.dlq_writes.labels("index").inc()
 
     @app.agent(alerts, name="alert")
     async def alert(stream: Any) -> None:
@@ -136,14 +158,34 @@ def create_app(settings: Settings) -> faust.App:
             for hook in hooks:
                 while True:
                     try:
-                        await asyncio.to_thread(hook.deliver, doc)
+                        if await asyncio.to_thread(hook.deliver, doc):
+                            METRICS.alerts_sent.labels(hook.target.name).inc()
                         break
                     except RetryLater as later:
+                        METRICS.webhook_failures.labels(hook.target.name).inc()
                         log.warning("%s", later)
                         await asyncio.sleep(max(later.at - time.time(), 0.5))
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        """Liveness: the process answers."""
         return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Readiness: templates installed and a model active."""
+        status = 200 if ready["templates"] else 503
+        body = {
+            "ready": status == 200,
+            "model": scorer.model.model.name,
+            "model_version": scorer.model.version,
+            "published_version": watcher.latest.version if watcher.latest is not None else None,
+            "refused_models": len(watcher.refused),
+        }
+        return web.json(body, status=status)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(METRICS.render(), content_type="text/plain; version=0.0.4")
 
     return app

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from detector.cli import app
-from detector.model_cli import model_app  # noqa: F401  (registers analyze and model ...)
+from detector.model_cli import model_app  # (also registers analyze, simulate, ...)
 from streams.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -104,6 +104,29 @@ def config_show(
         import yaml
 
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@model_app.command("publish")
+def model_publish(
+    model: Annotated[Path, typer.Argument(help="Model file to validate and publish.")],
+    config: ConfigOption = None,
+) -> None:
+    """Validate a model and publish it to the compacted model topic: every worker
+    switches to it before its next event. An invalid model is refused here."""
+    from detector.model import ModelError
+    from streams.model_sync import publish_model
+
+    settings = _settings(config)
+    try:
+        version = publish_model(settings.kafka, settings.topics.model, model)
+    except ModelError as exc:
+        for problem in exc.problems:
+            _err.print(escape(str(problem)), soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"published {model} version {version} to {settings.topics.model}")
 
 
 @app.command("worker")

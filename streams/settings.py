@@ -124,7 +124,10 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     app_id: str = Field(default="segwatch", description="Consumer group and state topic prefix.")
-    model_file: Path | None = Field(default=None, description="The segmentation model to use.")
+    model_file: Path | None = Field(
+        default=None, description="The model to start with (a published model replaces it)."
+    )
+    watch_file: bool = Field(default=False, description="Reload model_file when it changes.")
     rules_folder: str | None = Field(default="rules/detections", description="Detection rules.")
     batch_size: int = Field(default=500, ge=1, description="Events per Elasticsearch bulk.")
     batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")

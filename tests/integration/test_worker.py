@@ -193,3 +193,105 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
             output, _ = worker.communicate()
         server.shutdown()
     assert worker.returncode is not None, output[-2000:]
+
+
+@pytest.mark.timeout(400)
+def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
+    kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"r{unique}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"r{unique}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"r{unique}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"r{unique}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"r{unique}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"r{unique}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-r{unique}",
+        "SEGWATCH_WORKER__WEB_PORT": str(port),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-r{unique}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-r{unique}",
+    }
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    old = tmp_path / "old.yaml"
+    old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        old.read_text().replace("ports: [5432]", "ports: [5432, 6432]")
+        + "  - {id: dmz-to-db-exception, from: dmz, to: db, ports: [5432]}\n"
+    )
+    t = int(time.time()) - 600
+
+    def batch(name: str, n: int) -> Path:
+        path = tmp_path / name
+        path.write_text(
+            "".join(
+                f"2 123456789012 eni-1 10.0.1.10 10.0.3.30 {40000 + i} 5432 6 1 60 "
+                f"{t} {t + 30} ACCEPT OK\n"
+                for i in range(n)
+            )
+        )
+        return path
+
+    def ready() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(old)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stream = f"segwatch-events-r{unique}"
+    try:
+        assert (
+            _segwatch("ship", "-f", "vpcflow", str(batch("one.log", 20)), env=env).returncode == 0
+        )
+        assert _wait_count(es, stream, 20) == 20
+        before = ready()
+        published = _segwatch("model", "publish", str(new), env=env)
+        assert published.returncode == 0, published.stderr
+        deadline = time.time() + 60
+        while time.time() < deadline and ready()["published_version"] in (
+            None,
+            before["model_version"],
+        ):
+            time.sleep(0.5)
+        assert ready()["published_version"] not in (None, before["model_version"])
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("apiVersion: segwatch/v1\nmetadata: {name: x}\nzones: []\n")
+        refused = _segwatch("model", "publish", str(bad), env=env)
+        assert refused.returncode == 2 and "zones" in refused.stderr
+        assert (
+            _segwatch("ship", "-f", "vpcflow", str(batch("two.log", 20)), env=env).returncode == 0
+        )
+        assert _wait_count(es, stream, 40) == 40
+        docs = [h["_source"] for h in es.search(index=stream, size=100)["hits"]["hits"]]
+        first = [
+            d
+            for d in docs
+            if d["source"]["port"] < 40020
+            and d["event"]["id"].startswith(f"r{unique}.raw.vpcflow-")
+        ]
+        verdicts = {
+            (d["segmentation"]["model_version"], d["segmentation"]["verdict"]) for d in docs
+        }
+        assert (before["model_version"], "violation") in verdicts
+        assert (ready()["model_version"], "allowed") in verdicts
+        assert len(verdicts) == 2 and first
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert "segwatch_records_in_total" in text and "segwatch_model_info" in text
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.communicate()
