@@ -1,5 +1,5 @@
 """The stream app (faust-streaming): ``flows.raw.<family>`` -> normalize ->
-``flows.normalized`` (keyed by source address, so one source's flows meet one
+``flows.normalized`` (keyed by source zone, so one zone's flows meet one
 worker's detectors) -> place and score -> ``flows.events`` and ``flows.alerts``;
 the events are bulk-indexed into Elasticsearch, the alerts upserted there and
 sent to the webhooks. Bad records go to ``flows.dlq`` with the reason.
@@ -104,7 +104,9 @@ def create_app(settings: Settings) -> faust.App:
                     METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
                     METRICS.dlq_writes.labels("normalize").inc(len(dead))
                 for event in out:
-                    key = ((event.get("source") or {}).get("ip") or "").encode()
+                    # one source zone's flows meet one worker: zone-level state (new paths,
+                    # profiles) and per-source windows (scans) stay whole
+                    key = (scorer.model.zone_of(event.get("source")) or "").encode()
                     await normalized.send(key=key, value=orjson.dumps(event))
                 for letter in dead:
                     await dlq.send(value=orjson.dumps(letter))

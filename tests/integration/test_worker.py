@@ -29,12 +29,19 @@ SECRET = "hook-secret"
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
+    """A receiver that fails its first ``failures`` requests with 500, then accepts."""
+
     received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    failures: ClassVar[list[int]] = [3]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append((dict(self.headers), body))
-        self.send_response(200)
+        if _Hook.failures[0] > 0:
+            _Hook.failures[0] -= 1
+            self.send_response(500)
+        else:
+            _Hook.received.append((dict(self.headers), body))
+            self.send_response(200)
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
@@ -182,8 +189,10 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         deadline = time.time() + 30
         while time.time() < deadline and not _Hook.received:
             time.sleep(0.5)
-        assert _Hook.received
+        assert _Hook.received and _Hook.failures[0] == 0  # delivered after the receiver's 500s
         assert all(verify(SECRET, headers, body) for headers, body in _Hook.received)
+        delivered = {json.loads(b)["segwatch"]["alert"]["fingerprint"] for _, b in _Hook.received}
+        assert {h["_id"] for h in hits} <= delivered  # every alert reached the receiver
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
