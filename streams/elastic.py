@@ -190,8 +190,23 @@ class EventsSink:
 
 
 def upsert_alert(
-    client: Elasticsearch, document: dict[str, Any], index: str = ALERTS_INDEX
+    client: Elasticsearch,
+    document: dict[str, Any],
+    index: str = ALERTS_INDEX,
+    sleep: Callable[[float], None] = time.sleep,
+    max_backoff: float = 30.0,
 ) -> None:
-    """Write an alert by fingerprint: the latest state replaces the older one."""
+    """Write an alert by fingerprint (the latest state replaces the older one); retries
+    with backoff while the node is unreachable or busy, so no alert is dropped."""
     fingerprint = document["segwatch"]["alert"]["fingerprint"]
-    client.index(index=index, id=fingerprint, document=document)
+    delay = 0.5
+    while True:
+        try:
+            client.index(index=index, id=fingerprint, document=document)
+            return
+        except (TransportError, ApiError) as exc:
+            status = getattr(exc, "status_code", None)
+            if isinstance(exc, ApiError) and status is not None and status < 500 and status != 429:
+                raise
+            sleep(random.uniform(0, delay))
+            delay = min(delay * 2, max_backoff)

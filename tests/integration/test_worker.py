@@ -304,3 +304,88 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.communicate()
+
+
+def _stack(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "local" / "stack.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.timeout(600)
+def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
+    kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"e{unique}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"e{unique}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"e{unique}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"e{unique}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"e{unique}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"e{unique}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-e{unique}",
+        "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-e{unique}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-e{unique}",
+    }
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    logs = []
+    for name in ("one", "two"):
+        path = tmp_path / f"{name}.log"
+        made = _segwatch(
+            "simulate",
+            "-m",
+            str(MODEL),
+            "-o",
+            str(path),
+            "--duration",
+            "1h",
+            "--rate",
+            "2",
+            "--start",
+            "2026-11-25",
+            "--seed",
+            str(len(logs) + 3),
+            env=env,
+        )
+        assert made.returncode == 0, made.stderr
+        logs.append(path)
+    expected = sum(len(p.read_text().splitlines()) for p in logs)
+    stream = f"segwatch-events-e{unique}"
+    output = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL), "--loglevel", "info"],
+        env=env,
+        cwd=ROOT,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert _segwatch("ship", "-f", "vpcflow", str(logs[0]), env=env).returncode == 0
+        first = len(logs[0].read_text().splitlines())
+        assert _wait_count(es, stream, first) == first
+        _stack("down", "--only", "elasticsearch")
+        try:
+            assert _segwatch("ship", "-f", "vpcflow", str(logs[1]), env=env).returncode == 0
+            time.sleep(10)  # the indexer keeps retrying while the node is gone
+        finally:
+            _stack("up", "--only", "elasticsearch")
+        got = _wait_count(es, stream, expected, seconds=180)
+        assert got == expected, (tmp_path / "worker.log").read_text()[-3000:]
+        ids = es.search(index=stream, size=0, aggs={"n": {"cardinality": {"field": "event.id"}}})
+        assert ids["aggregations"]["n"]["value"] == expected  # no duplicate ids
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.communicate()
