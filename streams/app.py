@@ -28,7 +28,7 @@ from streams.metrics import METRICS
 from streams.model_sync import ModelWatcher
 from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
 from streams.settings import Settings
-from streams.webhooks import RetryLater, WebhookSink
+from streams.webhooks import Refused, RetryLater, WebhookSink
 
 __all__ = ["create_app"]
 
@@ -162,6 +162,10 @@ def create_app(settings: Settings) -> faust.App:
                     try:
                         if await asyncio.to_thread(hook.deliver, doc):
                             METRICS.alerts_sent.labels(hook.target.name).inc()
+                        break
+                    except Refused as refused:
+                        METRICS.webhook_failures.labels(hook.target.name).inc()
+                        log.error("%s", refused)
                         break
                     except RetryLater as later:
                         METRICS.webhook_failures.labels(hook.target.name).inc()

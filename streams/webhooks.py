@@ -30,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
+    "Refused",
     "RetryLater",
     "WebhookSink",
     "WebhookTarget",
@@ -160,6 +161,14 @@ def pagerduty_body(
     return body
 
 
+class Refused(Exception):  # noqa: N818 (the receiver's answer)
+    """The target answered 4xx (not 429): it will not take this alert."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target, self.reason = target, reason
+        super().__init__(f"webhook {target} refused the alert: {reason}")
+
+
 class RetryLater(Exception):
     """The target cannot take the alert now; try again after ``at`` (epoch seconds)."""
 
@@ -209,6 +218,7 @@ class WebhookSink:
         (below ``min_severity``).
 
         :raises RetryLater: the circuit is open, or every attempt failed.
+        :raises Refused: the target answered 4xx (not 429).
         """
         if not self.target.wants(document):
             return False
@@ -232,7 +242,8 @@ class WebhookSink:
                     return True
                 reason = f"HTTP {response.status_code}"
                 if response.status_code < 500 and response.status_code != 429:
-                    break  # the receiver refuses this alert: retrying will not help
+                    # the receiver refuses this alert: retrying will not change its mind
+                    raise Refused(self.target.name, f"{reason}: {response.text[:200]}")
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self.failed_attempts += 1

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from detector.detect import DetectorSettings, Engine, load_rules
-from streams.webhooks import RetryLater, WebhookSink, WebhookTarget, verify
+from streams.webhooks import Refused, RetryLater, WebhookSink, WebhookTarget, verify
 
 from .detect.conftest import MONDAY, RULES, event, example
 
@@ -128,7 +128,7 @@ def test_the_circuit_opens_and_the_alert_is_kept_not_dropped(
 
 def test_a_refusal_is_not_retried(receiver: Receiver, alert: dict[str, Any]) -> None:
     receiver.plan = [400]
-    with pytest.raises(RetryLater, match="HTTP 400 after"):
+    with pytest.raises(Refused, match="refused the alert: HTTP 400"):
         sink(receiver).deliver(alert)
     assert len(receiver.requests) == 1
 
