@@ -161,7 +161,7 @@ def pagerduty_body(
     return body
 
 
-class Refused(Exception):  # noqa: N818 (the receiver's answer)
+class Refused(Exception):
     """The target answered 4xx (not 429): it will not take this alert."""
 
     def __init__(self, target: str, reason: str) -> None:
