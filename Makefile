@@ -52,8 +52,9 @@ services-logs: ## print the last lines of both services' logs
 topics: services-up ## create the pipeline's topics (idempotent)
 	$(SEGWATCH) topics create
 
-run: topics ## the main job: stack up, topics created, health and topics printed
+run: topics ## the main job: stack, topics, templates, a worker, simulated attacks, live view (Ctrl-C stops)
 	$(SEGWATCH) status
+	$(SEGWATCH) demo
 
 test: services-up ## install, start the stack, run the whole suite (unit + integration)
 	$(PY) -m pytest $(PYTEST_ARGS)

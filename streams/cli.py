@@ -158,6 +158,28 @@ def worker_cmd(
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
 
 
+@app.command("demo")
+def demo_cmd(
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="Model to simulate and watch.")
+    ] = Path("rules/models/retail_store.yaml"),
+    rate: Annotated[float, typer.Option(help="Simulated flows per second at full activity.")] = 2.0,
+    cycle: Annotated[float, typer.Option(help="Seconds between shipped batches.")] = 10.0,
+    config: ConfigOption = None,
+) -> None:
+    """The whole pipeline live (what `make run` runs): topics, templates, a worker,
+    simulated traffic with attacks shipped every cycle, throughput and the latest
+    alerts on screen. Ctrl-C stops everything."""
+    from streams.demo import run_demo
+
+    settings = _settings(config)
+    try:
+        run_demo(settings, model, rate, cycle)
+    except RuntimeError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+
+
 @es_app.command("setup")
 def es_setup(config: ConfigOption = None) -> None:
     """Install the component and index templates (idempotent) and say what was adapted.
