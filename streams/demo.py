@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from detector.model import compile_model, load_model
-from detector.simulate import SCENARIOS, Simulator
+from detector.simulate import SCENARIOS, SimulationError, Simulator
 from streams.elastic import install_templates
 from streams.settings import Settings
 from streams.ship import ship
@@ -31,7 +31,7 @@ from streams.topics import ensure_topics, pipeline_topics
 __all__ = ["run_demo"]
 
 CYCLE_HOURS = 2  # simulated time per cycle
-span = CYCLE_HOURS * 3600
+SPAN = CYCLE_HOURS * 3600
 
 
 def run_demo(settings: Settings, model_path: Path, rate: float, cycle_seconds: float) -> None:
@@ -60,9 +60,9 @@ def run_demo(settings: Settings, model_path: Path, rate: float, cycle_seconds: f
                     start, cycle, begin = time.time() - 48 * 3600, 0, time.time() - 48 * 3600
                 attacks = [attack] if cycle >= 2 else []  # let the detectors learn first
                 try:
-                    records = [r.encode() for r, _ in simulator.run(begin, span, rate, attacks)]
+                    records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, attacks)]
                 except SimulationError:  # a scenario this model cannot host: plain traffic
-                    records = [r.encode() for r, _ in simulator.run(begin, span, rate, [])]
+                    records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, [])]
                 shipped += ship(settings.kafka, settings.topics.raw(families[0]), records).delivered
                 cycle += 1
                 deadline = time.time() + cycle_seconds
