@@ -389,3 +389,38 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.communicate()
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_the_whole_pipeline_and_stops_on_ctrl_c(es: Elasticsearch, unique: str) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"d{unique}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"d{unique}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"d{unique}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"d{unique}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"d{unique}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"d{unique}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-d{unique}",
+        "SEGWATCH_WORKER__WEB_PORT": str(port),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-d{unique}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-d{unique}",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--cycle", "5"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert _wait_count(es, f"segwatch-events-d{unique}", 1000, seconds=120) >= 1000
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=90)
+    assert demo.returncode == 0, output[-2000:]
+    assert "segwatch demo" in output and "latest alerts" in output
+    with socket.socket() as probe:  # the demo's worker is gone with it
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
