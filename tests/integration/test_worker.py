@@ -54,6 +54,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env(tag: str, **extra: str) -> dict[str, str]:
+    """Settings for one test's own topics, consumer group, indices and web port."""
+    return {
+        **os.environ,
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"{tag}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"{tag}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"{tag}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
+        "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
+        **extra,
+    }
+
+
 def _segwatch(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -113,19 +131,9 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
 ) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {
-        **os.environ,
-        "SEGWATCH_TOPICS__RAW_PREFIX": f"t{unique}.raw.",
-        "SEGWATCH_TOPICS__NORMALIZED": f"t{unique}.normalized",
-        "SEGWATCH_TOPICS__EVENTS": f"t{unique}.events",
-        "SEGWATCH_TOPICS__ALERTS": f"t{unique}.alerts",
-        "SEGWATCH_TOPICS__DLQ": f"t{unique}.dlq",
-        "SEGWATCH_TOPICS__MODEL": f"t{unique}.model",
-        "SEGWATCH_WORKER__APP_ID": f"segwatch-{unique}",
-        "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{unique}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{unique}",
-        "SEGWATCH_WEBHOOKS": json.dumps(
+    env = _env(
+        f"t{unique}",
+        SEGWATCH_WEBHOOKS=json.dumps(
             [
                 {
                     "name": "oncall",
@@ -135,7 +143,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
                 }
             ]
         ),
-    }
+    )
     assert _segwatch("topics", "create", env=env).returncode == 0
     good = 0
     files = {}
@@ -164,11 +172,12 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         good += len(lines)
         path.write_text("\n".join([*lines, "not a flow record", "2 1 eni-1 x y"]) + "\n")
         files[family] = path
+    output = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL)],
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL), "--loglevel", "info"],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -176,13 +185,14 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         for family, path in files.items():
             shipped = _segwatch("ship", "-f", family, str(path), env=env)
             assert shipped.returncode == 0, shipped.stderr
-        events = f"segwatch-events-{unique}"
-        assert _wait_count(es, events, good) == good
+        events = f"segwatch-events-t{unique}"
+        got = _wait_count(es, events, good)
+        assert got == good, (tmp_path / "worker.log").read_text()[-4000:]
         dead = _count_topic(kafka, f"t{unique}.dlq", 6)
         assert len(dead) == 6
         assert {d["family"] for d in dead} == {"vpcflow", "calico", "iptables"}
         assert all(d["reason"] and d["source"]["topic"].startswith(f"t{unique}.raw.") for d in dead)
-        alerts = f"segwatch-alerts-{unique}"
+        alerts = f"segwatch-alerts-t{unique}"
         assert _wait_count(es, alerts, 1) >= 1
         hits = es.search(index=alerts, size=50)["hits"]["hits"]
         assert any(h["_source"]["rule"]["id"] == "violation-into-restricted" for h in hits)
@@ -196,12 +206,12 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
-            output, _ = worker.communicate(timeout=60)
+            worker.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             worker.kill()
-            output, _ = worker.communicate()
+            worker.communicate()
         server.shutdown()
-    assert worker.returncode is not None, output[-2000:]
+    assert worker.returncode is not None
 
 
 @pytest.mark.timeout(400)
@@ -211,19 +221,7 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
     import urllib.request
 
     port = _free_port()
-    env = {
-        **os.environ,
-        "SEGWATCH_TOPICS__RAW_PREFIX": f"r{unique}.raw.",
-        "SEGWATCH_TOPICS__NORMALIZED": f"r{unique}.normalized",
-        "SEGWATCH_TOPICS__EVENTS": f"r{unique}.events",
-        "SEGWATCH_TOPICS__ALERTS": f"r{unique}.alerts",
-        "SEGWATCH_TOPICS__DLQ": f"r{unique}.dlq",
-        "SEGWATCH_TOPICS__MODEL": f"r{unique}.model",
-        "SEGWATCH_WORKER__APP_ID": f"segwatch-r{unique}",
-        "SEGWATCH_WORKER__WEB_PORT": str(port),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-r{unique}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-r{unique}",
-    }
+    env = _env(f"r{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
     assert _segwatch("topics", "create", env=env).returncode == 0
     old = tmp_path / "old.yaml"
     old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
@@ -322,19 +320,7 @@ def _stack(*args: str) -> None:
 def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
     kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "SEGWATCH_TOPICS__RAW_PREFIX": f"e{unique}.raw.",
-        "SEGWATCH_TOPICS__NORMALIZED": f"e{unique}.normalized",
-        "SEGWATCH_TOPICS__EVENTS": f"e{unique}.events",
-        "SEGWATCH_TOPICS__ALERTS": f"e{unique}.alerts",
-        "SEGWATCH_TOPICS__DLQ": f"e{unique}.dlq",
-        "SEGWATCH_TOPICS__MODEL": f"e{unique}.model",
-        "SEGWATCH_WORKER__APP_ID": f"segwatch-e{unique}",
-        "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-e{unique}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-e{unique}",
-    }
+    env = _env(f"e{unique}")
     assert _segwatch("topics", "create", env=env).returncode == 0
     logs = []
     for name in ("one", "two"):
@@ -394,19 +380,7 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
 @pytest.mark.timeout(300)
 def test_demo_runs_the_whole_pipeline_and_stops_on_ctrl_c(es: Elasticsearch, unique: str) -> None:
     port = _free_port()
-    env = {
-        **os.environ,
-        "SEGWATCH_TOPICS__RAW_PREFIX": f"d{unique}.raw.",
-        "SEGWATCH_TOPICS__NORMALIZED": f"d{unique}.normalized",
-        "SEGWATCH_TOPICS__EVENTS": f"d{unique}.events",
-        "SEGWATCH_TOPICS__ALERTS": f"d{unique}.alerts",
-        "SEGWATCH_TOPICS__DLQ": f"d{unique}.dlq",
-        "SEGWATCH_TOPICS__MODEL": f"d{unique}.model",
-        "SEGWATCH_WORKER__APP_ID": f"segwatch-d{unique}",
-        "SEGWATCH_WORKER__WEB_PORT": str(port),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-d{unique}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-d{unique}",
-    }
+    env = _env(f"d{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
     demo = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "demo", "--cycle", "5"],
         env=env,
