@@ -137,7 +137,8 @@ def worker_cmd(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
 ) -> None:
-    """Run the stream app: normalize, place, score, index, alert. Ctrl-C stops it cleanly."""
+    """Run the stream app: normalize, place, score, index, alert. Ctrl-C (or SIGTERM)
+    stops it cleanly. Logs are ECS JSON lines on stderr."""
     import faust
 
     from streams.app import create_app
@@ -155,7 +156,12 @@ def worker_cmd(
     except Exception as exc:  # a bad model: ModelError lists every problem
         _err.print(f"[red]cannot start the worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    from streams.logs import logging_config
+
+    level = {"crit": "critical", "warn": "warning"}.get(loglevel, loglevel)
+    faust.Worker(
+        app, loglevel=level, logging_config=logging_config(level), quiet=True
+    ).execute_from_commandline()
 
 
 @app.command("demo")

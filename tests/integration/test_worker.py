@@ -212,6 +212,8 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
             worker.communicate()
         server.shutdown()
     assert worker.returncode is not None
+    logged = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
+    assert logged and all(json.loads(line)["log"]["level"] for line in logged)  # ECS JSON
 
 
 @pytest.mark.timeout(400)
