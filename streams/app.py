@@ -24,7 +24,7 @@ from elasticsearch import Elasticsearch
 from detector.model import compile_model, load_model
 from detector.parsers import ParseOptions
 from streams.elastic import EventsSink, install_templates, upsert_alert
-from streams.metrics import METRICS
+from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
 from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
 from streams.settings import Settings
@@ -171,6 +171,19 @@ def create_app(settings: Settings) -> faust.App:
                         METRICS.webhook_failures.labels(hook.target.name).inc()
                         log.warning("%s", later)
                         await asyncio.sleep(max(later.at - time.time(), 0.5))
+
+    @app.timer(interval=15.0)  # type: ignore[misc]
+    async def lag() -> None:
+        watched = [topics.raw(f) for f in topics.families] + [topics.normalized, topics.events,
+                                                                topics.alerts]  # fmt: skip
+        try:
+            found = await asyncio.to_thread(measure_lag, settings.kafka.client_config(),
+                                            worker.app_id, watched)  # fmt: skip
+        except Exception as exc:  # a metric must never stop the pipeline
+            log.warning("consumer lag not measured: %s", exc)
+            return
+        for (topic, partition), value in found.items():
+            METRICS.consumer_lag.labels(topic, str(partition)).set(value)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

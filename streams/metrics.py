@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["METRICS", "Metrics"]
+__all__ = ["METRICS", "Metrics", "measure_lag"]
 
 
 @dataclass
@@ -35,11 +35,35 @@ class Metrics:
                                         ["target"], registry=r)  # fmt: skip
         self.model_reload_failures = Counter("segwatch_model_reload_failures",
                                              "Published models refused", registry=r)  # fmt: skip
+        self.consumer_lag = Gauge("segwatch_consumer_lag", "Records not yet consumed",
+                                  ["topic", "partition"], registry=r)  # fmt: skip
         self.model_info = Gauge("segwatch_model_info", "The active model", ["name", "version"],
                                 registry=r)  # fmt: skip
 
     def render(self) -> bytes:
+        """The text exposition format."""
         return generate_latest(self.registry)
 
 
 METRICS = Metrics()
+
+
+def measure_lag(
+    kafka_conf: dict[str, object], group: str, topics: list[str]
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> high watermark minus the group's committed offset."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka_conf, "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [TopicPartition(t, p) for t in topics if t in metadata.topics
+                      for p in metadata.topics[t].partitions]  # fmt: skip
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        lag = {}
+        for tp in committed:
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            lag[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+        return lag
+    finally:
+        consumer.close()

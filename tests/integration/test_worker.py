@@ -297,6 +297,20 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
         assert "segwatch_records_in_total" in text and "segwatch_model_info" in text
+        deadline = time.time() + 40  # the lag timer runs every 15 s
+        while (
+            time.time() < deadline
+            and f'segwatch_consumer_lag{{partition="0",topic="r{unique}.raw.vpcflow"}}' not in text
+        ):
+            time.sleep(2)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        lags = [
+            line
+            for line in text.splitlines()
+            if line.startswith("segwatch_consumer_lag{") and f"r{unique}.raw.vpcflow" in line
+        ]
+        assert lags and all(float(line.rsplit(" ", 1)[1]) == 0 for line in lags), lags
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
