@@ -7,13 +7,21 @@ for validation at the edges, in tests, and for the documentation.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from detector.definitions import FAMILIES
 
-__all__ = ["Endpoint", "EventFields", "FlowEventModel", "NetworkFields", "validate_event"]
+__all__ = [
+    "Endpoint",
+    "EventFields",
+    "FlowEventModel",
+    "NetworkFields",
+    "event_time",
+    "validate_event",
+]
 
 Port = int  # declared with bounds on the fields below
 _DATASETS = tuple(f"segwatch.{f}" for f in FAMILIES)
@@ -92,3 +100,23 @@ def validate_event(event: dict[str, Any]) -> FlowEventModel:
     if model.event.dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {model.event.dataset}")
     return model
+
+
+_STAMPS: dict[str, float] = {}
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """``@timestamp`` as epoch seconds (0 if absent or unreadable); cached per stamp."""
+    stamp = event.get("@timestamp")
+    when = _STAMPS.get(stamp) if isinstance(stamp, str) else 0.0
+    if when is not None:
+        return when
+    assert isinstance(stamp, str)
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    if len(_STAMPS) > 100_000:
+        _STAMPS.clear()
+    _STAMPS[stamp] = when
+    return when

@@ -405,7 +405,9 @@ def dev_to_prod(sim: Simulator, start: float, duration: float) -> tuple[Label, l
         "dev-to-prod needs zones tagged environment: development "
         "(or test) and environment: production",
     )
-    target = max((z for z in prod if not sim.allowed(dev[0].name, z.name)), key=_sensitivity)
+    closed = [z for z in prod if not sim.allowed(dev[0].name, z.name)]
+    _need(bool(closed), f"dev-to-prod: {dev[0].name} may already reach every production zone")
+    target = max(closed, key=_sensitivity)
     t = _at(start, duration, 5, 11)
     host = sim.hosts[dev[0].name][0]
     flows = [

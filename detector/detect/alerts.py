@@ -183,8 +183,7 @@ class AlertBook:
             severity = "critical" if score >= 90 else "high" if score >= 75 else "medium"
             suppress, runbook = self.suppress, None
             about_port = strongest is None or strongest.key.startswith(("port/", "path/"))
-        if strongest_is_named(rule_id):
-            name = _TITLES.get(rule_id, name)
+        name = _TITLES.get(rule_id, name)
         port = ctx.port if about_port else None
         raw = f"{rule_id}|{ctx.src_zone}|{ctx.dst_zone}|{port}"
         fingerprint = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:20]
@@ -223,7 +222,3 @@ _TITLES = {
     "verdict.over_restrictive": "Over-restrictive policy",
     "verdict.unmanaged": "Unmanaged endpoint",
 }
-
-
-def strongest_is_named(rule_id: str) -> bool:
-    return rule_id in _TITLES

@@ -9,11 +9,11 @@ worker resumes where the last one stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detector.events import event_time
 from detector.model.compile import Placement
 
 __all__ = ["Context", "Detector", "DetectorSettings", "Evidence", "event_time"]
@@ -100,26 +100,6 @@ class Evidence:
     score: int
     reason: str
     key: str
-
-
-_STAMPS: dict[str, float] = {}
-
-
-def event_time(event: dict[str, Any]) -> float:
-    """``@timestamp`` as epoch seconds (0 if absent or unreadable); cached per stamp."""
-    stamp = event.get("@timestamp")
-    when = _STAMPS.get(stamp) if isinstance(stamp, str) else 0.0
-    if when is not None:
-        return when
-    assert isinstance(stamp, str)
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-    if len(_STAMPS) > 100_000:
-        _STAMPS.clear()
-    _STAMPS[stamp] = when
-    return when
 
 
 @dataclass(slots=True)

@@ -215,11 +215,7 @@ def _walk(data: Any, parts: tuple[str, ...]) -> Any:
 
 
 def _dig(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(part)
-    return data
+    return _walk(data, tuple(path.split(".")))
 
 
 def load_rules(directory: str | Path) -> list[DetectionRule]:

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
+from detector.events import event_time
 from detector.model.load import SegmentationModel, gc_paused
 from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, Flow, PodSelector, Zone
+from detector.model.services import PROTOCOL_WORDS
 
 __all__ = [
     "CompiledModel",
@@ -281,7 +283,7 @@ class CompiledModel:
         if src == dst and self._intra_allow:
             allowed, rule_id, reason = True, None, f"inside zone {src} (intra_zone: allow)"
         else:
-            when = _event_time(event) if self._has_expiry else None
+            when = event_time(event) if self._has_expiry else None
             allowed, rule_id, reason = self._decide(src, dst, proto, dport, when)
             if not allowed and proto in (6, 17, 132) and source:
                 sport = source.get("port")
@@ -358,16 +360,6 @@ def _passed(event: dict[str, Any]) -> bool:
     return ev.get("outcome") != "failure"
 
 
-def _event_time(event: dict[str, Any]) -> float | None:
-    stamp = event.get("@timestamp")
-    if not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _describe(endpoint: dict[str, Any] | None) -> str:
     if not endpoint:
         return "(absent)"
@@ -382,7 +374,7 @@ def _describe(endpoint: dict[str, Any] | None) -> str:
 def _denial(
     src: str, dst: str, proto: int | None, port: int | None, expired: CompiledRule | None
 ) -> str:
-    what = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto or -1, f"protocol {proto}")
+    what = PROTOCOL_WORDS.get(proto or -1, f"protocol {proto}")
     target = f"{what}/{port}" if port is not None else what
     if expired is not None:
         when = datetime.fromtimestamp(expired.expires or 0, UTC).strftime("%Y-%m-%d %H:%M UTC")

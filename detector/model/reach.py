@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from detector.model.compile import CompiledModel, CompiledRule
 from detector.model.schema import ANY_ZONE, INTERNET, SENSITIVITY_ORDER
+from detector.model.services import PROTOCOL_WORDS
 
 __all__ = ["BlastRadius", "Hop", "Reached", "blast_radius", "edges", "service"]
 
@@ -67,8 +68,7 @@ class BlastRadius:
 
 def service(rule: CompiledRule) -> str:
     """``tcp/5432``, ``udp/53``, ``icmp``, ``any`` for a rule."""
-    names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
-    protos = sorted({names.get(p, str(p)) for p in rule.protocols}) or ["any"]
+    protos = sorted({PROTOCOL_WORDS.get(p, str(p)) for p in rule.protocols}) or ["any"]
     ports = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in rule.ports)
     return "+".join(f"{p}/{ports}" if ports and p in ("tcp", "udp") else p for p in protos)
 

@@ -16,6 +16,7 @@ __all__ = [
     "ALL",
     "FULL",
     "PROTOCOLS",
+    "PROTOCOL_WORDS",
     "Services",
     "flow_services",
     "intersect",
@@ -28,6 +29,8 @@ __all__ = [
 Interval = tuple[int, int]
 Services = dict[str, list[Interval]]
 FULL: list[Interval] = [(0, 65535)]
+# IANA protocol number -> the model's protocol word (ICMP and ICMPv6 are one)
+PROTOCOL_WORDS: dict[int, str] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
 PROTOCOLS = ("tcp", "udp", "icmp", "other")
 ALL: Services = {p: list(FULL) for p in PROTOCOLS}
 
