@@ -24,7 +24,7 @@ from detector.errors import DetectorError
 if TYPE_CHECKING:
     from detector.parsers import Parser
 
-__all__ = ["app", "build_parser", "fail", "parse_files"]
+__all__ = ["app", "build_parser", "fail", "parse_files", "progress_bar"]
 
 app = typer.Typer(
     name="segwatch",
@@ -150,7 +150,7 @@ def parse_files(
     """
     from detector.files import iter_records
 
-    with _progress(files) as advance:
+    with progress_bar(files) as advance:
         for path in files:
             try:
                 for number, raw in iter_records(path):
@@ -165,7 +165,7 @@ def parse_files(
                         else:
                             counts["events"] += 1
                             yield f"{Path(path).name}:{number}", result
-                    advance(path, len(raw) + 1)
+                    advance(len(raw) + 1)
             except OSError as exc:
                 fail(f"{path}: cannot read: {exc.strerror or exc}")
 
@@ -185,12 +185,13 @@ def fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def _progress(files: list[str]) -> Iterator[Callable[[str, int], None]]:
-    """A progress bar on stderr for inputs over 4 MB when stderr is a terminal."""
+def progress_bar(files: list[str], label: str = "parsing") -> Iterator[Callable[[int], None]]:
+    """A byte progress bar on stderr for inputs over 4 MB when stderr is a terminal;
+    yields ``advance(bytes)``."""
     sizes = {f: os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)}
     total = sum(sizes.values())
     if not sys.stderr.isatty() or total < 4 * 1024 * 1024:
-        yield lambda _path, _n: None
+        yield lambda _n: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -198,10 +199,10 @@ def _progress(files: list[str]) -> Iterator[Callable[[str, int], None]]:
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
         TimeRemainingColumn(), console=Console(stderr=True), transient=True,
     ) as progress:  # fmt: skip
-        task = progress.add_task("parsing", total=total)
+        task = progress.add_task(label, total=total)
         done = 0
 
-        def advance(_path: str, n: int) -> None:
+        def advance(n: int) -> None:
             nonlocal done
             done += n
             if done >= 1 << 20:  # compressed files advance by uncompressed bytes: approximate

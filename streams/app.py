@@ -135,16 +135,16 @@ def create_app(settings: Settings) -> faust.App:
             for value in batch:
                 event = orjson.loads(value)
                 sink.buffer.append((event["event"]["id"], event))
+            queued = list(sink.buffer)
             with METRICS.sink_batch_seconds.time():
                 result = await asyncio.to_thread(sink.flush)
             METRICS.records_out.labels(settings.elasticsearch.events_stream).inc(result.written)
             METRICS.bulk_rejected.inc(len(result.rejected))
             by_id = {doc_id: reason for doc_id, reason in result.rejected}
-            for value in batch:
-                event = orjson.loads(value)
-                reason = by_id.get(event["event"]["id"])
+            for doc_id, event in queued:
+                reason = by_id.get(doc_id)
                 if reason is not None:
-                    topic, partition, offset = parse_source_id(event["event"]["id"])
+                    topic, partition, offset = parse_source_id(doc_id)
                     letter = dead_letter(
                         orjson.dumps(event), topic, partition, offset, "index",
                         f"Elasticsearch refused the document: {reason}",

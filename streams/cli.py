@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -233,6 +231,7 @@ def ship_cmd(
     Batched and lz4-compressed; every delivery is confirmed. Exits 1 if any
     record was not acknowledged, 2 on bad usage.
     """
+    from detector.cli import progress_bar
     from detector.files import iter_records
     from streams.ship import ship
 
@@ -251,7 +250,7 @@ def ship_cmd(
                 _err.print(f"{escape(path)}: cannot read: {exc.strerror or exc}")
                 raise typer.Exit(2) from None
 
-    with _progress_bar(files) as advance:
+    with progress_bar(files, "shipping") as advance:
         result = ship(settings.kafka, target, records(), advance, int(timeout * 1000))
     typer.echo(
         f"segwatch: {result.delivered:,} of {result.sent:,} records delivered to {target} on "
@@ -262,24 +261,6 @@ def ship_cmd(
         _err.print(f"  [red]failed:[/red] {escape(error)}", soft_wrap=True)
     if result.failed:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _progress_bar(files: list[str]) -> Iterator[Callable[[int], None]]:
-    """A byte progress bar on stderr when it is a terminal and the input is over 4 MB."""
-    import os
-    import sys
-
-    total = sum(os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f))
-    if not sys.stderr.isatty() or total < 4 * 1024 * 1024:
-        yield lambda _n: None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    with Progress("shipping", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=_err, transient=True) as progress:  # fmt: skip
-        task = progress.add_task("ship", total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 @app.command("status")

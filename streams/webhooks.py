@@ -209,8 +209,7 @@ class WebhookSink:
             return orjson.dumps(
                 pagerduty_body(document, self.target.secret_value(), action)
             ), headers
-        body = orjson.dumps(document)
-        return body, {**headers, **sign(self.target.secret_value(), body)}
+        return orjson.dumps(document), headers  # json: signed per attempt, fresh timestamp
 
     def deliver(self, document: dict[str, Any],
                 action: Literal["trigger", "resolve"] = "trigger") -> bool:  # fmt: skip
@@ -231,8 +230,8 @@ class WebhookSink:
         reason = ""
         for attempt in range(1, self.target.max_attempts + 1):
             self._take_token()
-            if action == "trigger" and self.target.kind == "json":
-                headers.update(sign(self.target.secret_value(), body))  # fresh timestamp
+            if self.target.kind == "json":
+                headers.update(sign(self.target.secret_value(), body))
             try:
                 response = self.client.post(self.target.url, content=body, headers=headers,
                                             timeout=self.target.timeout)  # fmt: skip

@@ -13,7 +13,15 @@ from typing import Any
 
 from detector.model.compile import CompiledModel, CompiledRule
 from detector.model.reach import edges
-from detector.model.services import FULL, PROTOCOL_WORDS, Services, render, subtract, union
+from detector.model.services import (
+    FULL,
+    PROTOCOL_WORDS,
+    PROTOCOLS,
+    Services,
+    render,
+    subtract,
+    union,
+)
 
 __all__ = ["ModelDiff", "VerdictChange", "diff_models", "diff_on_events"]
 
@@ -132,12 +140,7 @@ def _allowed(model: CompiledModel, at: float) -> dict[tuple[str, str], Services]
 
 def rule_services(rule: CompiledRule) -> Services:
     """What a compiled rule allows, as a service set."""
-    protos = [PROTOCOL_WORDS.get(p, "other") for p in rule.protocols] or [
-        "tcp",
-        "udp",
-        "icmp",
-        "other",
-    ]
+    protos = [PROTOCOL_WORDS.get(p, "other") for p in rule.protocols] or list(PROTOCOLS)
     out: Services = {}
     for proto in protos:
         ports = [*rule.ports] if rule.ports and proto in ("tcp", "udp") else list(FULL)
