@@ -72,6 +72,24 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _start_worker(model: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """`segwatch worker` in the background, its (ECS JSON) log lines going to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(model), "--loglevel", "info"],
+        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL after a minute."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
 def _segwatch(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -172,15 +190,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         good += len(lines)
         path.write_text("\n".join([*lines, "not a flow record", "2 1 eni-1 x y"]) + "\n")
         files[family] = path
-    output = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL), "--loglevel", "info"],
-        env=env,
-        cwd=ROOT,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _start_worker(MODEL, env, tmp_path / "worker.log")
     try:
         for family, path in files.items():
             shipped = _segwatch("ship", "-f", family, str(path), env=env)
@@ -204,12 +214,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         delivered = {json.loads(b)["segwatch"]["alert"]["fingerprint"] for _, b in _Hook.received}
         assert {h["_id"] for h in hits} <= delivered  # every alert reached the receiver
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.communicate()
+        _stop(worker)
         server.shutdown()
     assert worker.returncode is not None
     logged = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
@@ -249,14 +254,7 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
             return dict(json.loads(response.read()))
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-m", str(old)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _start_worker(old, env, tmp_path / "worker.log")
     stream = f"segwatch-events-r{unique}"
     try:
         assert (
@@ -312,12 +310,7 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         ]
         assert lags and all(float(line.rsplit(" ", 1)[1]) == 0 for line in lags), lags
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.communicate()
+        _stop(worker)
 
 
 def _stack(*args: str) -> None:
@@ -361,15 +354,7 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
         logs.append(path)
     expected = sum(len(p.read_text().splitlines()) for p in logs)
     stream = f"segwatch-events-e{unique}"
-    output = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL), "--loglevel", "info"],
-        env=env,
-        cwd=ROOT,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _start_worker(MODEL, env, tmp_path / "worker.log")
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(logs[0]), env=env).returncode == 0
         first = len(logs[0].read_text().splitlines())
@@ -389,12 +374,7 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
         )  # exact, unlike cardinality
         assert twice["aggregations"]["d"]["buckets"] == []  # no event written twice
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.communicate()
+        _stop(worker)
 
 
 @pytest.mark.timeout(300)
