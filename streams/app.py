@@ -28,9 +28,12 @@ from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
 from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
 from streams.settings import Settings
+from streams.state import DetectorState
 from streams.webhooks import Refused, RetryLater, WebhookSink
 
 __all__ = ["create_app"]
+
+_MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 
 log = logging.getLogger("segwatch.worker")
 
@@ -46,10 +49,15 @@ def create_app(settings: Settings) -> faust.App:
     worker = settings.worker
     if worker.model_file is None:
         raise ValueError("worker.model_file: give the model (segwatch worker --model FILE)")
+    worker.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         worker.app_id,
         broker=_broker(settings),
-        store="memory://",
+        store=worker.store,
+        datadir=str(worker.data_dir),
+        broker_session_timeout=worker.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, worker.session_timeout_seconds / 3),
+        producer_max_request_size=_MAX_STATE_BYTES,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         topic_allow_declare=True,  # its own state topics; `segwatch topics create` makes ours
@@ -62,10 +70,18 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
     )
     model = compile_model(load_model(worker.model_file))
-    scorer = Scorer(model, settings.detectors, worker.rules_folder)
+    state_table = app.Table(
+        "detector-state",
+        partitions=topics.partitions,
+        key_type=bytes, value_type=bytes,  # raw bytes in the changelog
+        extra_topic_configs={"max.message.bytes": str(_MAX_STATE_BYTES)},
+        help="Detector state per partition of the normalized topic (streams/state.py).",
+    )  # fmt: skip
+    state = DetectorState(state_table, worker.snapshot_seconds)
+    scorer = Scorer(model, settings.detectors, worker.rules_folder, restore=state.restore)
     watcher = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file)
     METRICS.model_info.labels(model.model.name, model.version).set(1)
-    ready = {"templates": False}
+    ready: dict[str, Any] = {"templates": False, "partitions": []}
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     sink = EventsSink(es, target=settings.elasticsearch.events_stream)
     hooks = [WebhookSink(t) for t in settings.webhooks]
@@ -113,16 +129,27 @@ def create_app(settings: Settings) -> faust.App:
 
         app.agent(source, name=f"normalize-{family}")(normalize)
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        # a partition kept through the rebalance keeps its engine (fresher than its
+        # snapshot); one that left is rebuilt from the table if it comes back
+        mine = {tp.partition for tp in assigned if tp.topic == topics.normalized}
+        scorer.keep(mine)
+        ready["partitions"] = sorted(mine)
+
     @app.agent(normalized, name="score")
     async def score(stream: Any) -> None:
-        async for value in stream:
+        async for record in stream.events():
+            partition = record.message.partition
+            METRICS.records_in.labels(topics.normalized).inc()
             latest = watcher.latest
             if latest is not None and latest.version != scorer.model.version:
                 METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
                 scorer.switch(latest)
                 METRICS.model_info.labels(latest.model.name, latest.version).set(1)
                 log.warning("switched to model %s", latest.version)
-            event, alert = scorer.score(orjson.loads(value))
+            event, alert = scorer.score(orjson.loads(record.value), partition)
+            state.save(partition, scorer.engines[partition])
             await events.send(key=event["event"]["id"].encode(), value=orjson.dumps(event))
             if alert is not None:
                 doc = alert.to_document()
@@ -200,6 +227,7 @@ def create_app(settings: Settings) -> faust.App:
             "model_version": scorer.model.version,
             "published_version": watcher.latest.version if watcher.latest is not None else None,
             "refused_models": len(watcher.refused),
+            "partitions": ready["partitions"],  # of the normalized topic: whose state is here
         }
         return web.json(body, status=status)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,26 +86,43 @@ class Normalizer:
 
 @dataclass
 class Scorer:
-    """Places and scores events with the active model; keeps the detectors' state."""
+    """Places and scores events with the active model; one :class:`Engine` (detector
+    state) per partition of the normalized topic, so a partition's state can move
+    between workers whole. ``restore(partition, engine)`` fills a new engine."""
 
     model: CompiledModel
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     rules_folder: str | None = None
-    engine: Engine = field(init=False)
+    restore: Callable[[int, Engine], None] | None = None
+    engines: dict[int, Engine] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        rules = load_rules(self.rules_folder) if self.rules_folder else []
-        self.engine = Engine(self.model, self.settings, rules)
+        self._rules = load_rules(self.rules_folder) if self.rules_folder else []
+
+    def engine(self, partition: int) -> Engine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = Engine(self.model, self.settings, self._rules)
+            if self.restore is not None:
+                self.restore(partition, engine)
+        return engine
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget the engines of partitions this worker no longer has."""
+        for partition in set(self.engines) - partitions:
+            del self.engines[partition]
 
     def switch(self, model: CompiledModel) -> None:
         """Use a new model from the next event on; the detectors keep what they learned."""
-        state = self.engine.state()
-        rules = self.engine.rules.rules
         self.model = model
-        self.engine = Engine(model, self.settings, rules)
-        self.engine.load(state)
+        for partition, old in self.engines.items():
+            engine = self.engines[partition] = Engine(model, self.settings, self._rules)
+            engine.load(old.state())
+            engine.new_paths.journal = old.new_paths.journal
 
-    def score(self, event: dict[str, Any]) -> tuple[dict[str, Any], Alert | None]:
+    def score(
+        self, event: dict[str, Any], partition: int = 0
+    ) -> tuple[dict[str, Any], Alert | None]:
         placement = self.model.place(event)
-        _, alert = self.engine.process(event, placement, event["event"]["id"])
+        _, alert = self.engine(partition).process(event, placement, event["event"]["id"])
         return event, alert

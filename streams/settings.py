@@ -133,6 +133,18 @@ class WorkerSettings(BaseModel):
     batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")
     web_host: str = "127.0.0.1"
     web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
+    store: str = Field(
+        default="memory://",
+        description="Where detector state tables live: memory:// (rebuilt from the changelog "
+        "on start) or rocksdb:// (kept on disk under data_dir; needs the rocksdb extra).",
+    )
+    data_dir: Path = Field(default=Path("var/worker"), description="The worker's local data.")
+    snapshot_seconds: float = Field(
+        default=5.0, gt=0, description="Detector state snapshot interval (see README)."
+    )
+    session_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A worker silent this long leaves the consumer group."
+    )
 
 
 class Settings(BaseSettings):

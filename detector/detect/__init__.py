@@ -100,11 +100,17 @@ class Engine:
             alert = self.book.record(ctx, score, reasons, evidence, matched, event_id)
         return score, alert
 
-    def state(self) -> dict[str, Any]:
-        """Every detector's state, JSON-ready."""
-        return {d.name: d.state() for d in self.detectors}
+    def state(self, paths: bool = True) -> dict[str, Any]:
+        """Every detector's state and the alerts' send times, JSON-ready;
+        ``paths=False`` leaves out the new-path memory (see ``NewPathDetector.journal``)."""
+        state = {d.name: d.state() for d in self.detectors if d is not self.new_paths}
+        state[self.new_paths.name] = self.new_paths.state(paths)
+        state["alerts"] = self.book.state()
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         for detector in self.detectors:
             if detector.name in state:
                 detector.load(state[detector.name])
+        if "alerts" in state:
+            self.book.load(state["alerts"])

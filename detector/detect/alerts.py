@@ -151,6 +151,7 @@ class AlertBook:
     def __init__(self, suppress_seconds: int) -> None:
         self.suppress = suppress_seconds
         self.alerts: dict[str, Alert] = {}
+        self._sent: dict[str, float] = {}  # restored send times of alerts not seen since
 
     def record(
         self,
@@ -201,12 +202,22 @@ class AlertBook:
                 ctx.time,
                 runbook=runbook,
                 model_version=p.model_version,
+                sent=self._sent.pop(fingerprint, None),
             )
         alert.add(ctx, score, reasons, event_id)
         if alert.sent is None or ctx.time - alert.sent >= suppress:
             alert.sent = ctx.time
             return alert
         return None
+
+    def state(self) -> dict[str, Any]:
+        """When each alert was last sent: what suppression needs after a restart."""
+        sent = dict(self._sent)
+        sent.update((f, a.sent) for f, a in self.alerts.items() if a.sent is not None)
+        return {"sent": sent}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._sent = dict(state["sent"])
 
 
 _TITLES = {

@@ -170,6 +170,9 @@ class OffHoursDetector(_Learning):
         self.profiles = {z: list(p) for z, p in state["profiles"].items()}
 
 
+_JOURNAL_SECONDS = 3600  # a known path's last-seen time is journalled at most hourly
+
+
 class NewPathDetector(_Learning):
     """The first time a (source zone -> destination zone, service) path is seen after
     the learning period, and sources opening new paths into several zones (pivoting).
@@ -186,6 +189,8 @@ class NewPathDetector(_Learning):
         self.paths: dict[int, int] = {}
         self._keys: dict[tuple[str, str, str], int] = {}  # recent paths' hashes (a cache)
         self.pivots: dict[str, list[Any]] = {}  # source ip -> [window start, {zone: first}]
+        # when not None, path changes worth persisting: hash -> last seen, None once forgotten
+        self.journal: dict[int, int | None] | None = None
 
     @staticmethod
     def path_key(src: str, dst: str, service: str) -> int:
@@ -205,6 +210,8 @@ class NewPathDetector(_Learning):
         now = int(ctx.time)
         last = self.paths.get(key)
         self.paths[key] = now
+        if self.journal is not None and (last is None or now - last >= _JOURNAL_SECONDS):
+            self.journal[key] = now
         if len(self.paths) > self.settings.max_paths:
             self._forget()
         learning = self.learning(ctx.time)
@@ -249,18 +256,25 @@ class NewPathDetector(_Learning):
         """Drop the least recently seen tenth."""
         keep = int(self.settings.max_paths * 0.9)
         cutoff = sorted(self.paths.values())[len(self.paths) - keep]
+        if self.journal is not None:
+            self.journal.update((k, None) for k, v in self.paths.items() if v < cutoff)
         self.paths = {k: v for k, v in self.paths.items() if v >= cutoff}
 
     def _forget_pivots(self, now: float) -> None:
         window = self.settings.slow_scan_window_seconds
         self.pivots = {ip: e for ip, e in self.pivots.items() if now - e[0] <= window}
 
-    def state(self) -> dict[str, Any]:
-        return {"started": self.started, "paths": {str(k): v for k, v in self.paths.items()}}
+    def state(self, paths: bool = True) -> dict[str, Any]:
+        """JSON-ready state; ``paths=False`` leaves out the paths (kept by the journal)."""
+        state: dict[str, Any] = {"started": self.started}
+        if paths:
+            state["paths"] = {str(k): v for k, v in self.paths.items()}
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         self.started = state["started"]
-        self.paths = {int(k): v for k, v in state["paths"].items()}
+        if "paths" in state:
+            self.paths = {int(k): v for k, v in state["paths"].items()}
 
 
 class _Window:

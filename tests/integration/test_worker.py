@@ -398,3 +398,215 @@ def test_demo_runs_the_whole_pipeline_and_stops_on_ctrl_c(es: Elasticsearch, uni
     assert "segwatch demo" in output and "latest alerts" in output
     with socket.socket() as probe:  # the demo's worker is gone with it
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+# -- detector state across restarts, workers and broker restarts ---------------------------
+
+TIERS = ROOT / "rules" / "models" / "three_tier_vpc.yaml"
+DMZ, APP, DB, DNS, NET = "10.0.1.10", "10.0.2.20", "10.0.3.30", "10.0.0.2", "203.0.113.5"
+# learning starts per partition, at the first event it sees: every source zone learns
+LEARNED = [(DMZ, APP, 8080, 6), (APP, DB, 5432, 6), (DB, DNS, 53, 17), (NET, DMZ, 443, 6)]
+NEW = [  # paths first seen after learning, from every source zone
+    (APP, DNS, 53, 17), (DMZ, DNS, 53, 17), (APP, DB, 22, 6), (NET, DMZ, 80, 6), (DB, APP, 9100, 6),
+]  # fmt: skip
+LATER = [(DMZ, DB, 5432, 6), (NET, APP, 8080, 6)]  # first seen only after the fault
+STATE_ENV = {
+    "SEGWATCH_DETECTORS__LEARNING_SECONDS": "600",
+    "SEGWATCH_WORKER__SNAPSHOT_SECONDS": "1",
+    "SEGWATCH_WORKER__SESSION_TIMEOUT_SECONDS": "10",
+}
+ZONE = {DMZ: "dmz", APP: "app", DB: "db", DNS: "vpc-dns", NET: "internet"}
+
+
+def _flows(path: Path, paths: list[tuple[str, str, int, int]], start: int, n: int) -> int:
+    """``n`` VPC records cycling through ``paths``, one second apart from ``start``."""
+    with path.open("w") as out:
+        for i in range(n):
+            src, dst, port, proto = paths[i % len(paths)]
+            t = start + i
+            out.write(f"2 123456789012 eni-1 {src} {dst} {40000 + i % 20000} {port} {proto} "
+                      f"1 60 {t} {t + 1} ACCEPT OK\n")  # fmt: skip
+    return n
+
+
+def _count(es: Elasticsearch, stream: str) -> int:
+    if not es.indices.exists(index=stream):
+        return 0
+    es.indices.refresh(index=stream)
+    return int(es.count(index=stream)["count"])
+
+
+def _new_path_events(es: Elasticsearch, stream: str) -> dict[str, int]:
+    """How many events carry each "new path ..." reason."""
+    es.indices.refresh(index=stream)
+    found = es.search(
+        index=stream, size=1000, query={"match_phrase": {"segmentation.reasons": "new path"}}
+    )
+    counts: dict[str, int] = {}
+    for hit in found["hits"]["hits"]:
+        for reason in hit["_source"]["segmentation"]["reasons"]:
+            if reason.startswith("new path"):
+                name = reason.split(" (")[0]
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _expected_paths(paths: list[tuple[str, str, int, int]]) -> dict[str, int]:
+    return {f"new path {ZONE[s]} -> {ZONE[d]} {'tcp' if p == 6 else 'udp'}/{port}": 1
+            for s, d, port, p in paths}  # fmt: skip
+
+
+def _no_duplicates(es: Elasticsearch, stream: str) -> None:
+    twice = es.search(index=stream, size=0, aggs={
+        "d": {"terms": {"field": "event.id", "min_doc_count": 2, "size": 10}}})  # fmt: skip
+    assert twice["aggregations"]["d"]["buckets"] == []
+
+
+def _learn_then_open(tmp_path: Path, env: dict[str, str], start: int) -> int:
+    """Ship the learning period, then the first use of every path in NEW."""
+    learning = _flows(tmp_path / "learn.log", LEARNED, start, 700)
+    opened = _flows(tmp_path / "open.log", NEW, start + 700, len(NEW))
+    for name in ("learn.log", "open.log"):
+        assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / name), env=env).returncode == 0
+    return learning + opened
+
+
+def _reopen(tmp_path: Path, env: dict[str, str], start: int) -> int:
+    """Ship the paths in NEW once more, after a worker with a fresh memory would have
+    learnt for as long as learning lasts (so it would call them new), then LATER."""
+    n = _flows(tmp_path / "warm.log", LEARNED, start, 700)
+    n += _flows(tmp_path / "reopen.log", NEW + LATER, start + 700, 50)
+    for name in ("warm.log", "reopen.log"):
+        assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / name), env=env).returncode == 0
+    return n
+
+
+@pytest.mark.timeout(500)
+def test_worker_killed_mid_stream_recovers_its_state(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    env = _env(f"k{unique}", **STATE_ENV)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = f"segwatch-events-k{unique}"
+    start = int(time.time()) - 3 * 3600
+    worker = _start_worker(TIERS, env, tmp_path / "worker-1.log")
+    try:
+        shipped = _learn_then_open(tmp_path, env, start)
+        assert _wait_count(es, stream, shipped) == shipped
+        assert _new_path_events(es, stream) == _expected_paths(NEW)
+        # the learned paths again, many times; killed while they are being processed
+        shipped += _flows(tmp_path / "again.log", LEARNED, start + 800, 20_000)
+        assert (
+            _segwatch("ship", "-f", "vpcflow", str(tmp_path / "again.log"), env=env).returncode == 0
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and _count(es, stream) < shipped - 15_000:
+            time.sleep(0.2)
+        worker.kill()  # SIGKILL: no flush, no commit, no goodbye
+        worker.wait()
+        assert _count(es, stream) < shipped  # it really was mid-stream
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    worker = _start_worker(TIERS, env, tmp_path / "worker-2.log")
+    try:
+        shipped += _reopen(tmp_path, env, start + 30_000)
+        got = _wait_count(es, stream, shipped, seconds=240)
+        assert got == shipped, (tmp_path / "worker-2.log").read_text()[-3000:]
+        _no_duplicates(es, stream)
+        # no path is new twice, and the paths first seen after the restart still are new
+        assert _new_path_events(es, stream) == _expected_paths(NEW + LATER)
+    finally:
+        _stop(worker)
+
+
+def _readyz(port: int) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except (OSError, urllib.error.HTTPError):
+        return {}  # not up yet (or not ready: 503)
+
+
+def _records_in(port: int) -> dict[str, float]:
+    """A worker's segwatch_records_in_total, by topic."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        line.split('topic="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("segwatch_records_in_total{")
+    }
+
+
+@pytest.mark.timeout(500)
+def test_two_workers_share_the_partitions_and_the_state(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    tag = f"w{unique}"
+    env = _env(tag, **STATE_ENV)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = f"segwatch-events-{tag}"
+    start = int(time.time()) - 3 * 3600
+    ports = [_free_port(), _free_port()]
+    workers = [_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(ports[0])},
+                             tmp_path / "worker-1.log")]  # fmt: skip
+    try:
+        shipped = _learn_then_open(tmp_path, env, start)
+        assert _wait_count(es, stream, shipped) == shipped
+        # a second worker joins: partitions (and their state) move to it
+        workers.append(_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(ports[1])},
+                                     tmp_path / "worker-2.log"))  # fmt: skip
+        deadline = time.time() + 90
+        while time.time() < deadline and not _readyz(ports[1]).get("partitions"):
+            time.sleep(1)
+        shipped += _reopen(tmp_path, env, start + 30_000)
+        got = _wait_count(es, stream, shipped, seconds=240)
+        assert got == shipped, (tmp_path / "worker-2.log").read_text()[-3000:]
+        _no_duplicates(es, stream)
+        assert _new_path_events(es, stream) == _expected_paths(NEW + LATER)
+        scored = [_records_in(port).get(f"{tag}.normalized", 0) for port in ports]
+        assert all(n > 0 for n in scored), scored  # both workers scored events
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
+@pytest.mark.timeout(500)
+def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    env = _env(f"b{unique}", **STATE_ENV)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = f"segwatch-events-b{unique}"
+    start = int(time.time()) - 3 * 3600
+    worker = _start_worker(TIERS, env, tmp_path / "worker.log")
+    try:
+        shipped = _flows(tmp_path / "one.log", LEARNED, start, 20_000)
+        assert (
+            _segwatch("ship", "-f", "vpcflow", str(tmp_path / "one.log"), env=env).returncode == 0
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and _count(es, stream) < 2_000:
+            time.sleep(0.2)
+        _stack("down", "--only", "kafka")
+        try:
+            time.sleep(5)
+        finally:
+            _stack("up", "--only", "kafka")
+        assert _count(es, stream) < shipped  # it really was mid-stream
+        shipped += _flows(tmp_path / "two.log", LEARNED, start + 20_000, 5_000)
+        assert (
+            _segwatch("ship", "-f", "vpcflow", str(tmp_path / "two.log"), env=env).returncode == 0
+        )
+        got = _wait_count(es, stream, shipped, seconds=240)
+        assert got == shipped, (tmp_path / "worker.log").read_text()[-3000:]
+        _no_duplicates(es, stream)
+        assert worker.poll() is None  # the same worker, still running
+    finally:
+        _stop(worker)

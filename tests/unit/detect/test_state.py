@@ -1,0 +1,69 @@
+"""Detector state through the worker's table layout (streams.state): journalled paths and
+snapshots restore an engine that alerts the same as one that never stopped.
+
+The table here is a dict: the layout and the restore are under test; the changelog
+itself is faust's, exercised against the real broker in tests/integration/test_worker.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.pipeline import Scorer
+from streams.state import DetectorState
+
+from .conftest import MONDAY, event, example
+
+RETAIL = example("retail_store.yaml")
+APP, DB, DMZ = "10.50.20.5", "10.50.30.5", "10.50.10.5"
+HOUR = 3600
+
+
+def _scorer(table: dict[bytes, bytes], **settings: Any) -> tuple[Scorer, DetectorState]:
+    from detector.detect import DetectorSettings
+
+    state = DetectorState(table, snapshot_seconds=0.0)
+    scorer = Scorer(RETAIL, DetectorSettings(learning_seconds=HOUR, **settings),
+                    restore=state.restore)  # fmt: skip
+    return scorer, state
+
+
+def _run(scorer: Scorer, state: DetectorState, events: list[dict[str, Any]],
+         partition: int = 0) -> list[str]:  # fmt: skip
+    """The detectors' reasons the events got."""
+    reasons = []
+    for i, e in enumerate(events):
+        e.setdefault("event", {})["id"] = f"t-{partition}-{i}"
+        scored, _ = scorer.score(e, partition)
+        state.save(partition, scorer.engines[partition])
+        reasons += [r.split(" (")[0] for r in scored["segmentation"].get("reasons", [])]
+    return reasons
+
+
+def test_a_restored_engine_remembers_paths_and_learning() -> None:
+    table: dict[bytes, bytes] = {}
+    scorer, state = _scorer(table)
+    learning = [event(APP, DB, 5432, MONDAY + 16 * HOUR + i * 30) for i in range(200)]
+    assert _run(scorer, state, learning) == []
+    opened = [event(DMZ, APP, 8080, MONDAY + 18 * HOUR)]
+    assert _run(scorer, state, opened) == ["new path dmz -> app tcp/8080"]
+    assert scorer.engines[0].new_paths.journal == {}  # drained into the table
+    paths = [k for k in table if k.startswith(b"0/path/")]
+    assert len(paths) == 2 and b"0" in table  # app->db/5432, dmz->app/8080 and the snapshot
+
+    again, state2 = _scorer(table)  # a new worker on the same table
+    assert _run(again, state2, [event(DMZ, APP, 8080, MONDAY + 19 * HOUR)]) == []
+    fresh = _run(again, state2, [event(APP, DB, 22, MONDAY + 19 * HOUR + 1)])
+    assert "new path app -> db tcp/22" in fresh  # learning stayed over: new paths still count
+
+
+def test_partitions_keep_their_own_state_and_forgotten_paths_are_deleted() -> None:
+    table: dict[bytes, bytes] = {}
+    scorer, state = _scorer(table, max_paths=10)
+    events = [event(APP, DB, 1000 + i, MONDAY + i) for i in range(30)]
+    _run(scorer, state, events, partition=3)
+    kept = [k for k in table if k.startswith(b"3/path/")]
+    assert 0 < len(kept) <= 10  # forgotten paths were deleted from the table too
+    assert not any(k.startswith(b"0/") for k in table) and b"3" in table
+    scorer.keep({0})
+    assert scorer.engines == {}
