@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 __all__ = ["SUITES", "Row"]
 
-SUITES: tuple[str, ...] = ("bench.ceilings", "bench.parsers", "bench.model", "bench.detect")
+SUITES: tuple[str, ...] = (
+    "bench.ceilings",
+    "bench.parsers",
+    "bench.model",
+    "bench.detect",
+    "bench.pipeline",
+)
 
 
 @dataclass(frozen=True)

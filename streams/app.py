@@ -22,11 +22,11 @@ import orjson
 from elasticsearch import Elasticsearch
 
 from detector.model import compile_model, load_model
-from detector.parsers import ParseOptions
 from streams.elastic import EventsSink, install_templates, upsert_alert
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
-from streams.pipeline import Normalizer, Scorer, dead_letter, parse_source_id
+from streams.normalize import NormalizeLoop, normalize_group
+from streams.pipeline import Scorer, dead_letter, parse_source_id
 from streams.settings import Settings
 from streams.state import DetectorState
 from streams.webhooks import Refused, RetryLater, WebhookSink
@@ -34,6 +34,9 @@ from streams.webhooks import Refused, RetryLater, WebhookSink
 __all__ = ["create_app"]
 
 _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
+# flows.normalized and flows.events carry batches (JSON arrays of events): a faust agent
+# pays about 100 us per Kafka message, far more than parsing or scoring an event costs.
+_BATCHES_PER_BULK = 4  # batches of flows.events per Elasticsearch bulk
 
 log = logging.getLogger("segwatch.worker")
 
@@ -58,6 +61,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_seconds / 3),
         producer_max_request_size=_MAX_STATE_BYTES,
+        producer_max_batch_size=1_048_576,
+        producer_linger=0.005,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         topic_allow_declare=True,  # its own state topics; `segwatch topics create` makes ours
@@ -65,7 +70,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=worker.web_port or 6066,
         web_host=worker.web_host,
         producer_acks=-1,
-        broker_commit_every=500,
+        broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
     )
@@ -102,32 +107,17 @@ def create_app(settings: Settings) -> faust.App:
         ready["templates"] = True
         watcher.start()
 
-    def options() -> ParseOptions:
-        return ParseOptions(reference_time=time.time())
+    roles = set(worker.roles)
+    normalizer = NormalizeLoop(settings, lambda source: scorer.model.zone_of(source))
+    if "normalize" in roles:
 
-    for family in topics.families:
-        source = app.topic(topics.raw(family), value_type=raw, value_serializer="raw")
-        normalizer = Normalizer(family, options)
+        @app.task  # type: ignore[misc]
+        async def start_normalizing() -> None:
+            normalizer.start()
 
-        async def normalize(stream: Any, normalizer: Normalizer = normalizer) -> None:
-            async for record in stream.events():
-                message = record.message
-                METRICS.records_in.labels(message.topic).inc()
-                out, dead = normalizer.normalize(
-                    record.value, message.topic, message.partition, message.offset
-                )
-                if dead:
-                    METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
-                    METRICS.dlq_writes.labels("normalize").inc(len(dead))
-                for event in out:
-                    # one source zone's flows meet one worker: zone-level state (new paths,
-                    # profiles) and per-source windows (scans) stay whole
-                    key = (scorer.model.zone_of(event.get("source")) or "").encode()
-                    await normalized.send(key=key, value=orjson.dumps(event))
-                for letter in dead:
-                    await dlq.send(value=orjson.dumps(letter))
-
-        app.agent(source, name=f"normalize-{family}")(normalize)
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_normalizing(app: faust.App, **kwargs: Any) -> None:
+            await asyncio.to_thread(normalizer.stop)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -137,31 +127,30 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         ready["partitions"] = sorted(mine)
 
-    @app.agent(normalized, name="score")
     async def score(stream: Any) -> None:
         async for record in stream.events():
             partition = record.message.partition
-            METRICS.records_in.labels(topics.normalized).inc()
+            batch = orjson.loads(record.value)
+            METRICS.records_in.labels(topics.normalized).inc(len(batch))
             latest = watcher.latest
             if latest is not None and latest.version != scorer.model.version:
                 METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
                 scorer.switch(latest)
                 METRICS.model_info.labels(latest.model.name, latest.version).set(1)
                 log.warning("switched to model %s", latest.version)
-            event, alert = scorer.score(orjson.loads(record.value), partition)
+            for event in batch:
+                _, alert = scorer.score(event, partition)
+                if alert is not None:
+                    doc = alert.to_document()
+                    METRICS.alerts_raised.inc()
+                    await alerts.send(key=alert.fingerprint.encode(), value=orjson.dumps(doc))
             state.save(partition, scorer.engines[partition])
-            await events.send(key=event["event"]["id"].encode(), value=orjson.dumps(event))
-            if alert is not None:
-                doc = alert.to_document()
-                METRICS.alerts_raised.inc()
-                await alerts.send(key=alert.fingerprint.encode(), value=orjson.dumps(doc))
+            await events.send(key=record.key, value=orjson.dumps(batch))
 
-    @app.agent(events, name="index")
     async def index(stream: Any) -> None:
-        async for batch in stream.take(worker.batch_size, within=worker.batch_seconds):
-            for value in batch:
-                event = orjson.loads(value)
-                sink.buffer.append((event["event"]["id"], event))
+        async for values in stream.take(_BATCHES_PER_BULK, within=worker.batch_seconds):
+            for value in values:
+                sink.buffer.extend((event["event"]["id"], event) for event in orjson.loads(value))
             queued = list(sink.buffer)
             with METRICS.sink_batch_seconds.time():
                 result = await asyncio.to_thread(sink.flush)
@@ -179,7 +168,6 @@ def create_app(settings: Settings) -> faust.App:
                     await dlq.send(value=orjson.dumps(letter))
                     METRICS.dlq_writes.labels("index").inc()
 
-    @app.agent(alerts, name="alert")
     async def alert(stream: Any) -> None:
         async for value in stream:
             doc = orjson.loads(value)
@@ -199,13 +187,20 @@ def create_app(settings: Settings) -> faust.App:
                         log.warning("%s", later)
                         await asyncio.sleep(max(later.at - time.time(), 0.5))
 
+    for role, topic, agent in (("score", normalized, score), ("index", events, index),
+                               ("alert", alerts, alert)):  # fmt: skip
+        if role in roles:
+            app.agent(topic, name=role)(agent)
+
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:
-        watched = [topics.raw(f) for f in topics.families] + [topics.normalized, topics.events,
-                                                                topics.alerts]  # fmt: skip
+        conf = settings.kafka.client_config()
+        raw_topics = [topics.raw(f) for f in topics.families]
+        own = [topics.normalized, topics.events, topics.alerts]
         try:
-            found = await asyncio.to_thread(measure_lag, settings.kafka.client_config(),
-                                            worker.app_id, watched)  # fmt: skip
+            found = await asyncio.to_thread(measure_lag, conf, normalize_group(settings),
+                                            raw_topics)  # fmt: skip
+            found |= await asyncio.to_thread(measure_lag, conf, worker.app_id, own)
         except Exception as exc:  # a metric must never stop the pipeline
             log.warning("consumer lag not measured: %s", exc)
             return
@@ -214,7 +209,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        """Liveness: the process answers."""
+        """Liveness: the process answers and its normalize stage runs."""
+        if normalizer.failed is not None:
+            return web.json({"status": "failed", "error": repr(normalizer.failed)}, status=500)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")

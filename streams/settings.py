@@ -133,10 +133,15 @@ class WorkerSettings(BaseModel):
     batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")
     web_host: str = "127.0.0.1"
     web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
+    roles: tuple[Literal["normalize", "score", "index", "alert"], ...] = Field(
+        default=("normalize", "score", "index", "alert"),
+        description="The stages this worker runs; split them to scale each on its own.",
+    )
     store: str = Field(
         default="memory://",
         description="Where detector state tables live: memory:// (rebuilt from the changelog "
-        "on start) or rocksdb:// (kept on disk under data_dir; needs the rocksdb extra).",
+        "on start) or rocksdb:// (on disk under data_dir: a restart reads only the "
+        "changelog's tail).",
     )
     data_dir: Path = Field(default=Path("var/worker"), description="The worker's local data.")
     snapshot_seconds: float = Field(

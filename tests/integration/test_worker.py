@@ -482,10 +482,12 @@ def _reopen(tmp_path: Path, env: dict[str, str], start: int) -> int:
 
 
 @pytest.mark.timeout(500)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_worker_killed_mid_stream_recovers_its_state(
-    es: Elasticsearch, unique: str, tmp_path: Path
+    es: Elasticsearch, unique: str, tmp_path: Path, store: str
 ) -> None:
-    env = _env(f"k{unique}", **STATE_ENV)
+    env = _env(f"k{unique}", **STATE_ENV, SEGWATCH_WORKER__STORE=store,
+               SEGWATCH_WORKER__DATA_DIR=str(tmp_path / "data"))  # fmt: skip
     assert _segwatch("topics", "create", env=env).returncode == 0
     stream = f"segwatch-events-k{unique}"
     start = int(time.time()) - 3 * 3600

@@ -1,0 +1,316 @@
+"""The pipeline on the local stack: end-to-end records/s beside its two ceilings, alert
+latency at a steady 5k records/s, and one worker against two.
+
+Every figure runs `segwatch worker` as users do (a subprocess, its own topics,
+consumer group and data stream), on records of the three-tier example model.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from elasticsearch import Elasticsearch
+
+from bench import Row
+from detector.model import compile_model, load_model
+from detector.simulate import Simulator
+from streams.elastic import install_templates
+from streams.pipeline import Normalizer, Scorer
+from streams.settings import Settings, load_settings
+from streams.ship import ship
+from streams.topics import ensure_topics, pipeline_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "rules" / "models" / "three_tier_vpc.yaml"
+BULK = 2_000  # documents per bulk, for the worker and the raw ceiling alike
+RATE = 5_000  # records/s for the latency figure
+WEB_PORT = 16066  # the benchmark workers' health and metrics ports: this one and up
+
+
+def run(scale: float) -> list[Row]:
+    base = load_settings()
+    es = Elasticsearch(**base.elasticsearch.client_kwargs())
+    install_templates(es)
+    n = max(int(200_000 * scale), 10_000)
+    records = _records(n)
+    rows = _throughput(base, es, records)
+    rows += _scaling(base, records)
+    rows += _latency(base, seconds=max(20.0, 40 * scale))
+    es.close()
+    return rows
+
+
+def _records(n: int) -> list[bytes]:
+    simulator = Simulator(compile_model(load_model(MODEL)), "vpcflow", seed=5)
+    start = time.time() - 30 * 86_400
+    out = [r.encode() for r, _ in simulator.run(start, n / 2, 2.0, [])]
+    return out[:n]
+
+
+def _settings(base: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+    """Settings (and the environment giving them to a worker) for one run's own topics,
+    group and indices."""
+    env = {
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"{tag}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"{tag}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"{tag}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
+        "SEGWATCH_WORKER__BATCH_SIZE": str(BULK),
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
+        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
+    }
+    topics = base.topics.model_copy(
+        update={
+            "raw_prefix": f"{tag}.raw.",
+            "normalized": f"{tag}.normalized",
+            "events": f"{tag}.events",
+            "alerts": f"{tag}.alerts",
+            "dlq": f"{tag}.dlq",
+            "model": f"{tag}.model",
+        }
+    )
+    elastic = base.elasticsearch.model_copy(
+        update={"events_stream": f"segwatch-events-{tag}", "alerts_index": f"segwatch-alerts-{tag}"}
+    )
+    settings = base.model_copy(update={"topics": topics, "elasticsearch": elastic})
+    ensure_topics(settings.kafka, pipeline_topics(settings.topics))
+    return settings, env
+
+
+@contextmanager
+def _workers(env: dict[str, str], count: int = 1, **extra: str) -> Iterator[None]:
+    """``count`` workers of one group, stopped (SIGTERM) on the way out."""
+    logs = Path(tempfile.mkdtemp(prefix="segwatch-bench-"))
+    procs = []
+    for i in range(count):
+        worker_env = {**os.environ, **env, **extra, "SEGWATCH_WORKER__WEB_PORT": str(WEB_PORT + i)}
+        command = [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL),
+                   "--loglevel", "warning"]  # fmt: skip
+        log = (logs / f"worker-{i}.log").open("w")
+        procs.append(subprocess.Popen(command, env=worker_env, cwd=ROOT, stdout=log,
+                                      stderr=subprocess.STDOUT))  # fmt: skip
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _steady_rate(count: Any, n: int, timeout: float = 600) -> float:
+    """Records/s from the first output to ``n`` outputs; ``count()`` reads the output."""
+    deadline = time.time() + timeout
+    first_at, first = None, 0
+    while time.time() < deadline:
+        seen = count()
+        now = time.perf_counter()
+        if first_at is None and seen > 0:
+            first_at, first = now, seen
+        if seen >= n and first_at is not None:
+            return (seen - first) / (now - first_at)
+        time.sleep(0.25)
+    raise RuntimeError(f"only {count()} of {n} records came out in {timeout:.0f} s")
+
+
+def _es_count(es: Elasticsearch, index: str) -> Any:
+    def count() -> int:
+        if not es.indices.exists(index=index):
+            return 0
+        es.indices.refresh(index=index)
+        return int(es.count(index=index)["count"])
+
+    return count
+
+
+def _throughput(base: Settings, es: Elasticsearch, records: list[bytes]) -> list[Row]:
+    n = len(records)
+    settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+    raw = settings.topics.raw("vpcflow")
+    if ship(settings.kafka, raw, records).failed:
+        raise RuntimeError("could not ship the records")
+    consume = _consume_rate(settings, raw, n)
+    bulk = _bulk_rate(es, records, f"segwatch-events-ceiling-{uuid.uuid4().hex[:8]}")
+    with _workers(env):
+        e2e = _steady_rate(_es_count(es, settings.elasticsearch.events_stream), n)
+    lower = min(consume, bulk)
+    cond = f"{n:,} VPC records already in {raw} (3 partitions), 1 worker, bulks of {BULK}"
+    return [
+        Row("ceiling: raw consume of the records (confluent-kafka)", consume, "records/s", cond),
+        Row("ceiling: raw bulk of the same documents (data stream)", bulk, "docs/s", cond),
+        Row("pipeline end to end: raw topic -> Elasticsearch", e2e, "records/s", cond),
+        Row("pipeline / lower ceiling", 100 * e2e / lower, "%", "target >= 70%"),
+    ]
+
+
+def _consume_rate(settings: Settings, topic: str, n: int) -> float:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"ceiling-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    got, first = 0, None
+    while got < n:
+        batch = consumer.consume(num_messages=10_000, timeout=1.0)
+        if batch and first is None:
+            first = time.perf_counter()
+        got += sum(1 for m in batch if m.error() is None)
+    rate = n / (time.perf_counter() - (first or time.perf_counter()))
+    consumer.close()
+    return rate
+
+
+def _bulk_rate(es: Elasticsearch, records: list[bytes], stream: str) -> float:
+    """Raw bulk (create, with ids) of the documents the pipeline makes of ``records``."""
+    normalizer = Normalizer("vpcflow")
+    scorer = Scorer(compile_model(load_model(MODEL)))
+    docs = []
+    for offset, record in enumerate(records):
+        for event in normalizer.normalize(record, "ceiling", 0, offset)[0]:
+            docs.append(orjson.dumps(scorer.score(event)[0]))
+    bodies = []
+    for i in range(0, len(docs), BULK):
+        lines = []
+        for j, doc in enumerate(docs[i : i + BULK]):
+            lines += [b'{"create":{"_id":"c-%d"}}' % (i + j), doc]
+        bodies.append(b"\n".join(lines) + b"\n")
+    started = time.perf_counter()
+    for body in bodies:
+        response = es.bulk(index=stream, body=body)
+        if response["errors"]:
+            raise RuntimeError(f"bulk refused: {response['items'][0]}")
+    return len(docs) / (time.perf_counter() - started)
+
+
+def _records_in(topic: str, workers: int) -> Any:
+    """Events the workers took in from ``topic``, from their /metrics."""
+
+    def count() -> int:
+        total = 0.0
+        for i in range(workers):
+            try:
+                url = f"http://127.0.0.1:{WEB_PORT + i}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue  # not up yet
+            for line in text.splitlines():
+                if line.startswith("segwatch_records_in_total{") and f'topic="{topic}"' in line:
+                    total += float(line.rsplit(" ", 1)[1])
+        return int(total)
+
+    return count
+
+
+def _scaling(base: Settings, records: list[bytes]) -> list[Row]:
+    """Normalize + score only (no sink): the rate into the events topic, 1 vs 2 workers."""
+    rates = []
+    for count in (1, 2):
+        settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+        if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
+            raise RuntimeError("could not ship the records")
+        with _workers(env, count, SEGWATCH_WORKER__ROLES='["normalize","score"]'):
+            scored = _records_in(settings.topics.normalized, count)
+            rates.append(_steady_rate(scored, len(records)))
+    cond = f"{len(records):,} records, normalize + score, 3 partitions, 2 cores in all"
+    return [
+        Row("1 worker: raw -> events topic", rates[0], "records/s", cond),
+        Row("2 workers: raw -> events topic", rates[1], "records/s", cond),
+        Row("2 workers / 1 worker", rates[1] / rates[0], "x", "target >= 1.6x"),
+    ]
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    arrived: ClassVar[dict[int, float]] = {}  # destination port -> receipt time
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        port = body.get("destination", {}).get("port")
+        if port is not None:
+            _Receiver.arrived.setdefault(int(port), time.time())
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _latency(base: Settings, seconds: float) -> list[Row]:
+    """Produce at RATE records/s; every 100 ms one violation into the restricted zone on
+    a port of its own (its own alert); time from produce to webhook receipt."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = [{"name": "bench", "kind": "json", "secret": "bench", "rate_per_second": 100,
+             "url": f"http://127.0.0.1:{server.server_address[1]}/"}]  # fmt: skip
+    settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+    topic = settings.topics.raw("vpcflow")
+    sent: dict[int, float] = {}
+
+    def record(src: str, dst: str, sport: int, dport: int) -> bytes:
+        t = int(time.time())
+        return (f"2 123456789012 eni-1 {src} {dst} {sport} {dport} 6 1 60 {t} {t + 1} "
+                "ACCEPT OK").encode()  # fmt: skip
+
+    with _workers(env, 1, SEGWATCH_WEBHOOKS=json.dumps(hook)):
+        probe = 9_999  # wait until the worker delivers at all
+        deadline = time.time() + 120
+        while probe not in _Receiver.arrived and time.time() < deadline:
+            producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, probe))
+            producer.flush(5)
+            time.sleep(2)
+        if probe not in _Receiver.arrived:
+            raise RuntimeError("no alert reached the webhook receiver in 120 s")
+        started = time.perf_counter()
+        slice_n = RATE // 100  # every 10 ms
+        i = 0
+        while time.perf_counter() - started < seconds:
+            tick = started + i * 0.01
+            delay = tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            for j in range(slice_n):
+                producer.produce(topic, record("10.0.1.10", "10.0.2.20", 30000 + j, 8080))
+            if i % 10 == 0:
+                port = 10_000 + i // 10
+                producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, port))
+                sent[port] = time.time()
+            producer.poll(0)
+            i += 1
+        producer.flush(30)
+        deadline = time.time() + 30
+        while time.time() < deadline and not set(sent) <= set(_Receiver.arrived):
+            time.sleep(0.5)
+    server.shutdown()
+    got = sorted(_Receiver.arrived[p] - sent[p] for p in sent if p in _Receiver.arrived)
+    if not got:
+        raise RuntimeError("no alert of the run reached the receiver")
+    lost = len(sent) - len(got)
+    cond = (f"{RATE:,} records/s for {seconds:.0f} s, {len(sent)} alerts, "
+            f"{lost} not received in 30 s, produce -> webhook receipt")  # fmt: skip
+    p99 = got[min(len(got) - 1, int(0.99 * len(got)))]
+    return [
+        Row("alert latency p50", statistics.median(got), "s", cond),
+        Row("alert latency p99", p99, "s", f"target <= 2 s; {cond}"),
+    ]
