@@ -26,7 +26,7 @@ from streams.elastic import EventsSink, install_templates, upsert_alert
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
 from streams.normalize import NormalizeLoop, normalize_group
-from streams.pipeline import Scorer, dead_letter, parse_source_id
+from streams.pipeline import Scorer, batches, dead_letter, parse_source_id
 from streams.settings import Settings
 from streams.state import DetectorState
 from streams.webhooks import Refused, RetryLater, WebhookSink
@@ -62,7 +62,6 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, worker.session_timeout_seconds / 3),
         producer_max_request_size=_MAX_STATE_BYTES,
         producer_max_batch_size=1_048_576,
-        producer_linger=0.005,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         topic_allow_declare=True,  # its own state topics; `segwatch topics create` makes ours
@@ -127,6 +126,18 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         ready["partitions"] = sorted(mine)
 
+    async def deliver(topic: Any, key: bytes | None, value: bytes) -> None:
+        """Send and wait for Kafka's acknowledgement. faust would commit the input's
+        offset even if this send failed, so a failure stops the worker instead: its
+        restart reads the input again from the last commit."""
+        try:
+            await (await topic.send(key=key, value=value))
+        except Exception as exc:
+            log.critical("could not write to %s (%s): stopping, to resume from the last "
+                         "commit", topic.get_topic_name(), exc)  # fmt: skip
+            await app.crash(exc)
+            raise
+
     async def score(stream: Any) -> None:
         async for record in stream.events():
             partition = record.message.partition
@@ -143,9 +154,10 @@ def create_app(settings: Settings) -> faust.App:
                 if alert is not None:
                     doc = alert.to_document()
                     METRICS.alerts_raised.inc()
-                    await alerts.send(key=alert.fingerprint.encode(), value=orjson.dumps(doc))
+                    await deliver(alerts, alert.fingerprint.encode(), orjson.dumps(doc))
             state.save(partition, scorer.engines[partition])
-            await events.send(key=record.key, value=orjson.dumps(batch))
+            for scored in batches(batch):
+                await deliver(events, record.key, scored)
 
     async def index(stream: Any) -> None:
         async for values in stream.take(_BATCHES_PER_BULK, within=worker.batch_seconds):
@@ -165,7 +177,7 @@ def create_app(settings: Settings) -> faust.App:
                         orjson.dumps(event), topic, partition, offset, "index",
                         f"Elasticsearch refused the document: {reason}",
                     )  # fmt: skip
-                    await dlq.send(value=orjson.dumps(letter))
+                    await deliver(dlq, None, orjson.dumps(letter))
                     METRICS.dlq_writes.labels("index").inc()
 
     async def alert(stream: Any) -> None:

@@ -30,7 +30,7 @@ from confluent_kafka import (
 
 from detector.parsers import ParseOptions
 from streams.metrics import METRICS
-from streams.pipeline import Normalizer
+from streams.pipeline import Normalizer, batches
 from streams.settings import Settings
 
 __all__ = ["NormalizeLoop", "normalize_group"]
@@ -136,7 +136,8 @@ class NormalizeLoop:
         for topic, count in counts.items():
             METRICS.records_in.labels(topic).inc(count)
         for key, events in by_zone.items():
-            self._produce(producer, topics.normalized, key, orjson.dumps(events), delivered)
+            for batch in batches(events):
+                self._produce(producer, topics.normalized, key, batch, delivered)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
         if failures:

@@ -8,16 +8,36 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from detector.detect import Alert, DetectorSettings, Engine, load_rules
 from detector.errors import ParseError
 from detector.model import CompiledModel
 from detector.parsers import ParseOptions, make_parser
 
-__all__ = ["Normalizer", "Scorer", "dead_letter", "parse_source_id", "source_id"]
+__all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "parse_source_id", "source_id"]
+
+MAX_BATCH_BYTES = 512 * 1024  # half Kafka's default message.max.bytes
+
+
+def batches(events: Iterable[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
+    """The events as JSON arrays of at most ``limit`` bytes each (an event larger than
+    that travels alone), so batched messages never exceed what the broker takes."""
+    parts: list[bytes] = []
+    size = 2
+    for event in events:
+        part = orjson.dumps(event)
+        if parts and size + len(part) + 1 > limit:
+            yield b"[" + b",".join(parts) + b"]"
+            parts, size = [], 2
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield b"[" + b",".join(parts) + b"]"
 
 
 def source_id(topic: str, partition: int, offset: int, index: int = 0) -> str:
