@@ -17,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+from unittest import mock
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -32,6 +32,7 @@ from bench import Row
 from detector.model import compile_model, load_model
 from detector.simulate import Simulator
 from streams.elastic import install_templates
+from streams.metrics import scrape
 from streams.pipeline import Normalizer, Scorer
 from streams.settings import Settings, load_settings
 from streams.ship import ship
@@ -39,7 +40,7 @@ from streams.topics import ensure_topics, pipeline_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "rules" / "models" / "three_tier_vpc.yaml"
-BULK = 2_000  # documents per bulk, for the worker and the raw ceiling alike
+BULK = 2_000  # the worker's batch size, and documents per raw bulk for the ceiling
 RATE = 5_000  # records/s for the latency figure
 WEB_PORT = 16066  # the benchmark workers' health and metrics ports: this one and up
 
@@ -50,9 +51,9 @@ def run(scale: float) -> list[Row]:
     install_templates(es)
     n = max(int(200_000 * scale), 10_000)
     records = _records(n)
-    rows = _throughput(base, es, records)
-    rows += _scaling(base, records)
-    rows += _latency(base, seconds=max(20.0, 40 * scale))
+    rows = _throughput(es, records)
+    rows += _scaling(records)
+    rows += _latency(seconds=max(20.0, 40 * scale))
     es.close()
     return rows
 
@@ -64,9 +65,9 @@ def _records(n: int) -> list[bytes]:
     return out[:n]
 
 
-def _settings(base: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+def _settings(tag: str) -> tuple[Settings, dict[str, str]]:
     """Settings (and the environment giving them to a worker) for one run's own topics,
-    group and indices."""
+    group and indices, read from that environment as the worker will read them."""
     env = {
         "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
         "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
@@ -79,20 +80,8 @@ def _settings(base: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
         "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
         "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
     }
-    topics = base.topics.model_copy(
-        update={
-            "raw_prefix": f"{tag}.raw.",
-            "normalized": f"{tag}.normalized",
-            "events": f"{tag}.events",
-            "alerts": f"{tag}.alerts",
-            "dlq": f"{tag}.dlq",
-            "model": f"{tag}.model",
-        }
-    )
-    elastic = base.elasticsearch.model_copy(
-        update={"events_stream": f"segwatch-events-{tag}", "alerts_index": f"segwatch-alerts-{tag}"}
-    )
-    settings = base.model_copy(update={"topics": topics, "elasticsearch": elastic})
+    with mock.patch.dict(os.environ, env):
+        settings = load_settings()
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     return settings, env
 
@@ -146,9 +135,9 @@ def _es_count(es: Elasticsearch, index: str) -> Any:
     return count
 
 
-def _throughput(base: Settings, es: Elasticsearch, records: list[bytes]) -> list[Row]:
+def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
     n = len(records)
-    settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+    settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}")
     raw = settings.topics.raw("vpcflow")
     if ship(settings.kafka, raw, records).failed:
         raise RuntimeError("could not ship the records")
@@ -157,7 +146,8 @@ def _throughput(base: Settings, es: Elasticsearch, records: list[bytes]) -> list
     with _workers(env):
         e2e = _steady_rate(_es_count(es, settings.elasticsearch.events_stream), n)
     lower = min(consume, bulk)
-    cond = f"{n:,} VPC records already in {raw} (3 partitions), 1 worker, bulks of {BULK}"
+    cond = (f"{n:,} VPC records already in {raw} (3 partitions), 1 worker, batches of {BULK}, "
+            f"raw bulks of {BULK}")  # fmt: skip
     return [
         Row("ceiling: raw consume of the records (confluent-kafka)", consume, "records/s", cond),
         Row("ceiling: raw bulk of the same documents (data stream)", bulk, "docs/s", cond),
@@ -207,27 +197,23 @@ def _records_in(topic: str, workers: int) -> Any:
     """Events the workers took in from ``topic``, from their /metrics."""
 
     def count() -> int:
-        total = 0.0
-        for i in range(workers):
-            try:
-                url = f"http://127.0.0.1:{WEB_PORT + i}/metrics"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    text = response.read().decode()
-            except OSError:
-                continue  # not up yet
-            for line in text.splitlines():
-                if line.startswith("segwatch_records_in_total{") and f'topic="{topic}"' in line:
-                    total += float(line.rsplit(" ", 1)[1])
-        return int(total)
+        samples = [s for i in range(workers) for s in scrape(WEB_PORT + i, timeout=2)]
+        return int(
+            sum(
+                s.value
+                for s in samples
+                if s.name == "segwatch_records_in_total" and s.labels.get("topic") == topic
+            )
+        )
 
     return count
 
 
-def _scaling(base: Settings, records: list[bytes]) -> list[Row]:
+def _scaling(records: list[bytes]) -> list[Row]:
     """Normalize + score only (no sink): the rate into the events topic, 1 vs 2 workers."""
     rates = []
     for count in (1, 2):
-        settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+        settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}")
         if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
             raise RuntimeError("could not ship the records")
         with _workers(env, count, SEGWATCH_WORKER__ROLES='["normalize","score"]'):
@@ -256,14 +242,14 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _latency(base: Settings, seconds: float) -> list[Row]:
+def _latency(seconds: float) -> list[Row]:
     """Produce at RATE records/s; every 100 ms one violation into the restricted zone on
     a port of its own (its own alert); time from produce to webhook receipt."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = [{"name": "bench", "kind": "json", "secret": "bench", "rate_per_second": 100,
              "url": f"http://127.0.0.1:{server.server_address[1]}/"}]  # fmt: skip
-    settings, env = _settings(base, f"bench{uuid.uuid4().hex[:8]}")
+    settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}")
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
     topic = settings.topics.raw("vpcflow")
     sent: dict[int, float] = {}

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from rich.table import Table
 from detector.model import compile_model, load_model
 from detector.simulate import SCENARIOS, SimulationError, Simulator
 from streams.elastic import install_templates
+from streams.metrics import scrape
 from streams.settings import Settings
 from streams.ship import ship
 from streams.topics import ensure_topics, pipeline_topics
@@ -82,20 +82,10 @@ def run_demo(settings: Settings, model_path: Path, rate: float, cycle_seconds: f
 
 
 def _metrics(port: int) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
+    """The worker's metrics, summed over their labels."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            base = name.split("{")[0]
-            try:
-                out[base] = out.get(base, 0.0) + float(value)
-            except ValueError:
-                continue
+    for sample in scrape(port, timeout=2):
+        out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
 
 

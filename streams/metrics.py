@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
-__all__ = ["METRICS", "Metrics", "measure_lag"]
+__all__ = ["METRICS", "Metrics", "measure_lag", "scrape"]
 
 
 @dataclass
@@ -67,3 +69,16 @@ def measure_lag(
         return lag
     finally:
         consumer.close()
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> list[Sample]:
+    """A worker's ``/metrics`` as samples (name, labels, value); none if it does not answer."""
+    import urllib.request
+
+    try:
+        url = f"http://{host}:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]

@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
+from streams.metrics import scrape
 from streams.settings import KafkaSettings
 from streams.webhooks import verify
 
@@ -225,8 +226,6 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
 def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
     kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
 ) -> None:
-    import urllib.request
-
     port = _free_port()
     env = _env(f"r{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
     assert _segwatch("topics", "create", env=env).returncode == 0
@@ -250,10 +249,6 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         )
         return path
 
-    def ready() -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return dict(json.loads(response.read()))
-
     worker = _start_worker(old, env, tmp_path / "worker.log")
     stream = f"segwatch-events-r{unique}"
     try:
@@ -261,16 +256,16 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
             _segwatch("ship", "-f", "vpcflow", str(batch("one.log", 20)), env=env).returncode == 0
         )
         assert _wait_count(es, stream, 20) == 20
-        before = ready()
+        before = _readyz(port)
         published = _segwatch("model", "publish", str(new), env=env)
         assert published.returncode == 0, published.stderr
         deadline = time.time() + 60
-        while time.time() < deadline and ready()["published_version"] in (
+        while time.time() < deadline and _readyz(port)["published_version"] in (
             None,
             before["model_version"],
         ):
             time.sleep(0.5)
-        assert ready()["published_version"] not in (None, before["model_version"])
+        assert _readyz(port)["published_version"] not in (None, before["model_version"])
         bad = tmp_path / "bad.yaml"
         bad.write_text("apiVersion: segwatch/v1\nmetadata: {name: x}\nzones: []\n")
         refused = _segwatch("model", "publish", str(bad), env=env)
@@ -290,25 +285,24 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
             (d["segmentation"]["model_version"], d["segmentation"]["verdict"]) for d in docs
         }
         assert (before["model_version"], "violation") in verdicts
-        assert (ready()["model_version"], "allowed") in verdicts
+        assert (_readyz(port)["model_version"], "allowed") in verdicts
         assert len(verdicts) == 2 and first
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        assert "segwatch_records_in_total" in text and "segwatch_model_info" in text
+        names = {sample.name for sample in scrape(port)}
+        assert "segwatch_records_in_total" in names and "segwatch_model_info" in names
+
+        def lags() -> list[float]:
+            return [
+                sample.value
+                for sample in scrape(port)
+                if sample.name == "segwatch_consumer_lag"
+                and sample.labels["topic"] == f"r{unique}.raw.vpcflow"
+            ]
+
         deadline = time.time() + 40  # the lag timer runs every 15 s
-        while (
-            time.time() < deadline
-            and f'segwatch_consumer_lag{{partition="0",topic="r{unique}.raw.vpcflow"}}' not in text
-        ):
+        while time.time() < deadline and not lags():
             time.sleep(2)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        lags = [
-            line
-            for line in text.splitlines()
-            if line.startswith("segwatch_consumer_lag{") and f"r{unique}.raw.vpcflow" in line
-        ]
-        assert lags and all(float(line.rsplit(" ", 1)[1]) == 0 for line in lags), lags
+        found = lags()
+        assert found and all(lag == 0 for lag in found), found
     finally:
         _stop(worker)
 
@@ -535,14 +529,10 @@ def _readyz(port: int) -> dict[str, Any]:
 
 def _records_in(port: int) -> dict[str, float]:
     """A worker's segwatch_records_in_total, by topic."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     return {
-        line.split('topic="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("segwatch_records_in_total{")
+        sample.labels["topic"]: sample.value
+        for sample in scrape(port)
+        if sample.name == "segwatch_records_in_total"
     }
 
 
