@@ -137,7 +137,8 @@ class Scorer:
         self.model = model
         for partition, old in self.engines.items():
             engine = self.engines[partition] = Engine(model, self.settings, self._rules)
-            engine.load(old.state())
+            engine.load(old.state(paths=False))  # the paths move as they are, not through JSON
+            engine.new_paths.paths = old.new_paths.paths
             engine.new_paths.journal = old.new_paths.journal
 
     def score(

@@ -129,7 +129,12 @@ class WorkerSettings(BaseModel):
     )
     watch_file: bool = Field(default=False, description="Reload model_file when it changes.")
     rules_folder: str | None = Field(default="rules/detections", description="Detection rules.")
-    batch_size: int = Field(default=500, ge=1, description="Events per Elasticsearch bulk.")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        description="Raw records the normalize stage takes at once; a bulk holds up to four "
+        "such batches once scored.",
+    )
     batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")
     web_host: str = "127.0.0.1"
     web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
