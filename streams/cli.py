@@ -135,8 +135,10 @@ def worker_cmd(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
 ) -> None:
-    """Run the stream app: normalize, place, score, index, alert. Ctrl-C (or SIGTERM)
-    stops it cleanly. Logs are ECS JSON lines on stderr."""
+    """Run the stream app: normalize, place and score, index, alert (the stages in
+    worker.roles; all by default). Detector state is kept in a changelogged table, so a
+    restart resumes it. Ctrl-C (or SIGTERM) stops it cleanly. Logs are ECS JSON lines on
+    stderr."""
     import faust
 
     from streams.app import create_app
