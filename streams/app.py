@@ -22,6 +22,7 @@ import orjson
 from elasticsearch import Elasticsearch
 
 from detector.model import compile_model, load_model
+from streams.consumer import App
 from streams.elastic import EventsSink, install_templates, upsert_alert
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
@@ -53,7 +54,7 @@ def create_app(settings: Settings) -> faust.App:
     if worker.model_file is None:
         raise ValueError("worker.model_file: give the model (segwatch worker --model FILE)")
     worker.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = App(
         worker.app_id,
         broker=_broker(settings),
         store=worker.store,
@@ -101,8 +102,18 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task  # type: ignore[misc]
     async def setup() -> None:
-        report = await asyncio.to_thread(install_templates, es)
-        log.info("elasticsearch %s templates: %s", report.server_version, report.installed)
+        report = await asyncio.to_thread(
+            install_templates,
+            es,
+            lifecycle=settings.elasticsearch.lifecycle,
+            retention=settings.elasticsearch.retention,
+        )
+        log.info(
+            "elasticsearch %s templates: %s; %s",
+            report.server_version,
+            report.installed,
+            report.adaptations,
+        )
         ready["templates"] = True
         watcher.start()
 
