@@ -42,7 +42,11 @@ def _settings(config: Path | None) -> Settings:
 topics_app = typer.Typer(help="Create and list the pipeline's Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 es_app = typer.Typer(help="Elasticsearch: index templates.", no_args_is_help=True)
+kibana_app = typer.Typer(
+    help="Kibana: import the dashboards, check what their panels query.", no_args_is_help=True
+)
 app.add_typer(es_app, name="es")
+app.add_typer(kibana_app, name="kibana")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 
@@ -190,8 +194,10 @@ def demo_cmd(
 def es_setup(config: ConfigOption = None) -> None:
     """Install the component and index templates (idempotent) and say what was adapted.
 
-    Checks the server is Elasticsearch 8.x or 9.x; match_only_text and data
-    stream lifecycle are used where the server has them.
+    Checks the server is Elasticsearch 8.x or 9.x; uses match_only_text where the
+    server has it. Old events are deleted after elasticsearch.retention (30d) by data
+    stream lifecycle or ILM: elasticsearch.lifecycle picks (auto: data stream lifecycle
+    where the server runs it, else ILM, else none); the output says which is used.
     """
     from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -200,7 +206,11 @@ def es_setup(config: ConfigOption = None) -> None:
     settings = _settings(config)
     client = Elasticsearch(**settings.elasticsearch.client_kwargs())
     try:
-        report = install_templates(client)
+        report = install_templates(
+            client,
+            lifecycle=settings.elasticsearch.lifecycle,
+            retention=settings.elasticsearch.retention,
+        )
     except (ApiError, TransportError, RuntimeError) as exc:
         _err.print(f"[red]Elasticsearch at {settings.elasticsearch.url}:[/red] {escape(str(exc))}",
                    soft_wrap=True)  # fmt: skip
@@ -210,6 +220,105 @@ def es_setup(config: ConfigOption = None) -> None:
         typer.echo(f"  installed {line}")
     for line in report.adaptations:
         typer.echo(f"  adapted: {line}")
+
+
+SavedObjectFiles = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Saved-object NDJSON files (default: deploy/kibana/*.ndjson).",
+                   dir_okay=False, exists=True),
+]  # fmt: skip
+
+
+def _saved_objects(files: list[Path] | None) -> list[Path]:
+    from streams.kibana import SAVED_OBJECTS
+
+    return files or sorted(SAVED_OBJECTS.glob("*.ndjson"))
+
+
+@kibana_app.command("import")
+def kibana_import(
+    files: SavedObjectFiles = None,
+    url: Annotated[str | None, typer.Option(help="Kibana URL (default: kibana.url).")] = None,
+    space: Annotated[str | None, typer.Option(help="Kibana space (default: kibana.space).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Load the data views, visualizations and dashboards into Kibana through its
+    saved-objects API (overwriting earlier imports of the same objects).
+
+    Credentials come from the configuration: kibana.api_key (SEGWATCH_KIBANA__API_KEY),
+    or kibana.username and kibana.password; kibana.ca_certs for TLS.
+    """
+    from streams.kibana import KibanaError, import_objects
+
+    settings = _settings(config)
+    kwargs = settings.kibana.client_kwargs()
+    if space is not None:
+        kwargs["space"] = space
+    target = url or settings.kibana.url
+    try:
+        done = import_objects(target, _saved_objects(files), **kwargs)
+    except KibanaError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    where = f"{target} (space {kwargs['space']})" if kwargs["space"] else target
+    typer.echo(f"imported into {where}:")
+    for line in done:
+        typer.echo(f"  {line}")
+
+
+@kibana_app.command("check")
+def kibana_check(
+    files: SavedObjectFiles = None,
+    events: Annotated[
+        str | None, typer.Option(help="Read the events panels from this index or stream.")
+    ] = None,
+    alerts: Annotated[
+        str | None, typer.Option(help="Read the alerts panels from this index.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check every panel: its fields are mapped by the index templates (aggregatable where
+    aggregated), and its filters and aggregations run on Elasticsearch. Prints the
+    documents and buckets each panel finds; exits 1 if a panel is broken, not if empty."""
+    from elasticsearch import ApiError, Elasticsearch, TransportError
+    from rich.table import Table
+
+    from streams.kibana import (
+        KibanaError,
+        aggregatable_fields,
+        field_problems,
+        load_objects,
+        run_panel,
+    )
+    from streams.kibana import panels as find_panels
+
+    settings = _settings(config)
+    try:
+        found = find_panels(load_objects(_saved_objects(files)))
+    except KibanaError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    mapped = aggregatable_fields()
+    indices = {"segwatch-events": events or settings.elasticsearch.events_stream,
+               "segwatch-alerts": alerts or settings.elasticsearch.alerts_index}  # fmt: skip
+    es = Elasticsearch(**settings.elasticsearch.client_kwargs())
+    table = Table("panel", "index", "documents", "buckets", "problem")
+    broken = 0
+    for panel in found:
+        index = indices.get(panel.data_view, panel.pattern)
+        problems = field_problems(panel, mapped)
+        hits, buckets = 0, 0
+        if not problems:
+            try:
+                hits, buckets = run_panel(es, panel, index)
+            except (ApiError, TransportError) as exc:
+                problems.append(f"{panel.source}: {panel.title}: {exc}")
+        broken += bool(problems)
+        table.add_row(panel.title, index, f"{hits:,}", f"{buckets:,}", "; ".join(problems))
+    _out.print(table)
+    if broken:
+        _err.print(f"[red]{broken} of {len(found)} panels are broken[/red]")
+        raise typer.Exit(1)
 
 
 @app.command("ship")

@@ -37,7 +37,9 @@ SPAN = CYCLE_HOURS * 3600
 def run_demo(settings: Settings, model_path: Path, rate: float, cycle_seconds: float) -> None:
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    install_templates(es)
+    install_templates(
+        es, lifecycle=settings.elasticsearch.lifecycle, retention=settings.elasticsearch.retention
+    )
     model = compile_model(load_model(model_path))
     port = settings.worker.web_port or 6066
     env = {**os.environ, "SEGWATCH_WORKER__WEB_PORT": str(port),

@@ -2,8 +2,9 @@
 
 Templates are data in ``deploy/elasticsearch/`` (``component-*.json``,
 ``index-*.json``). ``install_templates`` adapts them to what the server has:
-``match_only_text`` falls back to ``text`` (without norms) and data stream
-lifecycle is dropped when the server has neither, and says so.
+``match_only_text`` falls back to ``text`` (without norms) where the server
+lacks it; the events' retention is set with data stream lifecycle or ILM,
+whichever the server runs (or as configured), and the report says which.
 
 The events sink indexes into the data stream with ``op_type: create`` and ids
 derived from the source record (topic/partition/offset): a replay finds the
@@ -28,9 +29,11 @@ import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 __all__ = [
+    "ILM_POLICY",
     "BulkResult",
     "EventsSink",
     "TemplateReport",
+    "choose_lifecycle",
     "install_templates",
     "load_templates",
     "upsert_alert",
@@ -59,17 +62,57 @@ class TemplateReport:
     server_version: str
     installed: list[str] = field(default_factory=list)
     adaptations: list[str] = field(default_factory=list)
+    lifecycle: str = "none"  # dsl, ilm or none: who deletes old events
 
 
-def install_templates(client: Elasticsearch, folder: Path = TEMPLATES) -> TemplateReport:
-    """Put the component and index templates (idempotent: PUT replaces), adapting to the server.
+ILM_POLICY = "segwatch-events"
 
-    :raises RuntimeError: the server is not 8.x or 9.x.
+
+def choose_lifecycle(wanted: str, dsl: bool, ilm: bool) -> tuple[str, str]:
+    """(dsl | ilm | none, why) for the events data stream, given what the server runs.
+
+    :raises RuntimeError: ``wanted`` names a mechanism the server does not run.
+    """
+    if wanted == "none":
+        return "none", "elasticsearch.lifecycle is none: events are kept until deleted"
+    if wanted in ("dsl", "ilm"):
+        if not (dsl if wanted == "dsl" else ilm):
+            name = "data stream lifecycle" if wanted == "dsl" else "ILM"
+            raise RuntimeError(f"elasticsearch.lifecycle is {wanted}, but this server does not "
+                               f"run {name}; set it to auto or none")  # fmt: skip
+        return wanted, f"elasticsearch.lifecycle is {wanted}"
+    if dsl:
+        return "dsl", "the server runs data stream lifecycle"
+    if ilm:
+        return "ilm", "the server runs ILM but not data stream lifecycle"
+    return "none", ("the server runs neither data stream lifecycle nor ILM: "
+                    "events are kept until deleted")  # fmt: skip
+
+
+def _runs(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+        return True
+    except ApiError:  # 404/405: the module is not there (or not allowed to us)
+        return False
+
+
+def install_templates(
+    client: Elasticsearch, folder: Path = TEMPLATES, lifecycle: str = "auto", retention: str = "30d"
+) -> TemplateReport:
+    """Put the component and index templates (idempotent: PUT replaces), adapting to the
+    server, and set the events' retention with the lifecycle mechanism the server runs
+    (``lifecycle``: auto, dsl, ilm or none; see :func:`choose_lifecycle`).
+
+    :raises RuntimeError: the server is not 8.x or 9.x, or lacks the lifecycle asked for.
     """
     version = _server_version(client)
     if version.split(".")[0] not in ("8", "9"):
         raise RuntimeError(f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x")
     report = TemplateReport(version)
+    dsl = _runs(client.indices.get_data_lifecycle_stats)
+    ilm = _runs(client.ilm.get_status)
+    report.lifecycle, why = choose_lifecycle(lifecycle, dsl, ilm)
     components, indices = load_templates(folder)
     text_type = "match_only_text"
     try:
@@ -84,18 +127,24 @@ def install_templates(client: Elasticsearch, folder: Path = TEMPLATES) -> Templa
         body = _retype(copy.deepcopy(body), text_type)
         client.cluster.put_component_template(name=name, **body)
         report.installed.append(f"component template {name}")
+    if report.lifecycle == "ilm":
+        client.ilm.put_lifecycle(name=ILM_POLICY, policy={"phases": {
+            "hot": {"actions": {"rollover": {"max_age": "1d", "max_primary_shard_size": "50gb"}}},
+            "delete": {"min_age": retention, "actions": {"delete": {}}},
+        }})  # fmt: skip
+        report.installed.append(f"ILM policy {ILM_POLICY} (delete after {retention})")
     for name, body in indices.items():
         body = copy.deepcopy(body)
-        try:
-            client.indices.put_index_template(name=name, **body)
-        except ApiError as exc:
-            if "lifecycle" not in str(exc) or "lifecycle" not in body.get("template", {}):
-                raise
-            body["template"].pop("lifecycle")
-            client.indices.put_index_template(name=name, **body)
-            report.adaptations.append(f"{name}: no data stream lifecycle on this server; "
-                                      "retention is not managed by Elasticsearch")  # fmt: skip
+        if "data_stream" in body:
+            template = body.setdefault("template", {})
+            if report.lifecycle == "dsl":
+                template["lifecycle"] = {"data_retention": retention}
+            elif report.lifecycle == "ilm":
+                template.setdefault("settings", {})["index.lifecycle.name"] = ILM_POLICY
+        client.indices.put_index_template(name=name, **body)
         report.installed.append(f"index template {name}")
+    retained = f", events kept {retention}" if report.lifecycle != "none" else ""
+    report.adaptations.append(f"lifecycle: {report.lifecycle} ({why}{retained})")
     return report
 
 

@@ -29,6 +29,7 @@ from streams.webhooks import WebhookTarget
 __all__ = [
     "ElasticsearchSettings",
     "KafkaSettings",
+    "KibanaSettings",
     "Settings",
     "SettingsError",
     "TopicSettings",
@@ -105,6 +106,16 @@ class ElasticsearchSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0)
     events_stream: str = "segwatch-events"
     alerts_index: str = "segwatch-alerts"
+    lifecycle: Literal["auto", "dsl", "ilm", "none"] = Field(
+        default="auto",
+        description="Who deletes old events: dsl (data stream lifecycle), ilm, none, or auto "
+        "(dsl where the server runs it, else ilm, else none; `es setup` says which).",
+    )
+    retention: str = Field(
+        default="30d",
+        pattern=r"^[1-9][0-9]*(d|h)$",
+        description="How long events are kept (e.g. 30d, 72h).",
+    )
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
@@ -115,6 +126,30 @@ class ElasticsearchSettings(BaseModel):
             kwargs["basic_auth"] = (self.username, self.password.get_secret_value())
         if self.ca_certs is not None:
             kwargs["ca_certs"] = str(self.ca_certs)
+        return kwargs
+
+
+class KibanaSettings(BaseModel):
+    """How to reach Kibana (`segwatch kibana import`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = "http://127.0.0.1:5601"
+    space: str | None = Field(default=None, description="Kibana space; none: the default.")
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`streams.kibana.import_objects`."""
+        kwargs: dict[str, Any] = {"space": self.space, "headers": {}, "auth": None}
+        if self.api_key is not None:
+            kwargs["headers"]["Authorization"] = f"ApiKey {self.api_key.get_secret_value()}"
+        elif self.username is not None and self.password is not None:
+            kwargs["auth"] = (self.username, self.password.get_secret_value())
+        kwargs["verify"] = str(self.ca_certs) if self.ca_certs is not None else self.verify_certs
         return kwargs
 
 
@@ -170,6 +205,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    kibana: KibanaSettings = KibanaSettings()
     detectors: DetectorSettings = DetectorSettings()
     webhooks: tuple[WebhookTarget, ...] = ()
     worker: WorkerSettings = WorkerSettings()

@@ -67,7 +67,8 @@ class Engine:
         self, event: dict[str, Any], placement: Placement, event_id: str
     ) -> tuple[int, Alert | None]:
         """Score one placed event (its ``segmentation`` fields gain ``risk_score``,
-        ``reasons``, ``anomalies`` (the detectors that found something) and ``detections``); return the score and the alert to send, if any."""
+        ``reasons``, ``anomalies`` (the detectors that found something) and
+        ``detections``); return the score and the alert to send, if any."""
         ctx = Context.of(event, placement)
         seg = event.get("segmentation")
         if seg is None or seg.get("model_version") != placement.model_version:

@@ -151,3 +151,33 @@ def test_es_setup_command() -> None:
     result = CliRunner(mix_stderr=False).invoke(app, ["es", "setup"])
     assert result.exit_code == 0, result.stderr
     assert "installed index template segwatch-events" in result.stdout
+    assert "lifecycle: " in result.stdout
+
+
+def test_the_lifecycle_used_is_detected_and_said(es: Elasticsearch, installed: Any) -> None:
+    runs_dsl = _answers(lambda: es.indices.get_data_lifecycle_stats())
+    runs_ilm = _answers(lambda: es.ilm.get_status())
+    expected = "dsl" if runs_dsl else "ilm" if runs_ilm else "none"
+    assert installed.lifecycle == expected
+    assert any(a.startswith(f"lifecycle: {expected} (") for a in installed.adaptations)
+    template = es.indices.get_index_template(name="segwatch-events")["index_templates"][0]
+    body = template["index_template"]["template"]
+    assert ("lifecycle" in body) == (expected == "dsl")
+    # asking for what the server does not run is refused, naming the setting
+    missing = "ilm" if not runs_ilm else "dsl" if not runs_dsl else None
+    if missing is not None:
+        with pytest.raises(RuntimeError, match=f"elasticsearch.lifecycle is {missing}"):
+            install_templates(es, lifecycle=missing)
+    none = install_templates(es, lifecycle="none")
+    assert none.lifecycle == "none"
+    install_templates(es)  # back to what the other tests expect
+
+
+def _answers(call: Any) -> bool:
+    from elasticsearch import ApiError
+
+    try:
+        call()
+        return True
+    except ApiError:
+        return False
