@@ -175,6 +175,10 @@ def demo_cmd(
     ] = Path("rules/models/retail_store.yaml"),
     rate: Annotated[float, typer.Option(help="Simulated flows per second at full activity.")] = 2.0,
     cycle: Annotated[float, typer.Option(help="Seconds between shipped batches.")] = 10.0,
+    worker_url: Annotated[
+        str | None,
+        typer.Option(help="Watch this worker (http://host:port) instead of starting one."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """The whole pipeline live (what `make run` runs): topics, templates, a worker,
@@ -184,7 +188,7 @@ def demo_cmd(
 
     settings = _settings(config)
     try:
-        run_demo(settings, model, rate, cycle)
+        run_demo(settings, model, rate, cycle, worker_url)
     except RuntimeError as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None

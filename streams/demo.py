@@ -1,8 +1,10 @@
 """``segwatch demo`` (what ``make run`` runs): the whole pipeline on the local stack.
 
-Creates the topics, installs the templates, starts a worker, ships simulated
+Creates the topics, installs the templates, starts a worker (or watches one
+that runs elsewhere: ``--worker-url``, as in the compose file), ships simulated
 traffic for the retail model with a rotating attack scenario every cycle, and
-shows throughput and the latest alerts live. Ctrl-C stops the worker cleanly.
+shows throughput and the latest alerts live (one line per cycle off a
+terminal). Ctrl-C stops the worker cleanly.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from elasticsearch import Elasticsearch
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -34,65 +37,97 @@ CYCLE_HOURS = 2  # simulated time per cycle
 SPAN = CYCLE_HOURS * 3600
 
 
-def run_demo(settings: Settings, model_path: Path, rate: float, cycle_seconds: float) -> None:
+def run_demo(
+    settings: Settings,
+    model_path: Path,
+    rate: float,
+    cycle_seconds: float,
+    worker_url: str | None = None,
+) -> None:
+    """Ship a cycle of simulated traffic every ``cycle_seconds`` and show the pipeline.
+
+    ``worker_url`` (http://host:port): a worker that runs elsewhere (compose, Kubernetes)
+    whose metrics to show; none: start one here. Off a terminal, one line per cycle.
+    """
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     install_templates(
         es, lifecycle=settings.elasticsearch.lifecycle, retention=settings.elasticsearch.retention
     )
     model = compile_model(load_model(model_path))
-    port = settings.worker.web_port or 6066
-    env = {**os.environ, "SEGWATCH_WORKER__WEB_PORT": str(port),
-           "SEGWATCH_DETECTORS__LEARNING_SECONDS": str(4 * 3600)}  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "-m",
-                               str(model_path), "--loglevel", "error"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    if worker_url is None:
+        host, port = "127.0.0.1", settings.worker.web_port or 6066
+        env = {**os.environ, "SEGWATCH_WORKER__WEB_PORT": str(port),
+               "SEGWATCH_DETECTORS__LEARNING_SECONDS": str(4 * 3600)}  # fmt: skip
+        worker: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "-m", str(model_path),
+             "--loglevel", "error"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    else:
+        address = urlsplit(worker_url)
+        host, port, worker = address.hostname or "127.0.0.1", address.port or 6066, None
+    console = Console()
     families = [f for f in ("vpcflow",) if f in settings.topics.families]
     scenarios = [s for s in SCENARIOS if s != "tenant-crossing"]
     start = time.time() - 48 * 3600
     cycle = 0
     shipped = 0
+    live = Live(_view(es, settings, host, port, shipped, "starting"), console=console,
+                refresh_per_second=1) if console.is_terminal else None  # fmt: skip
     try:
-        with Live(_view(es, settings, port, shipped, "starting"), refresh_per_second=1) as live:
-            while True:
-                attack = scenarios[cycle % len(scenarios)]
-                simulator = Simulator(model, families[0], seed=cycle)
-                begin = start + cycle * CYCLE_HOURS * 3600
-                if begin + CYCLE_HOURS * 3600 > time.time():
-                    start, cycle, begin = time.time() - 48 * 3600, 0, time.time() - 48 * 3600
-                attacks = [attack] if cycle >= 2 else []  # let the detectors learn first
-                try:
-                    records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, attacks)]
-                except SimulationError:  # a scenario this model cannot host: plain traffic
-                    records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, [])]
-                shipped += ship(settings.kafka, settings.topics.raw(families[0]), records).delivered
-                cycle += 1
-                deadline = time.time() + cycle_seconds
-                while time.time() < deadline:
-                    live.update(_view(es, settings, port, shipped, attack))
-                    time.sleep(1)
-                    if worker.poll() is not None:
-                        raise RuntimeError("the worker stopped; run `segwatch worker` to see why")
+        if live is not None:
+            live.start()
+        while True:
+            attack = scenarios[cycle % len(scenarios)]
+            simulator = Simulator(model, families[0], seed=cycle)
+            begin = start + cycle * CYCLE_HOURS * 3600
+            if begin + CYCLE_HOURS * 3600 > time.time():
+                start, cycle, begin = time.time() - 48 * 3600, 0, time.time() - 48 * 3600
+            attacks = [attack] if cycle >= 2 else []  # let the detectors learn first
+            try:
+                records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, attacks)]
+            except SimulationError:  # a scenario this model cannot host: plain traffic
+                records = [r.encode() for r, _ in simulator.run(begin, SPAN, rate, [])]
+            shipped += ship(settings.kafka, settings.topics.raw(families[0]), records).delivered
+            cycle += 1
+            if live is None:
+                numbers = _metrics(host, port)
+                indexed = numbers.get("segwatch_records_out_total", 0)
+                raised = numbers.get("segwatch_alerts_raised_total", 0)
+                console.print(f"cycle {cycle}: shipped {shipped:,} records ({attack}); "
+                              f"worker: {indexed:,.0f} indexed, {raised:,.0f} alerts")  # fmt: skip
+            deadline = time.time() + cycle_seconds
+            while time.time() < deadline:
+                if live is not None:
+                    live.update(_view(es, settings, host, port, shipped, attack))
+                time.sleep(1)
+                if worker is not None and worker.poll() is not None:
+                    raise RuntimeError("the worker stopped; run `segwatch worker` to see why")
     except KeyboardInterrupt:
         pass
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        if live is not None:
+            live.stop()
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
-def _metrics(port: int) -> dict[str, float]:
+def _metrics(host: str, port: int) -> dict[str, float]:
     """The worker's metrics, summed over their labels."""
     out: dict[str, float] = {}
-    for sample in scrape(port, timeout=2):
+    for sample in scrape(port, host, timeout=2):
         out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
 
 
-def _view(es: Elasticsearch, settings: Settings, port: int, shipped: int, attack: str) -> Any:
-    numbers = _metrics(port)
+def _view(
+    es: Elasticsearch, settings: Settings, host: str, port: int, shipped: int, attack: str
+) -> Any:
+    numbers = _metrics(host, port)
     head = Table(title="segwatch demo — Ctrl-C to stop", show_header=False)
     head.add_row("shipped records", f"{shipped:,}")
     head.add_row("records in (worker)", f"{numbers.get('segwatch_records_in_total', 0):,.0f}")

@@ -389,9 +389,40 @@ def test_demo_runs_the_whole_pipeline_and_stops_on_ctrl_c(es: Elasticsearch, uni
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=90)
     assert demo.returncode == 0, output[-2000:]
-    assert "segwatch demo" in output and "latest alerts" in output
+    assert "cycle 1: shipped" in output  # off a terminal: a line per cycle
     with socket.socket() as probe:  # the demo's worker is gone with it
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_ships_to_a_worker_that_runs_elsewhere(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """As in the compose file: the worker is its own service, the demo only ships and
+    reports what that worker's metrics say."""
+    port = _free_port()
+    env = _env(f"e{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    worker = _start_worker(ROOT / "rules" / "models" / "retail_store.yaml", env,
+                           tmp_path / "worker.log")  # fmt: skip
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--cycle", "3",
+         "--worker-url", f"http://127.0.0.1:{port}"],
+        env={**env, "SEGWATCH_WORKER__WEB_PORT": str(_free_port())}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert _wait_count(es, f"segwatch-events-e{unique}", 1000, seconds=120) >= 1000
+        time.sleep(4)  # another cycle, which reads the worker's counters
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=90)
+        alive = worker.poll() is None
+        _stop(worker)
+    assert demo.returncode == 0, output[-2000:]
+    assert alive  # the demo leaves a worker it did not start alone
+    indexed = [int(line.split("worker: ")[1].split(" indexed")[0].replace(",", ""))
+               for line in output.splitlines() if "worker: " in line]  # fmt: skip
+    assert indexed and max(indexed) > 0, output[-2000:]
 
 
 # -- detector state across restarts, workers and broker restarts ---------------------------
