@@ -45,7 +45,10 @@ es_app = typer.Typer(help="Elasticsearch: index templates.", no_args_is_help=Tru
 kibana_app = typer.Typer(
     help="Kibana: import the dashboards, check what their panels query.", no_args_is_help=True
 )
+webhooks_app = typer.Typer(help="On-call webhooks: a receiver to try them with.",
+                           no_args_is_help=True)  # fmt: skip
 app.add_typer(es_app, name="es")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(kibana_app, name="kibana")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
@@ -323,6 +326,43 @@ def kibana_check(
     if broken:
         _err.print(f"[red]{broken} of {len(found)} panels are broken[/red]")
         raise typer.Exit(1)
+
+
+@webhooks_app.command("receive")
+def webhooks_receive(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8088,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File with the HMAC secret (or $SEGWATCH_RECEIVER_SECRET).",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+) -> None:
+    """Receive signed-JSON alerts (a `json` webhook target) and print one JSON line
+    each: to try a webhook set-up, or as the compose file's receiver. With a secret,
+    requests whose signature does not verify, or older than 5 minutes, get 401."""
+    import os
+    from http.server import ThreadingHTTPServer
+
+    from streams.webhooks import receiver
+
+    secret = os.environ.get("SEGWATCH_RECEIVER_SECRET")
+    if secret_file is not None:
+        secret = secret_file.read_text(encoding="utf-8").strip()
+    server = ThreadingHTTPServer(
+        (host, port), receiver(secret, lambda line: print(line, flush=True))
+    )
+    checked = "signatures checked" if secret else "signatures NOT checked (no secret)"
+    _err.print(f"receiving alerts on http://{host}:{port}/ ({checked}); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @app.command("ship")

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ __all__ = [
     "WebhookSink",
     "WebhookTarget",
     "pagerduty_body",
+    "receiver",
     "sign",
     "slack_body",
     "verify",
@@ -269,3 +271,44 @@ class WebhookSink:
             self._tokens = 1
             self._refilled = self.clock()
         self._tokens -= 1
+
+
+def receiver(secret: str | None, emit: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
+    """A request handler that takes alerts as a signed-JSON target sends them: with a
+    secret, an unsigned, mis-signed or stale request gets 401; each accepted alert is
+    passed to ``emit`` as one JSON line (what `segwatch webhooks receive` prints)."""
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if secret is not None and not verify(secret, dict(self.headers), body):
+                self._answer(401, b'{"error": "bad or stale signature"}')
+                emit(orjson.dumps({"refused": "bad or stale signature",
+                                   "from": self.client_address[0]}).decode())  # fmt: skip
+                return
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._answer(400, b'{"error": "not JSON"}')
+                return
+            alert = document.get("segwatch", {}).get("alert", {})
+            seg = document.get("segmentation", {})
+            emit(orjson.dumps({
+                "verified": secret is not None, "severity": alert.get("severity"),
+                "rule": document.get("rule", {}).get("name"), "count": alert.get("count"),
+                "zones": f"{seg.get('source_zone')} -> {seg.get('destination_zone')}",
+                "fingerprint": alert.get("fingerprint"),
+            }).decode())  # fmt: skip
+            self._answer(200, b'{"ok": true}')
+
+        def _answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass  # the emitted lines are the log
+
+    return Receiver

@@ -157,3 +157,48 @@ def test_secrets_come_from_a_file_and_never_print(tmp_path: Any) -> None:
     assert SECRET not in repr(inline) and SECRET not in inline.model_dump_json()
     with pytest.raises(ValueError, match="needs an HMAC secret"):
         WebhookTarget(name="j", kind="json", url="http://x")
+
+
+def test_the_receive_command_prints_verified_alerts_and_refuses_bad_signatures(
+    alert: dict[str, Any],
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    receive = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "webhooks", "receive", "--port", str(port)],
+        env={**os.environ, "SEGWATCH_RECEIVER_SECRET": SECRET},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        target = WebhookTarget(
+            name="r", kind="json", url=f"http://127.0.0.1:{port}/", secret=SECRET
+        )
+        assert WebhookSink(target).deliver(alert)  # a real sender, signed
+        forged = httpx.post(f"http://127.0.0.1:{port}/", content=json.dumps(alert),
+                            headers={"X-Segwatch-Timestamp": str(int(time.time())),
+                                     "X-Segwatch-Signature": "v1=00"})  # fmt: skip
+        assert forged.status_code == 401
+    finally:
+        receive.terminate()
+        out, err = receive.communicate(timeout=20)
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["verified"] is True
+    assert first["fingerprint"] == alert["segwatch"]["alert"]["fingerprint"]
+    assert first["severity"] == alert["segwatch"]["alert"]["severity"]
+    assert second["refused"] == "bad or stale signature"
+    assert "signatures checked" in err and SECRET not in out + err
