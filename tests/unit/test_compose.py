@@ -6,7 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from streams.settings import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -76,3 +79,35 @@ def test_elasticsearch_settings_match_the_local_node() -> None:
     ):
         assert str(env[key]).lower() == str(local[key]).lower(), key
     assert "-Xmx1g" in env["ES_JAVA_OPTS"]
+
+
+def test_the_segwatch_services_use_settings_the_worker_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = _compose()
+    assert set(services) == {"kafka", "elasticsearch", "kibana", "setup", "worker",
+                             "receiver", "demo"}  # fmt: skip
+    for name, service in services.items():
+        for needed in service.get("depends_on", {}):
+            assert needed in services, (name, needed)
+    worker = services["worker"]
+    for key, value in worker["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = load_settings()  # refuses an unknown or invalid SEGWATCH_* variable
+    kafka_env = services["kafka"]["environment"]
+    assert (
+        f"INTERNAL://{settings.kafka.bootstrap_servers}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    )
+    assert settings.elasticsearch.url == "http://elasticsearch:9200"
+    port = settings.worker.web_port
+    assert f"127.0.0.1:{port}:{port}" in worker["ports"]
+    assert f"http://worker:{port}" in services["demo"]["command"]
+    (hook,) = settings.webhooks
+    assert hook.url.startswith("http://receiver:8088")
+    assert services["receiver"]["environment"]["SEGWATCH_RECEIVER_SECRET"] == hook.secret_value()
+    assert "8088" in services["receiver"]["command"]
+    source, target, _ = worker["volumes"][0].split(":")
+    assert (DEPLOY / "compose" / source).resolve().is_file()
+    assert worker["command"][:3] == ["worker", "--model", target]
+    assert services["setup"]["build"]["dockerfile"] == "Dockerfile"
+    assert (DEPLOY / "compose" / services["setup"]["build"]["context"] / "Dockerfile").is_file()
