@@ -95,9 +95,12 @@ def test_every_family_indexes_without_mapping_errors_and_queries_work(
         aggs={
             "v": {"terms": {"field": "segmentation.verdict"}},
             "z": {"terms": {"field": "segmentation.source_zone"}},
+            "ip": {"terms": {"field": "source.ip", "size": 500}},
         },
     )
     assert aggs["aggregations"]["v"]["buckets"] and aggs["aggregations"]["z"]["buckets"]
+    addresses = [b["key"] for b in aggs["aggregations"]["ip"]["buckets"]]
+    assert any(":" in a for a in addresses) and any("." in a for a in addresses)  # v4 and v6
     # a replay writes nothing twice
     for doc_id, event in events:
         sink.add(doc_id, event)
