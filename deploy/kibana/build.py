@@ -55,6 +55,16 @@ def over_time(schema: str = "segment") -> Agg:
     return Agg("date_histogram", schema, "@timestamp", {"interval": "auto", "min_doc_count": 1})
 
 
+def zone_pairs_and_ports(size: int) -> list[Agg]:
+    """Table rows: count per source zone, destination zone and destination port."""
+    return [
+        count(),
+        terms("segmentation.source_zone", "bucket", size),
+        terms("segmentation.destination_zone", "bucket", size),
+        terms("destination.port", "bucket", size),
+    ]
+
+
 def histogram(name: str, interval: int) -> Agg:
     return Agg("histogram", "segment", name, {"interval": interval, "min_doc_count": False})
 
@@ -112,12 +122,7 @@ DASHBOARDS = [
                 "segwatch-top-violations",
                 "Top violations",
                 "table",
-                [
-                    count(),
-                    terms("segmentation.source_zone", "bucket", 10),
-                    terms("segmentation.destination_zone", "bucket", 10),
-                    terms("destination.port", "bucket", 10),
-                ],
+                zone_pairs_and_ports(10),
                 {"segmentation.verdict": "violation"},
                 "Flows the network let through and the model forbids (enforcement gaps).",
             ),
@@ -133,12 +138,7 @@ DASHBOARDS = [
                 "segwatch-over-restrictive",
                 "Over-restrictive policies",
                 "table",
-                [
-                    count(),
-                    terms("segmentation.source_zone", "bucket", 10),
-                    terms("segmentation.destination_zone", "bucket", 10),
-                    terms("destination.port", "bucket", 10),
-                ],
+                zone_pairs_and_ports(10),
                 {"segmentation.verdict": "over_restrictive"},
                 "Flows the model allows and the network denied: a policy breaking an app.",
             ),
@@ -170,12 +170,7 @@ DASHBOARDS = [
                 "segwatch-new-paths",
                 "New paths",
                 "table",
-                [
-                    count(),
-                    terms("segmentation.source_zone", "bucket", 20),
-                    terms("segmentation.destination_zone", "bucket", 20),
-                    terms("destination.port", "bucket", 20),
-                ],
+                zone_pairs_and_ports(20),
                 {"segmentation.anomalies": "new_path"},
                 "Zone pairs and ports first seen after the learning period.",
             ),
