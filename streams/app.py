@@ -1,18 +1,20 @@
-"""The stream app (faust-streaming): ``flows.raw.<family>`` -> normalize ->
-``flows.normalized`` (keyed by source zone, so one zone's flows meet one
-worker's detectors) -> place and score -> ``flows.events`` and ``flows.alerts``;
-the events are bulk-indexed into Elasticsearch, the alerts upserted there and
-sent to the webhooks. Bad records go to ``flows.dlq`` with the reason.
+"""The worker: ``flows.raw.<family>`` -> normalize -> ``flows.normalized`` (keyed by
+source zone, so one zone's flows meet one worker's detectors) -> place and score ->
+``flows.events`` and ``flows.alerts``; the events are bulk-indexed into
+Elasticsearch, the alerts upserted there and sent to the webhooks. Bad records go
+to ``flows.dlq`` with the reason.
 
-Offsets advance when an agent has finished with a record: the indexer takes
-batches and finishes them only after Elasticsearch acknowledged every item,
-so a crash replays (and the ids derived from topic/partition/offset make the
-replay harmless).
+Scoring (detector state in a faust table) and alerting are faust agents; the
+stateless normalize and index stages are confluent-kafka loops in their own
+threads (``streams.loop``). Every stage commits an offset only once what it made
+of the record was acknowledged (Kafka, Elasticsearch, a webhook), so a crash
+replays, and the ids derived from topic/partition/offset make the replay harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -23,23 +25,34 @@ from elasticsearch import Elasticsearch
 
 from detector.model import compile_model, load_model
 from streams.consumer import App
-from streams.elastic import EventsSink, install_templates, upsert_alert
+from streams.elastic import install_templates, upsert_alert
+from streams.index import IndexLoop, index_group
+from streams.loop import StageLoop
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
 from streams.normalize import NormalizeLoop, normalize_group
-from streams.pipeline import Scorer, batches, dead_letter, parse_source_id
+from streams.pipeline import Scorer, batches
 from streams.settings import Settings
 from streams.state import DetectorState
 from streams.webhooks import Refused, RetryLater, WebhookSink
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "tune_gc"]
 
 _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 # flows.normalized and flows.events carry batches (JSON arrays of events): a faust agent
 # pays about 100 us per Kafka message, far more than parsing or scoring an event costs.
-_BATCHES_PER_BULK = 4  # batches of flows.events per Elasticsearch bulk
+_BATCHES_PER_TAKE = 4  # batches of flows.normalized scored before their sends are awaited
 
 log = logging.getLogger("segwatch.worker")
+
+
+def tune_gc() -> None:
+    """Collect cycles far less often. Events are short-lived dicts without cycles
+    (reference counting frees them), but every few hundred allocations the default
+    collector scans the young objects, and now and then all the detector state: with
+    the defaults, decoding an event cost 4x what it costs with these (26 -> 6 us)."""
+    gc.freeze()  # what start-up made (modules, the model) is never collected
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _broker(settings: Settings) -> str:
@@ -88,7 +101,6 @@ def create_app(settings: Settings) -> faust.App:
     METRICS.model_info.labels(model.model.name, model.version).set(1)
     ready: dict[str, Any] = {"templates": False, "partitions": []}
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    sink = EventsSink(es, target=settings.elasticsearch.events_stream)
     hooks = [WebhookSink(t) for t in settings.webhooks]
     raw = bytes
     normalized = app.topic(topics.normalized, key_type=raw, value_type=raw,
@@ -97,8 +109,6 @@ def create_app(settings: Settings) -> faust.App:
                        key_serializer="raw", value_serializer="raw")  # fmt: skip
     alerts = app.topic(topics.alerts, key_type=raw, value_type=raw,
                        key_serializer="raw", value_serializer="raw")  # fmt: skip
-    dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
 
     @app.task  # type: ignore[misc]
     async def setup() -> None:
@@ -118,16 +128,21 @@ def create_app(settings: Settings) -> faust.App:
         watcher.start()
 
     roles = set(worker.roles)
-    normalizer = NormalizeLoop(settings, lambda source: scorer.model.zone_of(source))
+    loops: list[StageLoop] = []
     if "normalize" in roles:
+        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source)))
+    if "index" in roles:
+        loops.append(IndexLoop(settings))
 
-        @app.task  # type: ignore[misc]
-        async def start_normalizing() -> None:
-            normalizer.start()
+    @app.task  # type: ignore[misc]
+    async def start_loops() -> None:
+        for loop in loops:
+            loop.start()
 
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def stop_normalizing(app: faust.App, **kwargs: Any) -> None:
-            await asyncio.to_thread(normalizer.stop)
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_loops(app: faust.App, **kwargs: Any) -> None:
+        for loop in loops:
+            await asyncio.to_thread(loop.stop)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -137,59 +152,46 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         ready["partitions"] = sorted(mine)
 
-    async def deliver(topic: Any, key: bytes | None, value: bytes) -> None:
-        """Send and wait for Kafka's acknowledgement. faust would commit the input's
-        offset even if this send failed, so a failure stops the worker instead: its
-        restart reads the input again from the last commit."""
+    async def deliver(sends: list[tuple[Any, bytes | None, bytes]]) -> None:
+        """Send them all, then wait for Kafka's acknowledgement of each. faust would
+        commit the input's offsets even if a send failed, so a failure stops the worker
+        instead: its restart reads the input again from the last commit."""
         try:
-            await (await topic.send(key=key, value=value))
+            pending = [await topic.send(key=key, value=value) for topic, key, value in sends]
+            for sent in pending:
+                await sent
         except Exception as exc:
-            log.critical("could not write to %s (%s): stopping, to resume from the last "
-                         "commit", topic.get_topic_name(), exc)  # fmt: skip
+            log.critical("could not write to Kafka (%s): stopping, to resume from the last "
+                         "commit", exc)  # fmt: skip
             await app.crash(exc)
             raise
 
     async def score(stream: Any) -> None:
-        async for record in stream.events():
-            partition = record.message.partition
-            batch = orjson.loads(record.value)
-            METRICS.records_in.labels(topics.normalized).inc(len(batch))
-            latest = watcher.latest
-            if latest is not None and latest.version != scorer.model.version:
-                METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
-                scorer.switch(latest)
-                METRICS.model_info.labels(latest.model.name, latest.version).set(1)
-                log.warning("switched to model %s", latest.version)
-            for event in batch:
-                _, alert = scorer.score(event, partition)
-                if alert is not None:
-                    doc = alert.to_document()
-                    METRICS.alerts_raised.inc()
-                    await deliver(alerts, alert.fingerprint.encode(), orjson.dumps(doc))
-            state.save(partition, scorer.engines[partition])
-            for scored in batches(batch):
-                await deliver(events, record.key, scored)
-
-    async def index(stream: Any) -> None:
-        async for values in stream.take(_BATCHES_PER_BULK, within=worker.batch_seconds):
-            for value in values:
-                sink.buffer.extend((event["event"]["id"], event) for event in orjson.loads(value))
-            queued = list(sink.buffer)
-            with METRICS.sink_batch_seconds.time():
-                result = await asyncio.to_thread(sink.flush)
-            METRICS.records_out.labels(settings.elasticsearch.events_stream).inc(result.written)
-            METRICS.bulk_rejected.inc(len(result.rejected))
-            by_id = {doc_id: reason for doc_id, reason in result.rejected}
-            for doc_id, event in queued:
-                reason = by_id.get(doc_id)
-                if reason is not None:
-                    topic, partition, offset = parse_source_id(doc_id)
-                    letter = dead_letter(
-                        orjson.dumps(event), topic, partition, offset, "index",
-                        f"Elasticsearch refused the document: {reason}",
-                    )  # fmt: skip
-                    await deliver(dlq, None, orjson.dumps(letter))
-                    METRICS.dlq_writes.labels("index").inc()
+        # a few batches at a time, their sends acknowledged together: faust marks them
+        # done (their offsets committable) only when the next take begins
+        async for records in stream.take_events(_BATCHES_PER_TAKE, within=0.05):
+            sends: list[tuple[Any, bytes | None, bytes]] = []
+            for record in records:
+                stream._set_current_event(record)  # its partition is the table's, for writes
+                partition = record.message.partition
+                batch = orjson.loads(record.value)
+                METRICS.records_in.labels(topics.normalized).inc(len(batch))
+                latest = watcher.latest
+                if latest is not None and latest.version != scorer.model.version:
+                    METRICS.model_info.labels(scorer.model.model.name,
+                                              scorer.model.version).set(0)  # fmt: skip
+                    scorer.switch(latest)
+                    METRICS.model_info.labels(latest.model.name, latest.version).set(1)
+                    log.warning("switched to model %s", latest.version)
+                for event in batch:
+                    _, alert = scorer.score(event, partition)
+                    if alert is not None:
+                        METRICS.alerts_raised.inc()
+                        doc = orjson.dumps(alert.to_document())
+                        sends.append((alerts, alert.fingerprint.encode(), doc))
+                state.save(partition, scorer.engines[partition])
+                sends += [(events, record.key, scored) for scored in batches(batch)]
+            await deliver(sends)
 
     async def alert(stream: Any) -> None:
         async for value in stream:
@@ -210,20 +212,27 @@ def create_app(settings: Settings) -> faust.App:
                         log.warning("%s", later)
                         await asyncio.sleep(max(later.at - time.time(), 0.5))
 
-    for role, topic, agent in (("score", normalized, score), ("index", events, index),
-                               ("alert", alerts, alert)):  # fmt: skip
+    for role, topic, agent in (("score", normalized, score), ("alert", alerts, alert)):
         if role in roles:
-            app.agent(topic, name=role)(agent)
+            app.agent(
+                topic,
+                name=role,
+                concurrency=int(__import__("os").environ.get("CONCX", "1"))
+                if role == "index"
+                else 1,
+            )(agent)
 
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:
         conf = settings.kafka.client_config()
         raw_topics = [topics.raw(f) for f in topics.families]
-        own = [topics.normalized, topics.events, topics.alerts]
+        own = [topics.normalized, topics.alerts]
         try:
             found = await asyncio.to_thread(measure_lag, conf, normalize_group(settings),
                                             raw_topics)  # fmt: skip
             found |= await asyncio.to_thread(measure_lag, conf, worker.app_id, own)
+            found |= await asyncio.to_thread(measure_lag, conf, index_group(settings),
+                                             [topics.events])  # fmt: skip
         except Exception as exc:  # a metric must never stop the pipeline
             log.warning("consumer lag not measured: %s", exc)
             return
@@ -233,8 +242,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         """Liveness: the process answers and its normalize stage runs."""
-        if normalizer.failed is not None:
-            return web.json({"status": "failed", "error": repr(normalizer.failed)}, status=500)
+        for loop in loops:
+            if loop.failed is not None:
+                error = f"the {loop.name} stage stopped: {loop.failed!r}"
+                return web.json({"status": "failed", "error": error}, status=500)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")

@@ -148,7 +148,7 @@ def worker_cmd(
     stderr."""
     import faust
 
-    from streams.app import create_app
+    from streams.app import create_app, tune_gc
 
     settings = _settings(config)
     if model is not None:
@@ -166,6 +166,7 @@ def worker_cmd(
     from streams.logs import logging_config
 
     level = {"crit": "critical", "warn": "warning"}.get(loglevel, loglevel)
+    tune_gc()
     faust.Worker(
         app, loglevel=level, logging_config=logging_config(level), quiet=True
     ).execute_from_commandline()

@@ -183,9 +183,9 @@ class EventsSink:
     batch_size: int = 2000
     max_backoff: float = 30.0
     sleep: Callable[[float], None] = time.sleep
-    buffer: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    buffer: list[tuple[str, dict[str, Any] | bytes]] = field(default_factory=list)
 
-    def add(self, doc_id: str, document: dict[str, Any]) -> BulkResult | None:
+    def add(self, doc_id: str, document: dict[str, Any] | bytes) -> BulkResult | None:
         """Queue one document; flushes (and returns the result) when the batch is full."""
         self.buffer.append((doc_id, document))
         return self.flush() if len(self.buffer) >= self.batch_size else None
@@ -201,7 +201,7 @@ class EventsSink:
             lines: list[bytes] = []  # NDJSON by orjson: the client's own JSON is far slower
             for doc_id, document in pending:
                 lines.append(orjson.dumps({"create": {"_index": self.target, "_id": doc_id}}))
-                lines.append(orjson.dumps(document))
+                lines.append(document if isinstance(document, bytes) else orjson.dumps(document))
             try:
                 response = self.client.bulk(
                     operations=b"\n".join(lines) + b"\n",  # type: ignore[arg-type]
@@ -220,7 +220,7 @@ class EventsSink:
                 self.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, self.max_backoff)
                 continue
-            retry: list[tuple[str, dict[str, Any]]] = []
+            retry: list[tuple[str, dict[str, Any] | bytes]] = []
             for (doc_id, document), item in zip(pending, response["items"], strict=True):
                 outcome = item["create"]
                 status = outcome.get("status", 500)

@@ -1,19 +1,17 @@
-"""The normalize stage on confluent-kafka: raw records -> ``flows.normalized`` and ``flows.dlq``.
+"""The normalize stage (a :class:`~streams.loop.StageLoop`): raw records ->
+``flows.normalized`` and ``flows.dlq``.
 
-It holds no state, so it needs nothing of faust's, and it is where raw client
-speed matters most: every raw record is one Kafka message, and a faust agent
-pays about 100 us per message, twenty times what parsing one costs. This loop
-takes records in batches, parses them, sends one message per source zone and
-batch (a JSON array of events), waits until Kafka acknowledged every message it
-sent and only then commits the batch's offsets: at least once, never lost. If a
-delivery fails, it rewinds to the batch's first offsets and does the batch again
-(the events' ids make the replay harmless downstream).
+Every raw record is one Kafka message, and a faust agent pays about 100 us per
+message, twenty times what parsing one costs. This loop takes records in
+batches, parses them, sends one message per source zone and batch (a JSON array
+of events), waits until Kafka acknowledged every message it sent and only then
+commits the batch's offsets: at least once, never lost. If a delivery fails, it
+rewinds to the batch's first offsets and does the batch again (the events' ids
+make the replay harmless downstream).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,13 +27,12 @@ from confluent_kafka import (
 )
 
 from detector.parsers import ParseOptions
+from streams.loop import StageLoop, produce
 from streams.metrics import METRICS
 from streams.pipeline import Normalizer, batches
 from streams.settings import Settings
 
 __all__ = ["NormalizeLoop", "normalize_group"]
-
-log = logging.getLogger("segwatch.normalize")
 
 
 def normalize_group(settings: Settings) -> str:
@@ -43,59 +40,27 @@ def normalize_group(settings: Settings) -> str:
     return f"{settings.worker.app_id}-normalize"
 
 
-class NormalizeLoop:
-    """Runs in its own thread; :meth:`stop` ends it after the batch in hand."""
+class NormalizeLoop(StageLoop):
+    """Raw records -> events by source zone; runs in its own thread."""
+
+    name = "normalize"
 
     def __init__(self, settings: Settings, zone_of: Callable[[Any], str | None]) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.zone_of = zone_of  # the active model's, read on every event
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         topics = settings.topics
         self._normalizers = {
             topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
             for f in topics.families
         }
-        self.failed: BaseException | None = None  # what stopped the loop, if not stop()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="normalize", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:  # reported by the worker's health, never silent
-            self.failed = exc
-            log.exception("the normalize stage stopped")
 
     def _loop(self) -> None:
-        settings = self.settings
-        conf = settings.kafka.client_config()
-        consumer = Consumer({
-            **conf,
-            "group.id": normalize_group(settings),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": int(settings.worker.session_timeout_seconds * 1000),
-        })  # fmt: skip
-        producer = Producer({
-            **conf,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "partitioner": "murmur2_random",  # the Java client's: keys land where Kafka's would
-        })  # fmt: skip
+        consumer = self._consumer(normalize_group(self.settings))
+        producer = self._producer()
         consumer.subscribe(list(self._normalizers))
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(settings.worker.batch_size, timeout=0.2)
+                messages = consumer.consume(self.settings.worker.batch_size, timeout=0.2)
                 if messages:
                     self._batch(consumer, producer, messages)
         finally:
@@ -116,7 +81,7 @@ class NormalizeLoop:
         for message in messages:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if message.error() is not None or topic is None or partition is None or offset is None:
-                log.warning("consume error on %s: %s", topic, message.error())
+                self.log.warning("consume error on %s: %s", topic, message.error())
                 continue
             first.setdefault((topic, partition), offset)
             last[(topic, partition)] = offset
@@ -132,16 +97,16 @@ class NormalizeLoop:
                 METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
                 METRICS.dlq_writes.labels("normalize").inc(len(dead))
                 for letter in dead:
-                    self._produce(producer, topics.dlq, None, orjson.dumps(letter), delivered)
+                    produce(producer, topics.dlq, None, orjson.dumps(letter), delivered)
         for topic, count in counts.items():
             METRICS.records_in.labels(topic).inc(count)
         for key, events in by_zone.items():
             for batch in batches(events):
-                self._produce(producer, topics.normalized, key, batch, delivered)
+                produce(producer, topics.normalized, key, batch, delivered)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
         if failures:
-            log.error("%d deliveries failed (%s); doing the batch again", len(failures),
+            self.log.error("%d deliveries failed (%s); doing the batch again", len(failures),
                       failures[0])  # fmt: skip
             for (topic, partition), offset in first.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -153,14 +118,4 @@ class NormalizeLoop:
                 asynchronous=False,
             )
         except KafkaException as exc:  # e.g. a rebalance took the partitions: replayed
-            log.warning("offsets not committed (%s): the batch will be read again", exc)
-
-    @staticmethod
-    def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes,
-                 on_delivery: Callable[[KafkaError | None, Message], None]) -> None:  # fmt: skip
-        while True:
-            try:
-                producer.produce(topic, value, key=key, on_delivery=on_delivery)
-                return
-            except BufferError:  # the local queue is full: let deliveries drain
-                producer.poll(0.1)
+            self.log.warning("offsets not committed (%s): the batch will be read again", exc)

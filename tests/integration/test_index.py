@@ -1,0 +1,98 @@
+"""The index stage on the real stack: events from a flows.events topic into the data
+stream; a document Elasticsearch refuses goes to the dead-letter topic with the
+reason; offsets are committed once both are done; a replay writes nothing twice."""
+
+from __future__ import annotations
+
+import os
+import time
+from unittest import mock
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+from elasticsearch import Elasticsearch
+
+from streams.index import IndexLoop, index_group
+from streams.settings import Settings, load_settings
+from streams.topics import ensure_topics, pipeline_topics
+from tests.integration.test_worker import _count_topic, _wait_count
+
+
+def _settings(tag: str) -> Settings:
+    env = {
+        "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
+        "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
+        "SEGWATCH_TOPICS__EVENTS": f"{tag}.events",
+        "SEGWATCH_TOPICS__ALERTS": f"{tag}.alerts",
+        "SEGWATCH_TOPICS__DLQ": f"{tag}.dlq",
+        "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
+        "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
+        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
+    }
+    with mock.patch.dict(os.environ, env):
+        return load_settings()
+
+
+def _event(i: int, port: object = 443) -> dict[str, object]:
+    return {"@timestamp": "2026-11-25T10:00:00.000Z", "event": {"id": f"t-0-{i}-0"},
+            "source": {"ip": "10.0.0.1"}, "destination": {"ip": "10.0.0.2", "port": port}}  # fmt: skip
+
+
+def _committed(settings: Settings) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": index_group(settings)})
+    try:
+        parts = consumer.committed(
+            [TopicPartition(settings.topics.events, p) for p in range(settings.topics.partitions)],
+            timeout=10,
+        )
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in parts)
+
+
+def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
+    es: Elasticsearch, unique: str
+) -> None:
+    settings = _settings(f"ix{unique}")
+    ensure_topics(settings.kafka, pipeline_topics(settings.topics))
+    producer = Producer(settings.kafka.client_config())
+    batches = [[_event(i) for i in range(j * 100, j * 100 + 100)] for j in range(5)]
+    batches[2][7] = _event(207, port="https")  # the mapping refuses a text port
+    for batch in batches:
+        producer.produce(settings.topics.events, orjson.dumps(batch), key=b"zone")
+    producer.flush(10)
+    stream = settings.elasticsearch.events_stream
+    loop = IndexLoop(settings)
+    loop.start()
+    try:
+        assert _wait_count(es, stream, 499) == 499
+        deadline = time.time() + 30
+        while time.time() < deadline and _committed(settings) < len(batches):
+            time.sleep(0.5)
+        assert _committed(settings) == len(batches)
+    finally:
+        loop.stop()
+    assert loop.failed is None
+    (letter,) = _count_topic(settings.kafka, settings.topics.dlq, 1)
+    assert letter["stage"] == "index"
+    assert "destination.port" in letter["reason"] and "refused" in letter["reason"]
+    assert orjson.loads(letter["raw"])["event"]["id"] == "t-0-207-0"
+    # read again from the start (a replay after a crash): nothing is written twice
+    again = _settings_with_group(settings, f"segwatch-ix{unique}-again")
+    replay = IndexLoop(again)
+    replay.start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and _committed(again) < len(batches):
+            time.sleep(0.5)
+        assert _committed(again) == len(batches)  # it did read everything again
+    finally:
+        replay.stop()
+    es.indices.refresh(index=stream)
+    assert es.count(index=stream)["count"] == 499
+
+
+def _settings_with_group(settings: Settings, app_id: str) -> Settings:
+    return settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"app_id": app_id})}
+    )
