@@ -167,10 +167,9 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(
         default=500,
         ge=1,
-        description="Raw records the normalize stage takes at once; a bulk holds up to four "
-        "such batches once scored.",
+        description="Raw records the normalize stage takes at once (one message per source "
+        "zone of each batch); an Elasticsearch bulk is up to four such messages, scored.",
     )
-    batch_seconds: float = Field(default=1.0, gt=0, description="Longest wait to fill a bulk.")
     web_host: str = "127.0.0.1"
     web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
     roles: tuple[Literal["normalize", "score", "index", "alert"], ...] = Field(
