@@ -15,21 +15,12 @@ from elasticsearch import Elasticsearch
 from streams.index import IndexLoop, index_group
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics, pipeline_topics
-from tests.integration.test_worker import _count_topic, _wait_count
+from tests.integration.test_worker import _count_topic, _env, _wait_count
 
 
 def _settings(tag: str) -> Settings:
-    env = {
-        "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
-        "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
-        "SEGWATCH_TOPICS__EVENTS": f"{tag}.events",
-        "SEGWATCH_TOPICS__ALERTS": f"{tag}.alerts",
-        "SEGWATCH_TOPICS__DLQ": f"{tag}.dlq",
-        "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
-        "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
-    }
-    with mock.patch.dict(os.environ, env):
+    """The settings a worker gets from test_worker's environment for ``tag``."""
+    with mock.patch.dict(os.environ, _env(tag)):
         return load_settings()
 
 
