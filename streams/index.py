@@ -53,7 +53,7 @@ class _Event(msgspec.Struct):
 _RAW = msgspec.json.Decoder(list[msgspec.Raw])
 _IDS = msgspec.json.Decoder(list[_Event])
 
-_Bulk = tuple["Future[BulkResult]", dict[tuple[str, int], int], dict[str, bytes]]
+_Bulk = tuple["Future[BulkResult]", dict[tuple[str, int], int], dict[str, bytes], list[bytes]]
 
 
 class IndexLoop(StageLoop):
@@ -74,10 +74,10 @@ class IndexLoop(StageLoop):
             while not self._stop.is_set():
                 messages = consumer.consume(MESSAGES_PER_BULK, timeout=0.2)
                 if messages:
-                    docs, last = self._read(messages)
+                    docs, last, bad = self._read(messages)
                     sink = EventsSink(es, target=target)
                     sink.buffer = list(docs.items())
-                    inflight.append((pool.submit(self._flush, sink), last, docs))
+                    inflight.append((pool.submit(self._flush, sink), last, docs, bad))
                 # finish the oldest bulk when the window is full, or all when idle
                 while inflight and (len(inflight) >= IN_FLIGHT or not messages):
                     self._finish(consumer, producer, *inflight.popleft())
@@ -88,22 +88,32 @@ class IndexLoop(StageLoop):
             consumer.close()
             es.close()
 
-    def _read(self, messages: list[Message]) -> tuple[dict[str, bytes], dict[tuple[str, int], int]]:
-        """({event id: raw event}, {(topic, partition): last offset}) of the messages."""
+    def _read(
+        self, messages: list[Message]
+    ) -> tuple[dict[str, bytes], dict[tuple[str, int], int], list[bytes]]:
+        """({event id: raw event}, {(topic, partition): last offset}, dead letters for
+        messages that are not arrays of events) of the messages."""
         docs: dict[str, bytes] = {}
         last: dict[tuple[str, int], int] = {}
+        bad: list[bytes] = []
         for message in messages:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if message.error() is not None or topic is None or partition is None or offset is None:
                 self.log.warning("consume error on %s: %s", topic, message.error())
                 continue
             value = message.value() or b"[]"
-            raws = _RAW.decode(value)
-            ids = _IDS.decode(value)
-            docs.update((e.event.id, bytes(raw)) for e, raw in zip(ids, raws, strict=True))
             last[(topic, partition)] = offset
+            try:
+                raws = _RAW.decode(value)
+                ids = _IDS.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # not our writer's
+                why = f"not a JSON array of events with event.id: {exc}"
+                letter = dead_letter(value, topic, partition, offset, "index", why)
+                bad.append(orjson.dumps(letter))
+                continue
+            docs.update((e.event.id, bytes(raw)) for e, raw in zip(ids, raws, strict=True))
             METRICS.records_in.labels(topic).inc(len(raws))
-        return docs, last
+        return docs, last, bad
 
     @staticmethod
     def _flush(sink: EventsSink) -> BulkResult:
@@ -117,12 +127,13 @@ class IndexLoop(StageLoop):
         bulk: Future[BulkResult],
         last: dict[tuple[str, int], int],
         docs: dict[str, bytes],
+        letters: list[bytes],
     ) -> None:
-        """Wait for a bulk, dead-letter what it refused, then commit its offsets."""
+        """Wait for a bulk, dead-letter what it refused (and the unreadable messages),
+        then commit its offsets."""
         result = bulk.result()
         METRICS.records_out.labels(self.settings.elasticsearch.events_stream).inc(result.written)
         METRICS.bulk_rejected.inc(len(result.rejected))
-        letters = []
         for doc_id, reason in result.rejected:
             topic, partition, offset = parse_source_id(doc_id)
             letter = dead_letter(docs[doc_id], topic, partition, offset, "index",

@@ -51,6 +51,7 @@ def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
     batches[2][7] = _event(207, port="https")  # the mapping refuses a text port
     for batch in batches:
         producer.produce(settings.topics.events, orjson.dumps(batch), key=b"zone")
+    producer.produce(settings.topics.events, b'{"not": "a batch"}', key=b"zone")  # a stranger's
     producer.flush(10)
     stream = settings.elasticsearch.events_stream
     loop = IndexLoop(settings)
@@ -58,25 +59,28 @@ def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
     try:
         assert _wait_count(es, stream, 499) == 499
         deadline = time.time() + 30
-        while time.time() < deadline and _committed(settings) < len(batches):
+        while time.time() < deadline and _committed(settings) < len(batches) + 1:
             time.sleep(0.5)
-        assert _committed(settings) == len(batches)
+        assert _committed(settings) == len(batches) + 1
     finally:
         loop.stop()
     assert loop.failed is None
-    (letter,) = _count_topic(settings.kafka, settings.topics.dlq, 1)
-    assert letter["stage"] == "index"
-    assert "destination.port" in letter["reason"] and "refused" in letter["reason"]
-    assert orjson.loads(letter["raw"])["event"]["id"] == "t-0-207-0"
+    letters = _count_topic(settings.kafka, settings.topics.dlq, 2)
+    (refused,) = [x for x in letters if "refused" in x["reason"]]
+    assert refused["stage"] == "index" and "destination.port" in refused["reason"]
+    assert orjson.loads(refused["raw"])["event"]["id"] == "t-0-207-0"
+    (stranger,) = [x for x in letters if "not a JSON array of events" in x["reason"]]
+    assert stranger["raw"] == '{"not": "a batch"}'
+    assert len(letters) == 2
     # read again from the start (a replay after a crash): nothing is written twice
     again = _settings_with_group(settings, f"segwatch-ix{unique}-again")
     replay = IndexLoop(again)
     replay.start()
     try:
         deadline = time.time() + 30
-        while time.time() < deadline and _committed(again) < len(batches):
+        while time.time() < deadline and _committed(again) < len(batches) + 1:
             time.sleep(0.5)
-        assert _committed(again) == len(batches)  # it did read everything again
+        assert _committed(again) == len(batches) + 1  # it did read everything again
     finally:
         replay.stop()
     es.indices.refresh(index=stream)
