@@ -31,7 +31,7 @@ from streams.loop import StageLoop
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import ModelWatcher
 from streams.normalize import NormalizeLoop, normalize_group
-from streams.pipeline import Scorer, batches
+from streams.pipeline import Scorer, batches, dead_letter
 from streams.settings import Settings
 from streams.state import DetectorState
 from streams.webhooks import Refused, RetryLater, WebhookSink
@@ -44,6 +44,17 @@ _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 _BATCHES_PER_TAKE = 4  # batches of flows.normalized scored before their sends are awaited
 
 log = logging.getLogger("segwatch.worker")
+
+
+def _events_of(value: bytes) -> list[dict[str, Any]] | None:
+    """The events of a ``flows.normalized`` message, or None if it is not an array of them."""
+    try:
+        batch = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(batch, list) and all(isinstance(event, dict) for event in batch):
+        return batch
+    return None
 
 
 def tune_gc() -> None:
@@ -109,6 +120,8 @@ def create_app(settings: Settings) -> faust.App:
                        key_serializer="raw", value_serializer="raw")  # fmt: skip
     alerts = app.topic(topics.alerts, key_type=raw, value_type=raw,
                        key_serializer="raw", value_serializer="raw")  # fmt: skip
+    dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
 
     @app.task  # type: ignore[misc]
     async def setup() -> None:
@@ -167,14 +180,21 @@ def create_app(settings: Settings) -> faust.App:
             raise
 
     async def score(stream: Any) -> None:
-        # a few batches at a time, their sends acknowledged together: faust marks them
-        # done (their offsets committable) only when the next take begins
+        # a few batches at a time, their sends acknowledged together: faust acks them
+        # (their offsets become committable) only once this body is done with them
         async for records in stream.take_events(_BATCHES_PER_TAKE, within=0.05):
             sends: list[tuple[Any, bytes | None, bytes]] = []
             for record in records:
                 stream._set_current_event(record)  # its partition is the table's, for writes
                 partition = record.message.partition
-                batch = orjson.loads(record.value)
+                batch = _events_of(record.value)
+                if batch is None:  # not the normalize stage's
+                    letter = dead_letter(record.value, topics.normalized, partition,
+                                         record.message.offset, "score",
+                                         "not a JSON array of events")  # fmt: skip
+                    sends.append((dlq, None, orjson.dumps(letter)))
+                    METRICS.dlq_writes.labels("score").inc()
+                    continue
                 METRICS.records_in.labels(topics.normalized).inc(len(batch))
                 latest = watcher.latest
                 if latest is not None and latest.version != scorer.model.version:

@@ -92,7 +92,7 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 def _segwatch(
-    *args: str, env: dict[str, str], timeout: float = 120
+    *args: str, env: dict[str, str], timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
@@ -102,6 +102,7 @@ def _segwatch(
         text=True,
         timeout=timeout,
         check=False,
+        input=input,
     )
 
 
@@ -196,11 +197,18 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         for family, path in files.items():
             shipped = _segwatch("ship", "-f", family, str(path), env=env)
             assert shipped.returncode == 0, shipped.stderr
+        # a stranger's message on the internal topic is dead-lettered, not fatal
+        stranger = _segwatch("ship", "-f", "vpcflow", "--topic", f"t{unique}.normalized", "-",
+                             env=env, input="{not events}\n")  # fmt: skip
+        assert stranger.returncode == 0, stranger.stderr
         events = f"segwatch-events-t{unique}"
         got = _wait_count(es, events, good)
         assert got == good, (tmp_path / "worker.log").read_text()[-4000:]
-        dead = _count_topic(kafka, f"t{unique}.dlq", 6)
-        assert len(dead) == 6
+        dead = _count_topic(kafka, f"t{unique}.dlq", 7)
+        assert len(dead) == 7
+        (odd,) = [d for d in dead if d["stage"] == "score"]
+        assert odd["raw"] == "{not events}" and "not a JSON array of events" in odd["reason"]
+        dead.remove(odd)
         assert {d["family"] for d in dead} == {"vpcflow", "calico", "iptables"}
         assert all(d["reason"] and d["source"]["topic"].startswith(f"t{unique}.raw.") for d in dead)
         alerts = f"segwatch-alerts-t{unique}"
