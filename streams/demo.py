@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,15 @@ def run_demo(
     shipped = 0
     live = Live(_view(es, settings, host, port, shipped, "starting"), console=console,
                 refresh_per_second=1) if console.is_terminal else None  # fmt: skip
+    # Ctrl-C (or SIGTERM, as compose sends) ends the cycle in hand, not a Kafka call in
+    # the middle: a KeyboardInterrupt inside the producer's flush came out as SystemError
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     try:
         if live is not None:
             live.start()
-        while True:
+        while not stop.is_set():
             attack = scenarios[cycle % len(scenarios)]
             simulator = Simulator(model, families[0], seed=cycle)
             begin = start + cycle * CYCLE_HOURS * 3600
@@ -97,15 +103,15 @@ def run_demo(
                 console.print(f"cycle {cycle}: shipped {shipped:,} records ({attack}); "
                               f"worker: {indexed:,.0f} indexed, {raised:,.0f} alerts")  # fmt: skip
             deadline = time.time() + cycle_seconds
-            while time.time() < deadline:
+            while time.time() < deadline and not stop.is_set():
                 if live is not None:
                     live.update(_view(es, settings, host, port, shipped, attack))
-                time.sleep(1)
-                if worker is not None and worker.poll() is not None:
+                stop.wait(1)
+                if worker is not None and worker.poll() is not None and not stop.is_set():
                     raise RuntimeError("the worker stopped; run `segwatch worker` to see why")
-    except KeyboardInterrupt:
-        pass
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if live is not None:
             live.stop()
         if worker is not None:
