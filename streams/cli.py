@@ -248,27 +248,58 @@ def kibana_import(
     files: SavedObjectFiles = None,
     url: Annotated[str | None, typer.Option(help="Kibana URL (default: kibana.url).")] = None,
     space: Annotated[str | None, typer.Option(help="Kibana space (default: kibana.space).")] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            help="Basic auth user; the password from SEGWATCH_KIBANA__PASSWORD, "
+            "or asked for on a terminal."
+        ),
+    ] = None,
+    ca_certs: Annotated[
+        Path | None, typer.Option(help="CA bundle for Kibana's TLS certificate.", exists=True)
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify Kibana's TLS certificate.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Load the data views, visualizations and dashboards into Kibana through its
     saved-objects API (overwriting earlier imports of the same objects).
 
-    Credentials come from the configuration: kibana.api_key (SEGWATCH_KIBANA__API_KEY),
-    or kibana.username and kibana.password; kibana.ca_certs for TLS.
+    Credentials: kibana.api_key (SEGWATCH_KIBANA__API_KEY), or a user (--username or
+    kibana.username) with kibana.password (SEGWATCH_KIBANA__PASSWORD); never on the
+    command line. Options override the configuration.
     """
+    import sys
+
+    from pydantic import SecretStr
+
     from streams.kibana import KibanaError, import_objects
 
     settings = _settings(config)
-    kwargs = settings.kibana.client_kwargs()
-    if space is not None:
-        kwargs["space"] = space
-    target = url or settings.kibana.url
+    update: dict[str, Any] = {
+        "url": url,
+        "space": space,
+        "username": username,
+        "ca_certs": ca_certs,
+        "verify_certs": False if insecure else None,
+    }
+    kibana = settings.kibana.model_copy(update={k: v for k, v in update.items() if v is not None})
+    if kibana.username and kibana.password is None and kibana.api_key is None:
+        if not sys.stdin.isatty():
+            user = escape(kibana.username)
+            _err.print(f"[red]no password for Kibana user {user}:[/red] set "
+                       "SEGWATCH_KIBANA__PASSWORD")  # fmt: skip
+            raise typer.Exit(2)
+        secret = typer.prompt(f"Kibana password for {kibana.username}", hide_input=True)
+        kibana = kibana.model_copy(update={"password": SecretStr(secret)})
+    kwargs = kibana.client_kwargs()
     try:
-        done = import_objects(target, _saved_objects(files), **kwargs)
+        done = import_objects(kibana.url, _saved_objects(files), **kwargs)
     except KibanaError as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
-    where = f"{target} (space {kwargs['space']})" if kwargs["space"] else target
+    where = f"{kibana.url} (space {kibana.space})" if kibana.space else kibana.url
     typer.echo(f"imported into {where}:")
     for line in done:
         typer.echo(f"  {line}")

@@ -245,3 +245,27 @@ def test_the_import_command_fails_clearly_when_kibana_is_not_there() -> None:
     )
     assert result.exit_code == 1
     assert "cannot reach Kibana" in result.stderr
+
+
+def test_import_options_override_the_configuration(
+    kibana: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGWATCH_KIBANA__URL", "http://127.0.0.1:9")  # overridden by --url
+    monkeypatch.setenv("SEGWATCH_KIBANA__PASSWORD", "pw")
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["kibana", "import", "--url", kibana, "--username", "ops", "--space", "noc",
+              str(FILES[0])],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (request,) = _Kibana.requests
+    assert request["path"] == "/s/noc/api/saved_objects/_import?overwrite=true"
+    assert request["headers"]["Authorization"] == "Basic b3BzOnB3"  # ops:pw
+
+
+def test_a_user_without_a_password_is_refused_off_a_terminal(kibana: str) -> None:
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["kibana", "import", "--url", kibana, "--username", "ops"]
+    )
+    assert result.exit_code == 2
+    assert "no password for Kibana user ops" in result.stderr
+    assert _Kibana.requests == []
