@@ -234,13 +234,7 @@ def create_app(settings: Settings) -> faust.App:
 
     for role, topic, agent in (("score", normalized, score), ("alert", alerts, alert)):
         if role in roles:
-            app.agent(
-                topic,
-                name=role,
-                concurrency=int(__import__("os").environ.get("CONCX", "1"))
-                if role == "index"
-                else 1,
-            )(agent)
+            app.agent(topic, name=role)(agent)
 
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:
@@ -261,7 +255,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        """Liveness: the process answers and its normalize stage runs."""
+        """Liveness: the process answers and its normalize and index threads run."""
         for loop in loops:
             if loop.failed is not None:
                 error = f"the {loop.name} stage stopped: {loop.failed!r}"
