@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from elasticsearch import Elasticsearch
 
 from streams.elastic import BulkResult, EventsSink
@@ -97,10 +97,10 @@ class IndexLoop(StageLoop):
         last: dict[tuple[str, int], int] = {}
         bad: list[bytes] = []
         for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if message.error() is not None or topic is None or partition is None or offset is None:
-                self.log.warning("consume error on %s: %s", topic, message.error())
+            position = self._position(message)
+            if position is None:
                 continue
+            topic, partition, offset = position
             value = message.value() or b"[]"
             last[(topic, partition)] = offset
             try:
@@ -140,13 +140,7 @@ class IndexLoop(StageLoop):
                                  f"Elasticsearch refused the document: {reason}")  # fmt: skip
             letters.append(orjson.dumps(letter))
         self._dead_letters(producer, letters)
-        try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
-                asynchronous=False,
-            )
-        except KafkaException as exc:  # e.g. a rebalance took the partitions: read again
-            self.log.warning("offsets not committed (%s): the batch will be read again", exc)
+        self._commit(consumer, last)
 
     def _dead_letters(self, producer: Producer, letters: list[bytes]) -> None:
         """Write them and wait for Kafka's acknowledgement, trying again until it comes:

@@ -9,19 +9,20 @@ offsets: at least once, never lost.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.settings import Settings
 
 __all__ = ["StageLoop", "produce"]
 
 
-class StageLoop:
+class StageLoop(abc.ABC):
     """Runs :meth:`_loop` in its own thread; :meth:`stop` ends it after the batch in
     hand. ``failed`` holds what stopped it otherwise (the worker's /healthz says so)."""
 
@@ -50,8 +51,27 @@ class StageLoop:
             self.failed = exc
             self.log.exception("the %s stage stopped", self.name)
 
+    @abc.abstractmethod
     def _loop(self) -> None:
-        raise NotImplementedError
+        """Consume, work, commit, until :meth:`stop`."""
+
+    def _position(self, message: Message) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of a consumed message; None (logged) for an error."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if message.error() is not None or topic is None or partition is None or offset is None:
+            self.log.warning("consume error on %s: %s", topic, message.error())
+            return None
+        return topic, partition, offset
+
+    def _commit(self, consumer: Consumer, last: dict[tuple[str, int], int]) -> None:
+        """Commit past the last offset of each (topic, partition) of a finished batch."""
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:  # e.g. a rebalance took the partitions: read again
+            self.log.warning("offsets not committed (%s): the batch will be read again", exc)
 
     def _consumer(self, group: str, **extra: Any) -> Consumer:
         return Consumer({

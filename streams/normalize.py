@@ -20,7 +20,6 @@ import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -79,10 +78,10 @@ class NormalizeLoop(StageLoop):
         last: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
         for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if message.error() is not None or topic is None or partition is None or offset is None:
-                self.log.warning("consume error on %s: %s", topic, message.error())
+            position = self._position(message)
+            if position is None:
                 continue
+            topic, partition, offset = position
             first.setdefault((topic, partition), offset)
             last[(topic, partition)] = offset
             counts[topic] = counts.get(topic, 0) + 1
@@ -107,15 +106,9 @@ class NormalizeLoop(StageLoop):
             pass  # the producer retries by itself while the broker is away
         if failures:
             self.log.error("%d deliveries failed (%s); doing the batch again", len(failures),
-                      failures[0])  # fmt: skip
+                           failures[0])  # fmt: skip
             for (topic, partition), offset in first.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
             time.sleep(1.0)
             return
-        try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
-                asynchronous=False,
-            )
-        except KafkaException as exc:  # e.g. a rebalance took the partitions: replayed
-            self.log.warning("offsets not committed (%s): the batch will be read again", exc)
+        self._commit(consumer, last)
