@@ -324,9 +324,9 @@ def kibana_check(
 
     from streams.kibana import (
         KibanaError,
-        aggregatable_fields,
         field_problems,
         load_objects,
+        mapped_fields,
         run_panel,
     )
     from streams.kibana import panels as find_panels
@@ -337,7 +337,7 @@ def kibana_check(
     except KibanaError as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
-    mapped = aggregatable_fields()
+    mapped = mapped_fields()
     indices = {"segwatch-events": events or settings.elasticsearch.events_stream,
                "segwatch-alerts": alerts or settings.elasticsearch.alerts_index}  # fmt: skip
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())

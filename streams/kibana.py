@@ -20,15 +20,18 @@ from typing import Any
 import httpx
 from elasticsearch import Elasticsearch
 
-from streams.elastic import load_templates
+from streams.elastic import TEMPLATES, load_templates
 
 __all__ = [
     "SAVED_OBJECTS",
     "KibanaError",
     "Panel",
-    "aggregatable_fields",
+    "auto_interval",
+    "field_problems",
+    "fields_used",
     "import_objects",
     "load_objects",
+    "mapped_fields",
     "panel_request",
     "panels",
     "run_panel",
@@ -170,15 +173,24 @@ def fields_used(panel: Panel) -> list[tuple[str, str]]:
     """(field, how) pairs: how is "aggregated" or "filtered"."""
     used = [(a["params"]["field"], "aggregated") for a in panel.aggs if "field" in a["params"]]
     for query in panel.filters:
-        for clause in query.values():
-            if isinstance(clause, dict):
-                used += [(name, "filtered") for name in clause]
+        used += [(name, "filtered") for name in _query_fields(query)]
     return used
 
 
-def aggregatable_fields(folder: Path | None = None) -> dict[str, str]:
+def _query_fields(query: dict[str, Any]) -> list[str]:
+    """The fields a filter's query names, through ``bool`` clauses (a negated filter)."""
+    names = []
+    for kind, clause in query.items():
+        if kind == "bool":
+            names += [n for part in clause.values() for q in part for n in _query_fields(q)]
+        elif isinstance(clause, dict):
+            names += list(clause)
+    return names
+
+
+def mapped_fields(folder: Path = TEMPLATES) -> dict[str, str]:
     """{field: type} of every field the index templates map."""
-    components, _ = load_templates(folder) if folder is not None else load_templates()
+    components, _ = load_templates(folder)
     out: dict[str, str] = {}
 
     def walk(properties: dict[str, Any], prefix: str) -> None:

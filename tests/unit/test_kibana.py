@@ -20,11 +20,12 @@ from streams.elastic import choose_lifecycle
 from streams.kibana import (
     SAVED_OBJECTS,
     KibanaError,
-    aggregatable_fields,
     auto_interval,
     field_problems,
+    fields_used,
     import_objects,
     load_objects,
+    mapped_fields,
     panel_request,
     panels,
 )
@@ -79,7 +80,7 @@ def test_the_dashboards_hold_the_panels_users_expect() -> None:
 
 
 def test_every_field_a_panel_uses_is_mapped_and_aggregatable_where_aggregated() -> None:
-    mapped = aggregatable_fields()
+    mapped = mapped_fields()
     found = panels(load_objects(FILES))
     assert len(found) == 14
     for panel in found:
@@ -94,11 +95,23 @@ def test_a_text_field_or_an_unknown_one_is_reported(tmp_path: Path) -> None:
                             '{\\"segmentation.anomaly\\": \\"scan\\"}', 1)  # fmt: skip
     assert broken != path.read_text()
     (tmp_path / "a.ndjson").write_text(broken)
-    mapped = aggregatable_fields()
+    mapped = mapped_fields()
     problems = [p for panel in panels(load_objects([tmp_path / "a.ndjson"]))
                 for p in field_problems(panel, mapped)]  # fmt: skip
     assert any("segmentation.reasons is text, not aggregatable" in p for p in problems)
     assert any("segmentation.anomaly is not in the index templates" in p for p in problems)
+
+
+def test_a_negated_filter_names_its_field(tmp_path: Path) -> None:
+    scans = SAVED_OBJECTS / "anomalies.ndjson"
+    (tmp_path / "a.ndjson").write_text(
+        scans.read_text().replace('\\"negate\\": false', '\\"negate\\": true')
+    )
+    (panel,) = [p for p in panels(load_objects([tmp_path / "a.ndjson"]))
+                if p.title == "Scans by source"]  # fmt: skip
+    assert panel.filters == [{"bool": {"must_not": [
+        {"match_phrase": {"segmentation.anomalies": "scan"}}]}}]  # fmt: skip
+    assert ("segmentation.anomalies", "filtered") in fields_used(panel)
 
 
 def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path: Path) -> None:
