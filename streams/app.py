@@ -123,6 +123,13 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
                     key_serializer="raw", value_serializer="raw")  # fmt: skip
 
+    roles = set(worker.roles)
+    loops: list[StageLoop] = []
+    if "normalize" in roles:
+        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source)))
+    if "index" in roles:
+        loops.append(IndexLoop(settings))
+
     @app.task  # type: ignore[misc]
     async def setup() -> None:
         report = await asyncio.to_thread(
@@ -139,18 +146,17 @@ def create_app(settings: Settings) -> faust.App:
         )
         ready["templates"] = True
         watcher.start()
-
-    roles = set(worker.roles)
-    loops: list[StageLoop] = []
-    if "normalize" in roles:
-        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source)))
-    if "index" in roles:
-        loops.append(IndexLoop(settings))
+        # only now: a bulk write before the templates are in would create the events
+        # data stream's name as a plain index, with guessed mappings, for good
+        for loop in loops:
+            if isinstance(loop, IndexLoop):
+                loop.start()
 
     @app.task  # type: ignore[misc]
     async def start_loops() -> None:
         for loop in loops:
-            loop.start()
+            if not isinstance(loop, IndexLoop):
+                loop.start()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_loops(app: faust.App, **kwargs: Any) -> None:

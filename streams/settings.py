@@ -104,8 +104,20 @@ class ElasticsearchSettings(BaseModel):
     password: SecretStr | None = None
     ca_certs: Path | None = None
     timeout: float = Field(default=30.0, gt=0)
-    events_stream: str = "segwatch-events"
-    alerts_index: str = "segwatch-alerts"
+    # the shipped index templates match these prefixes: a name outside them would get
+    # no template (a plain index with guessed mappings), so it is refused
+    events_stream: str = Field(
+        default="segwatch-events",
+        pattern=r"^segwatch-events[a-z0-9._-]*$",
+        description="The events data stream: segwatch-events, or that with a lowercase suffix "
+        "(the index template's pattern is segwatch-events*).",
+    )
+    alerts_index: str = Field(
+        default="segwatch-alerts",
+        pattern=r"^segwatch-alerts[a-z0-9._-]*$",
+        description="The alerts index: segwatch-alerts, or that with a lowercase suffix "
+        "(the index template's pattern is segwatch-alerts*).",
+    )
     lifecycle: Literal["auto", "dsl", "ilm", "none"] = Field(
         default="auto",
         description="Who deletes old events: dsl (data stream lifecycle), ilm, none, or auto "

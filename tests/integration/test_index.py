@@ -4,8 +4,13 @@ reason; offsets are committed once both are done; a replay writes nothing twice.
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
+import threading
 import time
+from pathlib import Path
+from typing import Any, ClassVar
 from unittest import mock
 
 import orjson
@@ -15,7 +20,14 @@ from elasticsearch import Elasticsearch
 from streams.index import IndexLoop, index_group
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics, pipeline_topics
-from tests.integration.test_worker import _count_topic, _env, _wait_count
+from tests.integration.test_worker import (
+    MODEL,
+    _count_topic,
+    _env,
+    _start_worker,
+    _stop,
+    _wait_count,
+)
 
 
 def _settings(tag: str) -> Settings:
@@ -91,3 +103,69 @@ def _settings_with_group(settings: Settings, app_id: str) -> Settings:
     return settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"app_id": app_id})}
     )
+
+
+class _SlowTemplates(http.server.BaseHTTPRequestHandler):
+    """A proxy to Elasticsearch that holds index-template writes for a few seconds and
+    notes when each request was answered."""
+
+    upstream: ClassVar[tuple[str, int]] = ("127.0.0.1", 9200)
+    answered: ClassVar[list[tuple[float, str, str]]] = []  # (time, method, path)
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "PUT" and self.path.startswith("/_index_template/"):
+            time.sleep(6)
+        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+        _SlowTemplates.answered.append((time.time(), self.command, self.path))
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_worker_writes_no_event_before_its_templates_are_in(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """Events already waiting when a worker starts are written only after its index
+    templates: a write before them would make the stream a plain index, for good."""
+    tag = f"it{unique}"
+    settings = _settings(tag)
+    ensure_topics(settings.kafka, pipeline_topics(settings.topics))
+    producer = Producer(settings.kafka.client_config())
+    producer.produce(settings.topics.events, orjson.dumps([_event(i) for i in range(50)]))
+    producer.flush(10)
+    url = settings.elasticsearch.url.split("//", 1)[1].rstrip("/")
+    host, port = url.rsplit(":", 1)
+    _SlowTemplates.upstream = (host, int(port))
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowTemplates)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    env = _env(tag, SEGWATCH_WORKER__ROLES='["index"]',
+               SEGWATCH_ELASTICSEARCH__URL=f"http://127.0.0.1:{proxy.server_address[1]}")  # fmt: skip
+    worker = _start_worker(MODEL, env, tmp_path / "worker.log")
+    try:
+        assert _wait_count(es, settings.elasticsearch.events_stream, 50) == 50
+    finally:
+        _stop(worker)
+        proxy.shutdown()
+    answered = _SlowTemplates.answered
+    templates = [t for t, method, path in answered if path.startswith("/_index_template/")]
+    bulks = [t for t, method, path in answered if "_bulk" in path]
+    assert templates and bulks, answered
+    assert min(bulks) > max(templates)
+    stream = settings.elasticsearch.events_stream
+    (backing,) = es.indices.get(index=stream)  # a data stream's, not a plain index
+    assert backing.startswith(f".ds-{stream}-")

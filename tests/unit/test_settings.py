@@ -54,6 +54,20 @@ def test_invalid_value_names_file_and_field(tmp_path: Path) -> None:
     assert "topics.partitions" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "name"), [("events_stream", "flows"), ("alerts_index", "Segwatch-alerts-x")]
+)
+def test_index_names_outside_the_templates_patterns_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, name: str
+) -> None:
+    # no shipped template would match them: Elasticsearch would guess the mappings
+    monkeypatch.setenv(f"SEGWATCH_ELASTICSEARCH__{key.upper()}", name)
+    with pytest.raises(SettingsError, match=rf"elasticsearch\.{key}"):
+        load_settings()
+    monkeypatch.setenv(f"SEGWATCH_ELASTICSEARCH__{key.upper()}", f"segwatch-{key[:6]}-prod")
+    assert getattr(load_settings().elasticsearch, key) == f"segwatch-{key[:6]}-prod"
+
+
 def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("kafka:\n  bootstrap_server: x:1\n")
