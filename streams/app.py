@@ -126,7 +126,8 @@ def create_app(settings: Settings) -> faust.App:
     roles = set(worker.roles)
     loops: list[StageLoop] = []
     if "normalize" in roles:
-        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source)))
+        scored = (lambda: ready["partitions"]) if "score" in roles else None
+        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source), scored))
     if "index" in roles:
         loops.append(IndexLoop(settings))
 

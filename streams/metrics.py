@@ -39,6 +39,11 @@ class Metrics:
                                              "Published models refused", registry=r)  # fmt: skip
         self.consumer_lag = Gauge("segwatch_consumer_lag", "Records not yet consumed",
                                   ["topic", "partition"], registry=r)  # fmt: skip
+        self.normalize_held = Gauge(
+            "segwatch_normalize_held",
+            "1 while the normalize stage waits for the score stage to catch up",
+            registry=r,
+        )
         self.model_info = Gauge("segwatch_model_info", "The active model", ["name", "version"],
                                 registry=r)  # fmt: skip
 

@@ -12,14 +12,16 @@ make the replay harmless downstream).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -33,6 +35,8 @@ from streams.settings import Settings
 
 __all__ = ["NormalizeLoop", "normalize_group"]
 
+log = logging.getLogger("segwatch.normalize")
+
 
 def normalize_group(settings: Settings) -> str:
     """The consumer group of the normalize stage (the raw topics' committed offsets)."""
@@ -44,9 +48,15 @@ class NormalizeLoop(StageLoop):
 
     name = "normalize"
 
-    def __init__(self, settings: Settings, zone_of: Callable[[Any], str | None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        zone_of: Callable[[Any], str | None],
+        scored: Callable[[], Collection[int]] | None = None,
+    ) -> None:
         super().__init__(settings)
         self.zone_of = zone_of  # the active model's, read on every event
+        self.scored = scored  # the normalized partitions this worker scores, if it scores
         topics = settings.topics
         self._normalizers = {
             topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
@@ -57,12 +67,21 @@ class NormalizeLoop(StageLoop):
         consumer = self._consumer(normalize_group(self.settings))
         producer = self._producer()
         consumer.subscribe(list(self._normalizers))
+        ahead = _Ahead(self.settings, self.scored)
+        held = False
         try:
             while not self._stop.is_set():
+                far = ahead.too_far()
+                if far or held:  # paused again while far: a rebalance may have added some
+                    (consumer.pause if far else consumer.resume)(consumer.assignment())
+                    held = far
+                    METRICS.normalize_held.set(int(held))
+                # while held, this only keeps the group membership
                 messages = consumer.consume(self.settings.worker.batch_size, timeout=0.2)
                 if messages:
                     self._batch(consumer, producer, messages)
         finally:
+            ahead.close()
             consumer.close()
 
     def _batch(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
@@ -112,3 +131,59 @@ class NormalizeLoop(StageLoop):
             time.sleep(1.0)
             return
         self._commit(consumer, last)
+
+
+class _Ahead:
+    """Whether the normalize stage is too far ahead of the score stage: more messages of
+    the normalized topic than ``worker.normalize_ahead`` not yet committed by the score
+    stage's group, read every half second. In a worker that also scores, only its own
+    partitions count, so a slow scorer elsewhere never holds it up.
+
+    Normalizing far ahead gains nothing: in a worker running both stages it takes the
+    interpreter from the scorer, and a long backlog would pile up in the topic."""
+
+    def __init__(self, settings: Settings, scored: Callable[[], Collection[int]] | None) -> None:
+        self.limit = settings.worker.normalize_ahead
+        self.topic = settings.topics.normalized
+        self.scored = scored
+        self._client: Consumer | None = None
+        if self.limit:
+            self._client = Consumer({**settings.kafka.client_config(),
+                                     "group.id": settings.worker.app_id,  # only read, never joined
+                                     "enable.auto.commit": False})  # fmt: skip
+        self._all: list[int] = []
+        self._checked = 0.0
+        self._far = False
+
+    def too_far(self) -> bool:
+        now = time.monotonic()
+        if self._client is None or now - self._checked < 0.5:
+            return self._far
+        self._checked = now
+        try:
+            self._far = self.behind(self._client) > self.limit
+        except KafkaException as exc:  # cannot tell: go on as before
+            log.warning("could not read the score stage's progress: %s", exc)
+        return self._far
+
+    def behind(self, client: Consumer) -> int:
+        """Messages of the counted partitions the score stage has yet to commit."""
+        if self.scored is not None:
+            partitions = sorted(self.scored())
+        else:
+            if not self._all:
+                found = client.list_topics(self.topic, timeout=5).topics[self.topic]
+                self._all = sorted(found.partitions)
+            partitions = self._all
+        if not partitions:
+            return 0
+        behind = 0
+        committed = client.committed([TopicPartition(self.topic, p) for p in partitions], timeout=5)
+        for tp in committed:
+            _, high = client.get_watermark_offsets(tp, timeout=5)
+            behind += max(high - max(tp.offset, 0), 0)
+        return behind
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

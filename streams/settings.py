@@ -182,6 +182,12 @@ class WorkerSettings(BaseModel):
         description="Raw records the normalize stage takes at once (one message per source "
         "zone of each batch); an Elasticsearch bulk is up to four such messages, scored.",
     )
+    normalize_ahead: int = Field(
+        default=200,
+        ge=0,
+        description="Messages of the normalized topic the score stage may have left to read "
+        "before the normalize stage pauses until it catches up (0: never pause).",
+    )
     web_host: str = "127.0.0.1"
     web_port: int | None = Field(default=6066, description="Health endpoint; null: none.")
     roles: tuple[Literal["normalize", "score", "index", "alert"], ...] = Field(
