@@ -57,6 +57,7 @@ class NormalizeLoop(StageLoop):
         super().__init__(settings)
         self.zone_of = zone_of  # the active model's, read on every event
         self.scored = scored  # the normalized partitions this worker scores, if it scores
+        self.sent = [0, 0]  # messages, events written to the normalized topic
         topics = settings.topics
         self._normalizers = {
             topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
@@ -71,7 +72,7 @@ class NormalizeLoop(StageLoop):
         held = False
         try:
             while not self._stop.is_set():
-                far = ahead.too_far()
+                far = ahead.too_far(self.sent[1] / max(self.sent[0], 1))
                 if far or held:  # paused again while far: a rebalance may have added some
                     (consumer.pause if far else consumer.resume)(consumer.assignment())
                     held = far
@@ -121,6 +122,8 @@ class NormalizeLoop(StageLoop):
         for key, events in by_zone.items():
             for batch in batches(events):
                 produce(producer, topics.normalized, key, batch, delivered)
+                self.sent[0] += 1
+            self.sent[1] += len(events)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
         if failures:
@@ -134,9 +137,10 @@ class NormalizeLoop(StageLoop):
 
 
 class _Ahead:
-    """Whether the normalize stage is too far ahead of the score stage: more messages of
-    the normalized topic than ``worker.normalize_ahead`` not yet committed by the score
-    stage's group, read every half second. In a worker that also scores, only its own
+    """Whether the normalize stage is too far ahead of the score stage: more than
+    ``worker.normalize_ahead`` events in the messages of the normalized topic not yet
+    committed by the score stage's group (counted at this stage's mean events per
+    message), read every half second. In a worker that also scores, only its own
     partitions count, so a slow scorer elsewhere never holds it up.
 
     Normalizing far ahead gains nothing: in a worker running both stages it takes the
@@ -155,13 +159,13 @@ class _Ahead:
         self._checked = 0.0
         self._far = False
 
-    def too_far(self) -> bool:
+    def too_far(self, events_per_message: float) -> bool:
         now = time.monotonic()
         if self._client is None or now - self._checked < 0.5:
             return self._far
         self._checked = now
         try:
-            self._far = self.behind(self._client) > self.limit
+            self._far = self.behind(self._client) * events_per_message > self.limit
         except KafkaException as exc:  # cannot tell: go on as before
             log.warning("could not read the score stage's progress: %s", exc)
         return self._far

@@ -183,9 +183,9 @@ class WorkerSettings(BaseModel):
         "zone of each batch); an Elasticsearch bulk is up to four such messages, scored.",
     )
     normalize_ahead: int = Field(
-        default=200,
+        default=50_000,
         ge=0,
-        description="Messages of the normalized topic the score stage may have left to read "
+        description="Events the score stage may have left to read in the normalized topic "
         "before the normalize stage pauses until it catches up (0: never pause).",
     )
     web_host: str = "127.0.0.1"
