@@ -92,12 +92,17 @@ def _settings(tag: str, **extra: str) -> tuple[Settings, dict[str, str]]:
 
 
 @contextmanager
-def _workers(env: dict[str, str], count: int = 1, **extra: str) -> Iterator[None]:
-    """``count`` workers of one group, stopped (SIGTERM) on the way out."""
+def _workers(
+    env: dict[str, str], count: int = 1, roles: list[str] | None = None, **extra: str
+) -> Iterator[None]:
+    """``count`` workers of one group (``roles[i]``: the i-th one's, as JSON), stopped
+    (SIGTERM) on the way out."""
     logs = Path(tempfile.mkdtemp(prefix="segwatch-bench-"))
     procs = []
     for i in range(count):
         worker_env = {**os.environ, **env, **extra, "SEGWATCH_WORKER__WEB_PORT": str(WEB_PORT + i)}
+        if roles is not None:
+            worker_env["SEGWATCH_WORKER__ROLES"] = roles[i]
         command = [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL),
                    "--loglevel", "warning"]  # fmt: skip
         log = (logs / f"worker-{i}.log").open("w")
@@ -138,23 +143,50 @@ def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
         raise RuntimeError("could not ship the records")
     consume = _consume_rate(settings, raw, n)
     bulk = _bulk_rate(es, records, f"segwatch-events-ceiling-{uuid.uuid4().hex[:8]}")
-    stream = settings.elasticsearch.events_stream
-    with _workers(env):
-        # documents Elasticsearch acknowledged, from the worker's counter: polling the
-        # stream's count would refresh it several times a second and slow Elasticsearch
-        e2e = _steady_rate(_counter("segwatch_records_out_total", 1), n)
-    es.indices.refresh(index=stream)
-    if es.count(index=stream)["count"] != n:
-        raise RuntimeError(f"{stream} holds {es.count(index=stream)['count']} of {n} events")
+    e2e = _end_to_end(es, settings, env, n)
+    # the same machine with the normalize stage in a process of its own (worker.roles):
+    # each Python process runs on one core at a time
+    split_settings, split_env = _settings(f"bench{uuid.uuid4().hex[:8]}")
+    if ship(split_settings.kafka, split_settings.topics.raw("vpcflow"), records).failed:
+        raise RuntimeError("could not ship the records")
+    split = _end_to_end(es, split_settings, split_env, n,
+                        ['["normalize"]', '["score","index","alert"]'])  # fmt: skip
     lower = min(consume, bulk)
-    cond = (f"{n:,} VPC records already in {raw} (3 partitions), 1 worker, batches of {BULK}, "
+    cond = (f"{n:,} VPC records already in {raw} (3 partitions), batches of {BULK}, "
             f"raw bulks of {BULK}")  # fmt: skip
     return [
         Row("ceiling: raw consume of the records (confluent-kafka)", consume, "records/s", cond),
         Row("ceiling: raw bulk of the same documents (data stream)", bulk, "docs/s", cond),
-        Row("pipeline end to end: raw topic -> Elasticsearch", e2e, "records/s", cond),
+        Row(
+            "pipeline end to end: raw topic -> Elasticsearch", e2e, "records/s", f"1 worker; {cond}"
+        ),
         Row("pipeline / lower ceiling", 100 * e2e / lower, "%", "target >= 70%"),
+        Row(
+            "pipeline end to end, 2 processes",
+            split,
+            "records/s",
+            f"worker.roles [normalize] | [score, index, alert]; {cond}",
+        ),
+        Row("2 processes / lower ceiling", 100 * split / lower, "%", "target >= 70%"),
     ]
+
+
+def _end_to_end(
+    es: Elasticsearch, settings: Settings, env: dict[str, str], n: int,
+    roles: list[str] | None = None,
+) -> float:  # fmt: skip
+    """Records/s from the raw topic into the events stream, all ``n`` checked there; the
+    last worker (of ``roles``) is the one that indexes."""
+    stream = settings.elasticsearch.events_stream
+    count = len(roles) if roles else 1
+    with _workers(env, count, roles):
+        # documents Elasticsearch acknowledged, from the worker's counter: polling the
+        # stream's count would refresh it several times a second and slow Elasticsearch
+        rate = _steady_rate(_counter("segwatch_records_out_total", 1, WEB_PORT + count - 1), n)
+    es.indices.refresh(index=stream)
+    if es.count(index=stream)["count"] != n:
+        raise RuntimeError(f"{stream} holds {es.count(index=stream)['count']} of {n} events")
+    return rate
 
 
 def _consume_rate(settings: Settings, topic: str, n: int) -> float:
@@ -194,11 +226,12 @@ def _bulk_rate(es: Elasticsearch, records: list[bytes], stream: str) -> float:
     return len(docs) / (time.perf_counter() - started)
 
 
-def _counter(name: str, workers: int, **labels: str) -> Any:
-    """A counter of the workers' /metrics, summed over them (and over other labels)."""
+def _counter(name: str, workers: int, first: int = WEB_PORT, **labels: str) -> Any:
+    """A counter of the workers' /metrics (ports ``first`` on), summed over them (and
+    over other labels)."""
 
     def count() -> int:
-        samples = [s for i in range(workers) for s in scrape(WEB_PORT + i, timeout=2)]
+        samples = [s for i in range(workers) for s in scrape(first + i, timeout=2)]
         return int(sum(s.value for s in samples if s.name == name
                        and all(s.labels.get(k) == v for k, v in labels.items())))  # fmt: skip
 
@@ -208,19 +241,30 @@ def _counter(name: str, workers: int, **labels: str) -> Any:
 def _scaling(records: list[bytes]) -> list[Row]:
     """Normalize + score only (no sink): the rate into the events topic, 1 vs 2 workers."""
     rates = []
+    shares = ""
     for count in (1, 2):
         settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}",
                                   SEGWATCH_TOPICS__PARTITIONS=str(SCALE_PARTITIONS))  # fmt: skip
         if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
             raise RuntimeError("could not ship the records")
-        with _workers(env, count, SEGWATCH_WORKER__ROLES='["normalize","score"]'):
-            scored = _counter("segwatch_records_in_total", count, topic=settings.topics.normalized)
-            rates.append(_steady_rate(scored, len(records)))
+        with _workers(env, count, ['["normalize","score"]'] * count):
+            topic = settings.topics.normalized
+            rates.append(_steady_rate(_counter("segwatch_records_in_total", count, topic=topic),
+                                      len(records)))  # fmt: skip
+            # the scoring each worker did: keyed by source zone, it is rarely half each
+            scored = [_counter("segwatch_records_in_total", 1, WEB_PORT + i, topic=topic)()
+                      for i in range(count)]  # fmt: skip
+            shares = "/".join(f"{100 * n / sum(scored):.0f}%" for n in scored)
     cond = (f"{len(records):,} records, normalize + score, {SCALE_PARTITIONS} partitions, "
             "2 cores in all")  # fmt: skip
     return [
         Row("1 worker: raw -> events topic", rates[0], "records/s", cond),
-        Row("2 workers: raw -> events topic", rates[1], "records/s", cond),
+        Row(
+            "2 workers: raw -> events topic",
+            rates[1],
+            "records/s",
+            f"{cond}; events scored per worker {shares}",
+        ),
         Row("2 workers / 1 worker", rates[1] / rates[0], "x", "target >= 1.6x"),
     ]
 
