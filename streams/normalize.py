@@ -57,7 +57,7 @@ class NormalizeLoop(StageLoop):
         super().__init__(settings)
         self.zone_of = zone_of  # the active model's, read on every event
         self.scored = scored  # the normalized partitions this worker scores, if it scores
-        self.sent = [0, 0]  # messages, events written to the normalized topic
+        self.sent_messages = self.sent_events = 0  # to the normalized topic
         topics = settings.topics
         self._normalizers = {
             topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
@@ -72,7 +72,7 @@ class NormalizeLoop(StageLoop):
         held = False
         try:
             while not self._stop.is_set():
-                far = ahead.too_far(self.sent[1] / max(self.sent[0], 1))
+                far = ahead.too_far(self.sent_events / max(self.sent_messages, 1))
                 if far or held:  # paused again while far: a rebalance may have added some
                     (consumer.pause if far else consumer.resume)(consumer.assignment())
                     held = far
@@ -122,8 +122,8 @@ class NormalizeLoop(StageLoop):
         for key, events in by_zone.items():
             for batch in batches(events):
                 produce(producer, topics.normalized, key, batch, delivered)
-                self.sent[0] += 1
-            self.sent[1] += len(events)
+                self.sent_messages += 1
+            self.sent_events += len(events)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
         if failures:
@@ -157,7 +157,7 @@ class _Ahead:
                                      "enable.auto.commit": False})  # fmt: skip
         self._all: list[int] = []
         self._checked = 0.0
-        self._far = False
+        self._far = self._failing = False
 
     def too_far(self, events_per_message: float) -> bool:
         now = time.monotonic()
@@ -166,8 +166,11 @@ class _Ahead:
         self._checked = now
         try:
             self._far = self.behind(self._client) * events_per_message > self.limit
+            self._failing = False
         except KafkaException as exc:  # cannot tell: go on as before
-            log.warning("could not read the score stage's progress: %s", exc)
+            if not self._failing:  # once, not twice a second through a broker outage
+                log.warning("could not read the score stage's progress: %s", exc)
+            self._failing = True
         return self._far
 
     def behind(self, client: Consumer) -> int:

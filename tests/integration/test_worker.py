@@ -495,12 +495,17 @@ def _no_duplicates(es: Elasticsearch, stream: str) -> None:
     assert twice["aggregations"]["d"]["buckets"] == []
 
 
-def _learn_then_open(tmp_path: Path, env: dict[str, str], start: int) -> int:
-    """Ship the learning period, then the first use of every path in NEW."""
+def _learn_then_open(
+    tmp_path: Path, env: dict[str, str], start: int, es: Elasticsearch, stream: str
+) -> int:
+    """Ship the learning period, then, once it is scored and indexed, the first use of
+    every path in NEW. (Shipped together, the opening records may be read first from
+    their raw partition: Kafka orders records within a partition only.)"""
     learning = _flows(tmp_path / "learn.log", LEARNED, start, 700)
+    assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / "learn.log"), env=env).returncode == 0
+    assert _wait_count(es, stream, learning) == learning
     opened = _flows(tmp_path / "open.log", NEW, start + 700, len(NEW))
-    for name in ("learn.log", "open.log"):
-        assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / name), env=env).returncode == 0
+    assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / "open.log"), env=env).returncode == 0
     return learning + opened
 
 
@@ -526,7 +531,7 @@ def test_worker_killed_mid_stream_recovers_its_state(
     start = int(time.time()) - 3 * 3600
     worker = _start_worker(TIERS, env, tmp_path / "worker-1.log")
     try:
-        shipped = _learn_then_open(tmp_path, env, start)
+        shipped = _learn_then_open(tmp_path, env, start, es, stream)
         assert _wait_count(es, stream, shipped) == shipped
         assert _new_path_events(es, stream) == _expected_paths(NEW)
         # the learned paths again, many times; killed while they are being processed
@@ -588,7 +593,7 @@ def test_two_workers_share_the_partitions_and_the_state(
     workers = [_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(ports[0])},
                              tmp_path / "worker-1.log")]  # fmt: skip
     try:
-        shipped = _learn_then_open(tmp_path, env, start)
+        shipped = _learn_then_open(tmp_path, env, start, es, stream)
         assert _wait_count(es, stream, shipped) == shipped
         # a second worker joins: partitions (and their state) move to it
         workers.append(_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(ports[1])},
