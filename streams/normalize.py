@@ -70,6 +70,7 @@ class NormalizeLoop(StageLoop):
         consumer.subscribe(list(self._normalizers))
         ahead = _Ahead(self.settings, self.scored)
         held = False
+        METRICS.normalize_held.set(0)
         try:
             while not self._stop.is_set():
                 far = ahead.too_far(self.sent_events / max(self.sent_messages, 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.metrics import METRICS
@@ -29,8 +30,10 @@ def _held() -> float:
     return METRICS.normalize_held._value.get()  # type: ignore[attr-defined,no-any-return]
 
 
-def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
-    base = _settings(f"nz{unique}")
+def _shipped(tag: str) -> Settings:
+    """Settings with batches of 2 records and room for 20 unscored events, and 6,000
+    records of one zone in the raw topic: 3,000 messages if nothing held normalize back."""
+    base = _settings(tag)
     worker = base.worker.model_copy(update={"batch_size": 2, "normalize_ahead": 20})
     settings = base.model_copy(update={"worker": worker})
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
@@ -40,7 +43,16 @@ def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
         for i in range(6_000)
     ]
     assert not ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed
-    # one zone, batches of 2 records: 3,000 messages if nothing held the stage back
+    return settings
+
+
+def _partition_of(settings: Settings, key: bytes) -> int:
+    """Where the producer's partitioner (murmur2, as Kafka's Java client) puts ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % settings.topics.partitions
+
+
+def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
+    settings = _shipped(f"nz{unique}")
     loop = NormalizeLoop(settings, lambda source: "office")
     # the score stage's group, committing nothing yet
     score = Consumer({**settings.kafka.client_config(), "group.id": settings.worker.app_id,
@@ -66,6 +78,31 @@ def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
             written = sum(tp.offset for tp in ends)
             time.sleep(0.5)
         assert written == 3_000
+    finally:
+        loop.stop()
+        score.close()
+    assert loop.failed is None
+
+
+def test_normalize_waits_only_for_its_own_scorer(unique: str) -> None:
+    """In a worker that scores, only the partitions it scores count: a backlog in the
+    others (another worker's) never holds it up."""
+    settings = _shipped(f"no{unique}")
+    office = _partition_of(settings, b"office")
+    others = [p for p in range(settings.topics.partitions) if p != office]
+    loop = NormalizeLoop(settings, lambda source: "office", scored=lambda: others)
+    score = Consumer({**settings.kafka.client_config(), "group.id": settings.worker.app_id,
+                      "enable.auto.commit": False})  # fmt: skip
+    loop.start()
+    try:
+        deadline = time.time() + 60
+        written = 0
+        while time.time() < deadline and written < 3_000:
+            written = sum(tp.offset for tp in _written(settings, score))
+            assert not _held()
+            time.sleep(0.2)
+        ends = _written(settings, score)
+        assert written == 3_000 and ends[office].offset == 3_000  # nothing scored, all written
     finally:
         loop.stop()
         score.close()
