@@ -124,12 +124,14 @@ def create_app(settings: Settings) -> faust.App:
                     key_serializer="raw", value_serializer="raw")  # fmt: skip
 
     roles = set(worker.roles)
-    loops: list[StageLoop] = []
+    normalize: StageLoop | None = None
+    index: StageLoop | None = None
     if "normalize" in roles:
         scored = (lambda: ready["partitions"]) if "score" in roles else None
-        loops.append(NormalizeLoop(settings, lambda source: scorer.model.zone_of(source), scored))
+        normalize = NormalizeLoop(settings, lambda source: scorer.model.zone_of(source), scored)
     if "index" in roles:
-        loops.append(IndexLoop(settings))
+        index = IndexLoop(settings)
+    loops = [loop for loop in (normalize, index) if loop is not None]
 
     @app.task  # type: ignore[misc]
     async def setup() -> None:
@@ -149,15 +151,13 @@ def create_app(settings: Settings) -> faust.App:
         watcher.start()
         # only now: a bulk write before the templates are in would create the events
         # data stream's name as a plain index, with guessed mappings, for good
-        for loop in loops:
-            if isinstance(loop, IndexLoop):
-                loop.start()
+        if index is not None:
+            index.start()
 
     @app.task  # type: ignore[misc]
-    async def start_loops() -> None:
-        for loop in loops:
-            if not isinstance(loop, IndexLoop):
-                loop.start()
+    async def start_normalize() -> None:
+        if normalize is not None:
+            normalize.start()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_loops(app: faust.App, **kwargs: Any) -> None:

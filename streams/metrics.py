@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-__all__ = ["METRICS", "Metrics", "measure_lag", "scrape"]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
+
+__all__ = ["METRICS", "Metrics", "group_lag", "measure_lag", "scrape"]
 
 
 @dataclass
@@ -55,6 +59,18 @@ class Metrics:
 METRICS = Metrics()
 
 
+def group_lag(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float = 10
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> high watermark minus the committed offset of the group of
+    ``consumer`` (a confluent-kafka Consumer, which need not have joined it)."""
+    lag = {}
+    for tp in consumer.committed(partitions, timeout=timeout) if partitions else []:
+        _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        lag[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+    return lag
+
+
 def measure_lag(
     kafka_conf: dict[str, object], group: str, topics: list[str]
 ) -> dict[tuple[str, int], int]:
@@ -66,12 +82,7 @@ def measure_lag(
         metadata = consumer.list_topics(timeout=10)
         partitions = [TopicPartition(t, p) for t in topics if t in metadata.topics
                       for p in metadata.topics[t].partitions]  # fmt: skip
-        committed = consumer.committed(partitions, timeout=10) if partitions else []
-        lag = {}
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            lag[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
-        return lag
+        return group_lag(consumer, partitions)
     finally:
         consumer.close()
 

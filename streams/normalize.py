@@ -29,7 +29,7 @@ from confluent_kafka import (
 
 from detector.parsers import ParseOptions
 from streams.loop import StageLoop, produce
-from streams.metrics import METRICS
+from streams.metrics import METRICS, group_lag
 from streams.pipeline import Normalizer, batches
 from streams.settings import Settings
 
@@ -183,14 +183,8 @@ class _Ahead:
                 found = client.list_topics(self.topic, timeout=5).topics[self.topic]
                 self._all = sorted(found.partitions)
             partitions = self._all
-        if not partitions:
-            return 0
-        behind = 0
-        committed = client.committed([TopicPartition(self.topic, p) for p in partitions], timeout=5)
-        for tp in committed:
-            _, high = client.get_watermark_offsets(tp, timeout=5)
-            behind += max(high - max(tp.offset, 0), 0)
-        return behind
+        counted = [TopicPartition(self.topic, p) for p in partitions]
+        return sum(group_lag(client, counted, timeout=5).values())
 
     def close(self) -> None:
         if self._client is not None:
