@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -128,7 +129,7 @@ def _elasticsearch(client_kwargs: dict[str, object], n: int) -> Row:
     started = time.perf_counter()
     sent = 0
     while sent < n:
-        resp = es.bulk(index=index, body=body)
+        resp = es.bulk(index=index, body=cast(Any, body))  # the client's types: no bytes
         if resp["errors"]:
             raise RuntimeError(f"bulk errors: {resp['items'][0]}")
         sent += batch

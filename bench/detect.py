@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import Row
 from detector.detect import DetectorSettings, Engine, load_rules
 from detector.detect.detectors import NewPathDetector
+from detector.errors import ParseError
 from detector.model import compile_model, load_model
 from detector.parsers import ParseOptions, make_parser
 from detector.simulate import Simulator
@@ -48,7 +49,10 @@ def run(scale: float) -> list[Row]:
         )
     )
     parser = make_parser("vpcflow", ParseOptions(reference_time=START + 30 * 86_400))
-    placed = [(e, model.place(e)) for r in records for e in parser.parse(r)]
+    events = [e for r in records for e in parser.parse(r)]
+    placed = [(e, model.place(e)) for e in events if not isinstance(e, ParseError)]
+    if len(placed) != len(events):
+        raise RuntimeError(f"{len(events) - len(placed)} simulated records did not parse")
     gc.collect()
     gc.freeze()
     engine = Engine(

@@ -7,6 +7,7 @@ consumer group and data stream), on records of the three-tier example model.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import json
@@ -19,21 +20,23 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from unittest import mock
 
 import orjson
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from bench import Row
 from detector.model import compile_model, load_model
 from detector.simulate import Simulator
 from streams.elastic import install_templates
+from streams.index import index_group
 from streams.metrics import scrape
 from streams.normalize import normalize_group
 from streams.pipeline import Normalizer, Scorer
@@ -71,9 +74,12 @@ def _records(n: int) -> list[bytes]:
     return [r.encode() for r, _ in itertools.islice(records, n)]
 
 
-def _settings(tag: str, **extra: str) -> tuple[Settings, dict[str, str]]:
+@contextmanager
+def _run(**extra: str) -> Iterator[tuple[Settings, dict[str, str]]]:
     """Settings (and the environment giving them to a worker) for one run's own topics,
-    group and indices, read from that environment as the worker will read them."""
+    groups and indices, read from that environment as the worker will read them; all
+    of them are deleted on the way out (200k records a run add up)."""
+    tag = f"bench{uuid.uuid4().hex[:8]}"
     env = {
         "SEGWATCH_TOPICS__RAW_PREFIX": f"{tag}.raw.",
         "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
@@ -90,43 +96,96 @@ def _settings(tag: str, **extra: str) -> tuple[Settings, dict[str, str]]:
     with mock.patch.dict(os.environ, env):
         settings = load_settings()
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
-    return settings, env
+    try:
+        yield settings, env
+    finally:
+        _forget(settings)
+
+
+def _forget(settings: Settings) -> None:
+    """Delete a run's topics (its faust app's own too), consumer groups and indices."""
+    admin = AdminClient(settings.kafka.client_config())
+    app = settings.worker.app_id
+    topics = [t for t in admin.list_topics(timeout=10).topics
+              if t.startswith((f"{app}-", settings.topics.raw_prefix))
+              or t in {s.name for s in pipeline_topics(settings.topics)}]  # fmt: skip
+    groups = [app, normalize_group(settings), index_group(settings)]
+    groups += [f"ceiling-{t}" for t in topics]
+    for future in [*admin.delete_topics(topics, operation_timeout=30).values(),
+                   *admin.delete_consumer_groups(groups).values()]:  # fmt: skip
+        with contextlib.suppress(KafkaException):  # a group the run never made
+            future.result()
+    es = Elasticsearch(**settings.elasticsearch.client_kwargs())
+    _drop_stream(es, settings.elasticsearch.events_stream)
+    es.indices.delete(index=settings.elasticsearch.alerts_index, ignore_unavailable=True)
+    es.close()
+
+
+def _drop_stream(es: Elasticsearch, stream: str) -> None:
+    """Delete a data stream, if there is one. A node without the data stream API (the
+    local integ-test distribution answers 405) keeps an empty write index of it."""
+    with contextlib.suppress(NotFoundError):
+        try:
+            es.indices.delete_data_stream(name=stream)
+        except ApiError as exc:
+            if exc.meta.status != 405:
+                raise
+            write = es.indices.rollover(alias=stream)["new_index"]
+            backing = es.indices.get(index=f".ds-{stream}-*", expand_wildcards="all")
+            old = [name for name in backing if name != write]
+            if old:
+                es.indices.delete(index=",".join(old))
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
 
 
 @contextmanager
 def _workers(
     env: dict[str, str], count: int = 1, roles: list[str] | None = None, **extra: str
-) -> Iterator[None]:
+) -> Iterator[list[_Worker]]:
     """``count`` workers of one group (``roles[i]``: the i-th one's, as JSON), stopped
     (SIGTERM) on the way out."""
     logs = Path(tempfile.mkdtemp(prefix="segwatch-bench-"))
-    procs = []
+    procs: list[_Worker] = []
     for i in range(count):
         worker_env = {**os.environ, **env, **extra, "SEGWATCH_WORKER__WEB_PORT": str(WEB_PORT + i)}
         if roles is not None:
             worker_env["SEGWATCH_WORKER__ROLES"] = roles[i]
         command = [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL),
                    "--loglevel", "warning"]  # fmt: skip
-        log = (logs / f"worker-{i}.log").open("w")
-        procs.append(subprocess.Popen(command, env=worker_env, cwd=ROOT, stdout=log,
-                                      stderr=subprocess.STDOUT))  # fmt: skip
+        log = logs / f"worker-{i}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(command, env=worker_env, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+        procs.append(_Worker(proc, log))
     try:
-        yield
+        yield procs
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
+        for worker in procs:
+            worker.proc.send_signal(signal.SIGTERM)
+        for worker in procs:
             try:
-                proc.wait(timeout=60)
+                worker.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                worker.proc.kill()
 
 
-def _steady_rate(count: Any, n: int, timeout: float = 600) -> float:
-    """Records/s from the first output to ``n`` outputs; ``count()`` reads the output."""
+def _steady_rate(
+    count: Callable[[], int], n: int, workers: list[_Worker], timeout: float = 600
+) -> float:
+    """Records/s from the first output to ``n`` outputs; ``count()`` reads the output.
+    A worker that exits on the way ends the wait at once, with its log."""
     deadline = time.time() + timeout
     first_at, first = None, 0
     while time.time() < deadline:
+        for worker in workers:
+            if worker.proc.poll() is not None:
+                raise RuntimeError(f"a worker exited ({worker.proc.returncode}); its log, "
+                                   f"{worker.log}:\n{worker.log.read_text()[-3000:]}")  # fmt: skip
         seen = count()
         now = time.perf_counter()
         if first_at is None and seen > 0:
@@ -139,15 +198,15 @@ def _steady_rate(count: Any, n: int, timeout: float = 600) -> float:
 
 def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
     n = len(records)
-    settings, _ = _settings(f"bench{uuid.uuid4().hex[:8]}")
-    raw = settings.topics.raw("vpcflow")
-    if ship(settings.kafka, raw, records).failed:
-        raise RuntimeError("could not ship the records")
-    consume = _consume_rate(settings, raw, n)
+    with _run() as (settings, _):
+        raw = settings.topics.raw("vpcflow")
+        if ship(settings.kafka, raw, records).failed:
+            raise RuntimeError("could not ship the records")
+        consume = _consume_rate(settings, raw, n)
     # once unmeasured: on a node just started, the JVM is still compiling, and the
     # ceiling came out a third low (and the ratios above 100%)
-    _bulk_rate(es, records, f"segwatch-events-warmup-{uuid.uuid4().hex[:8]}")
-    bulk = _bulk_rate(es, records, f"segwatch-events-ceiling-{uuid.uuid4().hex[:8]}")
+    _bulk_rate(es, records, "warmup")
+    bulk = _bulk_rate(es, records, "ceiling")
     e2e = _end_to_end(es, records, ['["normalize","score","index","alert"]'])
     # the same machine with the normalize stage in a process of its own (worker.roles):
     # each Python process runs on one core at a time
@@ -177,17 +236,18 @@ def _end_to_end(es: Elasticsearch, records: list[bytes], roles: list[str]) -> fl
     indexes. (Shipping them while the workers run would put the shipper's CPU into
     the measurement.)"""
     n = len(records)
-    settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}")
-    if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
-        raise RuntimeError("could not ship the records")
-    stream = settings.elasticsearch.events_stream
-    with _workers(env, len(roles), roles):
-        # documents Elasticsearch acknowledged, from the worker's counter: polling the
-        # stream's count would refresh it several times a second and slow Elasticsearch
-        rate = _steady_rate(_counter("segwatch_records_out_total", 1, WEB_PORT + len(roles) - 1), n)
-    es.indices.refresh(index=stream)
-    if es.count(index=stream)["count"] != n:
-        raise RuntimeError(f"{stream} holds {es.count(index=stream)['count']} of {n} events")
+    with _run() as (settings, env):
+        if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
+            raise RuntimeError("could not ship the records")
+        stream = settings.elasticsearch.events_stream
+        with _workers(env, len(roles), roles) as workers:
+            # documents Elasticsearch acknowledged, from the worker's counter: polling the
+            # stream's count would refresh it several times a second and slow Elasticsearch
+            indexed = _counter("segwatch_records_out_total", 1, WEB_PORT + len(roles) - 1)
+            rate = _steady_rate(indexed, n, workers)
+        es.indices.refresh(index=stream)
+        if es.count(index=stream)["count"] != n:
+            raise RuntimeError(f"{stream} holds {es.count(index=stream)['count']} of {n} events")
     return rate
 
 
@@ -206,8 +266,10 @@ def _consume_rate(settings: Settings, topic: str, n: int) -> float:
     return rate
 
 
-def _bulk_rate(es: Elasticsearch, records: list[bytes], stream: str) -> float:
-    """Raw bulk (create, with ids) of the documents the pipeline makes of ``records``."""
+def _bulk_rate(es: Elasticsearch, records: list[bytes], name: str) -> float:
+    """Raw bulk (create, with ids) of the documents the pipeline makes of ``records``,
+    into a data stream of its own (deleted afterwards)."""
+    stream = f"segwatch-events-{name}-{uuid.uuid4().hex[:8]}"
     normalizer = Normalizer("vpcflow")
     scorer = Scorer(compile_model(load_model(MODEL)))
     docs = []
@@ -221,11 +283,14 @@ def _bulk_rate(es: Elasticsearch, records: list[bytes], stream: str) -> float:
             lines += [b'{"create":{"_id":"c-%d"}}' % (i + j), doc]
         bodies.append(b"\n".join(lines) + b"\n")
     started = time.perf_counter()
-    for body in bodies:
-        response = es.bulk(index=stream, body=body)
-        if response["errors"]:
-            raise RuntimeError(f"bulk refused: {response['items'][0]}")
-    return len(docs) / (time.perf_counter() - started)
+    try:
+        for body in bodies:
+            response = es.bulk(index=stream, body=cast(Any, body))  # typed without bytes
+            if response["errors"]:
+                raise RuntimeError(f"bulk refused: {response['items'][0]}")
+        return len(docs) / (time.perf_counter() - started)
+    finally:
+        _drop_stream(es, stream)
 
 
 def _counter(name: str, workers: int, first: int = WEB_PORT, **labels: str) -> Any:
@@ -245,9 +310,9 @@ def _scaling(records: list[bytes]) -> list[Row]:
     rates = []
     shares = ""
     for count in (1, 2):
-        settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}",
-                                  SEGWATCH_TOPICS__PARTITIONS=str(SCALE_PARTITIONS))  # fmt: skip
-        with _workers(env, count, ['["normalize","score"]'] * count):
+        partitions = str(SCALE_PARTITIONS)
+        with (_run(SEGWATCH_TOPICS__PARTITIONS=partitions) as (settings, env),
+              _workers(env, count, ['["normalize","score"]'] * count) as workers):  # fmt: skip
             # the records come once every worker has its share: shipped before, the first
             # worker up read them alone until the second joined (runs at 1.0x); the
             # shipper's CPU is in both measurements now
@@ -257,7 +322,7 @@ def _scaling(records: list[bytes]) -> list[Row]:
                 raise RuntimeError("could not ship the records")
             topic = settings.topics.normalized
             rates.append(_steady_rate(_counter("segwatch_records_in_total", count, topic=topic),
-                                      len(records)))  # fmt: skip
+                                      len(records), workers))  # fmt: skip
             # the scoring each worker did: keyed by source zone, it is rarely half each
             scored = [_counter("segwatch_records_in_total", 1, WEB_PORT + i, topic=topic)()
                       for i in range(count)]  # fmt: skip
@@ -316,45 +381,45 @@ def _latency(seconds: float) -> list[Row]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = [{"name": "bench", "kind": "json", "secret": "bench", "rate_per_second": 100,
              "url": f"http://127.0.0.1:{server.server_address[1]}/"}]  # fmt: skip
-    settings, env = _settings(f"bench{uuid.uuid4().hex[:8]}")
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
-    topic = settings.topics.raw("vpcflow")
-    sent: dict[int, float] = {}
+    with _run() as (settings, env):
+        producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+        topic = settings.topics.raw("vpcflow")
+        sent: dict[int, float] = {}
 
-    def record(src: str, dst: str, sport: int, dport: int) -> bytes:
-        t = int(time.time())
-        return (f"2 123456789012 eni-1 {src} {dst} {sport} {dport} 6 1 60 {t} {t + 1} "
-                "ACCEPT OK").encode()  # fmt: skip
+        def record(src: str, dst: str, sport: int, dport: int) -> bytes:
+            t = int(time.time())
+            return (f"2 123456789012 eni-1 {src} {dst} {sport} {dport} 6 1 60 {t} {t + 1} "
+                    "ACCEPT OK").encode()  # fmt: skip
 
-    with _workers(env, 1, SEGWATCH_WEBHOOKS=json.dumps(hook)):
-        probe = 9_999  # wait until the worker delivers at all
-        deadline = time.time() + 120
-        while probe not in _Receiver.arrived and time.time() < deadline:
-            producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, probe))
-            producer.flush(5)
-            time.sleep(2)
-        if probe not in _Receiver.arrived:
-            raise RuntimeError("no alert reached the webhook receiver in 120 s")
-        started = time.perf_counter()
-        slice_n = RATE // 100  # every 10 ms
-        i = 0
-        while time.perf_counter() - started < seconds:
-            tick = started + i * 0.01
-            delay = tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            for j in range(slice_n):
-                producer.produce(topic, record("10.0.1.10", "10.0.2.20", 30000 + j, 8080))
-            if i % 10 == 0:
-                port = 10_000 + i // 10
-                producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, port))
-                sent[port] = time.time()
-            producer.poll(0)
-            i += 1
-        producer.flush(30)
-        deadline = time.time() + 30
-        while time.time() < deadline and not set(sent) <= set(_Receiver.arrived):
-            time.sleep(0.5)
+        with _workers(env, 1, SEGWATCH_WEBHOOKS=json.dumps(hook)):
+            probe = 9_999  # wait until the worker delivers at all
+            deadline = time.time() + 120
+            while probe not in _Receiver.arrived and time.time() < deadline:
+                producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, probe))
+                producer.flush(5)
+                time.sleep(2)
+            if probe not in _Receiver.arrived:
+                raise RuntimeError("no alert reached the webhook receiver in 120 s")
+            started = time.perf_counter()
+            slice_n = RATE // 100  # every 10 ms
+            i = 0
+            while time.perf_counter() - started < seconds:
+                tick = started + i * 0.01
+                delay = tick - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                for j in range(slice_n):
+                    producer.produce(topic, record("10.0.1.10", "10.0.2.20", 30000 + j, 8080))
+                if i % 10 == 0:
+                    port = 10_000 + i // 10
+                    producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, port))
+                    sent[port] = time.time()
+                producer.poll(0)
+                i += 1
+            producer.flush(30)
+            deadline = time.time() + 30
+            while time.time() < deadline and not set(sent) <= set(_Receiver.arrived):
+                time.sleep(0.5)
     server.shutdown()
     got = sorted(_Receiver.arrived[p] - sent[p] for p in sent if p in _Receiver.arrived)
     if not got:
