@@ -613,6 +613,39 @@ def test_two_workers_share_the_partitions_and_the_state(
             _stop(worker)
 
 
+@pytest.mark.timeout(400)
+def test_stages_split_over_two_processes_give_the_same_result(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """The layout the README recommends on one host: normalize in a process of its own
+    (worker.roles), score, index and alert in another."""
+    tag = f"r{unique}"
+    env = _env(tag, **STATE_ENV)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = f"segwatch-events-{tag}"
+    ports = [_free_port(), _free_port()]
+    roles = ['["normalize"]', '["score","index","alert"]']
+    workers = [
+        _start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(port),
+                              "SEGWATCH_WORKER__ROLES": role}, tmp_path / f"worker-{i}.log")
+        for i, (port, role) in enumerate(zip(ports, roles, strict=True))
+    ]  # fmt: skip
+    try:
+        shipped = _learn_then_open(tmp_path, env, int(time.time()) - 3 * 3600, es, stream)
+        got = _wait_count(es, stream, shipped)
+        assert got == shipped, (tmp_path / "worker-1.log").read_text()[-3000:]
+        _no_duplicates(es, stream)
+        assert _new_path_events(es, stream) == _expected_paths(NEW)
+        normalizer, scorer = (_records_in(port) for port in ports)
+        assert normalizer.get(f"{tag}.raw.vpcflow") == shipped  # every record, once
+        assert f"{tag}.normalized" not in normalizer  # it does not score ...
+        assert scorer.get(f"{tag}.normalized") == shipped  # ... the other one does
+        assert f"{tag}.raw.vpcflow" not in scorer
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
 @pytest.mark.timeout(500)
 def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
     es: Elasticsearch, unique: str, tmp_path: Path
