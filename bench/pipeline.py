@@ -223,9 +223,9 @@ def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
         Row("ceiling: raw bulk of the same documents (data stream)", bulk, "docs/s", cond),
     ]
     for layout in LAYOUTS:
-        rate = _end_to_end(es, records, [json.dumps(roles) for roles in layout])
+        rate = _end_to_end(es, records, [json.dumps(stages) for stages in layout])
         what = f"{len(layout)} process{'es' if len(layout) > 1 else ''}"
-        roles = " | ".join(f"[{', '.join(r)}]" for r in layout)
+        roles = " | ".join(f"[{', '.join(stages)}]" for stages in layout)
         rows += [
             Row(f"pipeline end to end, {what}", rate, "records/s", f"roles {roles}; {cond}"),
             Row(f"{what} / lower ceiling", 100 * rate / lower, "%", "target >= 70%"),
