@@ -7,7 +7,6 @@ consumer group and data stream), on records of the three-tier example model.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import itertools
 import json
@@ -21,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -115,14 +114,14 @@ def _forget(settings: Settings) -> None:
     """Delete a run's topics (its faust app's own too), consumer groups and indices."""
     admin = AdminClient(settings.kafka.client_config())
     app = settings.worker.app_id
+    ours = {spec.name for spec in pipeline_topics(settings.topics)}
     topics = [t for t in admin.list_topics(timeout=10).topics
-              if t.startswith((f"{app}-", settings.topics.raw_prefix))
-              or t in {s.name for s in pipeline_topics(settings.topics)}]  # fmt: skip
+              if t in ours or t.startswith(f"{app}-")]  # fmt: skip
     groups = [app, normalize_group(settings), index_group(settings)]
-    groups += [f"ceiling-{t}" for t in topics]
+    groups += [_ceiling_group(settings.topics.raw(f)) for f in settings.topics.families]
     for future in [*admin.delete_topics(topics, operation_timeout=30).values(),
                    *admin.delete_consumer_groups(groups).values()]:  # fmt: skip
-        with contextlib.suppress(KafkaException):  # a group the run never made
+        with suppress(KafkaException):  # a group the run never made
             future.result()
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     _drop_stream(es, settings.elasticsearch.events_stream)
@@ -133,7 +132,7 @@ def _forget(settings: Settings) -> None:
 def _drop_stream(es: Elasticsearch, stream: str) -> None:
     """Delete a data stream, if there is one. A node without the data stream API (the
     local integ-test distribution answers 405) keeps an empty write index of it."""
-    with contextlib.suppress(NotFoundError):
+    with suppress(NotFoundError):
         try:
             es.indices.delete_data_stream(name=stream)
         except ApiError as exc:
@@ -254,8 +253,13 @@ def _end_to_end(es: Elasticsearch, records: list[bytes], roles: list[str]) -> fl
     return rate
 
 
+def _ceiling_group(topic: str) -> str:
+    """The consumer group that reads ``topic`` for the consume ceiling."""
+    return f"ceiling-{topic}"
+
+
 def _consume_rate(settings: Settings, topic: str, n: int) -> float:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"ceiling-{topic}",
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": _ceiling_group(topic),
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     consumer.subscribe([topic])
     got, first = 0, None
