@@ -32,10 +32,13 @@ class UnusedRule:
 
 @dataclass
 class Summary:
-    """Counts over placed events."""
+    """Counts over placed events, by connection: a reply record (the answer on a
+    connection its destination opened) is part of its connection, counted in
+    ``replies`` and nowhere else, so no connection is counted twice or backwards."""
 
     model: CompiledModel
     events: int = 0
+    replies: int = 0
     matrix: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     violations: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
@@ -45,18 +48,19 @@ class Summary:
     def observe(self, event: dict[str, Any], placement: Placement, when: float = 0.0) -> None:
         """Count one placed event (``when``: its time, for the timeline)."""
         self.events += 1
+        if placement.rule_id is not None:
+            self.used_rules.add(placement.rule_id)
+        if placement.reply:
+            self.replies += 1
+            return
         hour = int(when // 3600)
         self.timeline[(hour, placement.verdict)] += 1
         src = placement.source_zone or "(none)"
         dst = placement.destination_zone or "(none)"
         self.matrix[(src, dst, placement.verdict)] += 1
         self.verdicts[placement.verdict] += 1
-        if placement.rule_id is not None:
-            self.used_rules.add(placement.rule_id)
         if placement.verdict == "violation":
-            network = event.get("network") or {}
-            port = (event.get("destination") or {}).get("port")
-            service = f"{network.get('transport', '?')}/{port if port is not None else '-'}"
+            service = placement.service or "?"
             self.violations[(src, dst, service, placement.reason)] += 1
 
     def alert_sent(self, when: float) -> None:
@@ -100,6 +104,8 @@ class Summary:
         """JSON-ready form (``analyze --summary --json``)."""
         return {
             "events": self.events,
+            "connections": self.events - self.replies,
+            "replies": self.replies,
             "model_version": self.model.version,
             "verdicts": dict(self.verdicts),
             "zone_pairs": [
@@ -125,7 +131,7 @@ class Analysis:
 
     def process(self, event: dict[str, Any], event_id: str) -> tuple[Placement, int, Alert | None]:
         """Place and score one event (enriched in place); the alert it sends, if any."""
-        placement = self.model.place(event)
+        placement = self.engine.place(event)
         event.setdefault("event", {})["id"] = event_id
         score, alert = self.engine.process(event, placement, event_id)
         when = event_time(event)

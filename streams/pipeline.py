@@ -144,6 +144,6 @@ class Scorer:
     def score(
         self, event: dict[str, Any], partition: int = 0
     ) -> tuple[dict[str, Any], Alert | None]:
-        placement = self.model.place(event)
-        _, alert = self.engine(partition).process(event, placement, event["event"]["id"])
+        engine = self.engine(partition)
+        _, alert = engine.process(event, engine.place(event), event["event"]["id"])
         return event, alert

@@ -4,14 +4,19 @@
 detection rules and keeps the alert book::
 
     engine = Engine(compiled_model, DetectorSettings(), rules=load_rules("rules/detections"))
-    placement = compiled_model.place(event)
+    placement = engine.place(event)      # the connection's zones and verdict
     score, alert = engine.process(event, placement, event_id)
+
+Replies (the answers on a connection, ``placement.reply``) share their connection's
+verdict and risk, teach the server ports they answer from, and never reach a
+detector, a rule or an alert of their own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from detector.connection import STRONG_EVIDENCE, ServerPorts
 from detector.detect.alerts import Alert, AlertBook, risk
 from detector.detect.base import Context, DetectorSettings, Evidence, event_time
 from detector.detect.detectors import (
@@ -60,8 +65,13 @@ class Engine:
         self.rules = RuleSet(rules or [], model)
         self.ml = ml
         self.book = AlertBook(self.settings.suppress_seconds)
+        self.server_ports = ServerPorts()
         self._observers = [d.observe for d in self.detectors]
         self._sensitivity = {n: z.tags.sensitivity for n, z in model.zones.items()}
+
+    def place(self, event: dict[str, Any]) -> Placement:
+        """Place an event on the model, with the server ports learned so far."""
+        return self.model.place(event, self.server_ports)
 
     def process(
         self, event: dict[str, Any], placement: Placement, event_id: str
@@ -73,6 +83,20 @@ class Engine:
         seg = event.get("segmentation")
         if seg is None or seg.get("model_version") != placement.model_version:
             seg = event["segmentation"] = placement.to_fields()
+        sensitivity = self._sensitivity.get(placement.destination_zone or "", "internet")
+        monitor = placement.mode == "monitor"
+        if ctx.reply:  # part of its connection: scored by its verdict, never alerted on
+            if placement.evidence in STRONG_EVIDENCE and ctx.port is not None and ctx.dst_ip:
+                iana = (event.get("network") or {}).get("iana_number")
+                proto = int(iana) if iana else None
+                zone = placement.destination_zone
+                self.server_ports.learn(ctx.dst_ip, zone, proto, ctx.port, int(ctx.time))
+            score, reasons = risk(placement.verdict, [], sensitivity, monitor, [])
+            seg["risk_score"] = score
+            if reasons:
+                seg["reasons"] = reasons
+            event.setdefault("event", {})["risk_score"] = score
+            return score, None
         evidence: list[Evidence] = []
         for observe in self._observers:
             found = observe(ctx)
@@ -81,8 +105,6 @@ class Engine:
         if self.ml is not None:
             new = any(e.detector == "new_path" for e in evidence)
             evidence += self.ml.observe(ctx, new)
-        sensitivity = self._sensitivity.get(placement.destination_zone or "", "internet")
-        monitor = placement.mode == "monitor"
         score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, [])
         matched: list[DetectionRule] = []
         if self.rules.rules:
@@ -109,6 +131,7 @@ class Engine:
         state = {d.name: d.state() for d in self.detectors if d is not self.new_paths}
         state[self.new_paths.name] = self.new_paths.state(paths)
         state["alerts"] = self.book.state()
+        state[self.server_ports.name] = self.server_ports.state()
         return state
 
     def load(self, state: dict[str, Any]) -> None:
@@ -117,3 +140,5 @@ class Engine:
                 detector.load(state[detector.name])
         if "alerts" in state:
             self.book.load(state["alerts"])
+        if self.server_ports.name in state:
+            self.server_ports.load(state[self.server_ports.name])

@@ -119,24 +119,22 @@ class Context:
 
     @classmethod
     def of(cls, event: dict[str, Any], placement: Placement) -> Context:
+        """The connection as initiated: for a reply record the record's destination is
+        the initiator (``src_ip``) and its source port the service (``port``)."""
         source = event.get("source") or {}
         destination = event.get("destination") or {}
         network = event.get("network") or {}
         types = (event.get("event") or {}).get("type") or ()
-        port = destination.get("port")
-        sport = source.get("port")
-        # the answer on a connection: known by the model, or ports that say so
-        # (a service port answering an ephemeral one), as VPC flow logs record them
-        reply = placement.reply or (
-            sport is not None and port is not None and sport < 10_000 and port >= 32_768
-        )
+        reply = placement.initiator == "destination"
+        if reply:
+            source, destination = destination, source
         return cls(
             event,
             placement,
             event_time(event),
             source.get("ip") or "",
             destination.get("ip") or "",
-            port,
+            destination.get("port"),
             network.get("transport") or "",
             "denied" in types,
             network.get("bytes") or 0,

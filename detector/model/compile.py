@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
+from detector.connection import UNKNOWN, Initiator, ServerPorts, Side, from_log, from_ports
 from detector.events import event_time
 from detector.model.load import SegmentationModel, gc_paused
 from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, Flow, PodSelector, Zone
@@ -62,7 +63,12 @@ class CompiledRule(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a flow sits on the model, and what that means."""
+    """Where a flow's connection sits on the model, and what that means.
+
+    The zones and the service are the connection's as its initiator opened it: for
+    a reply record (``initiator == "destination"``) they are the record's
+    destination -> source, and the verdict is its connection's.
+    """
 
     source_zone: str | None
     destination_zone: str | None
@@ -71,7 +77,14 @@ class Placement(NamedTuple):
     reason: str
     model_version: str
     mode: Literal["enforce", "monitor"]
-    reply: bool = False  # allowed as the answer on a connection a rule allows
+    initiator: Side = "unknown"
+    evidence: str = "none"  # how the initiator was told (detector.connection)
+    service: str | None = None  # the connection's: "tcp/5432", "icmp"
+
+    @property
+    def reply(self) -> bool:
+        """The record answers a connection its destination opened."""
+        return self.initiator == "destination"
 
     def to_fields(self) -> dict[str, Any]:
         """The event's ``segmentation.*`` fields."""
@@ -82,9 +95,14 @@ class Placement(NamedTuple):
             "reason": self.reason,
             "model_version": self.model_version,
             "mode": self.mode,
+            "initiator": self.initiator,
+            "initiator_evidence": self.evidence,
+            "reply": self.initiator == "destination",
         }
         if self.rule_id is not None:
             fields["rule_id"] = self.rule_id
+        if self.service is not None:
+            fields["service"] = self.service
         return fields
 
 
@@ -144,6 +162,8 @@ class CompiledModel:
         self._intra_allow = self.defaults.intra_zone == "allow"
         self._decisions: dict[tuple[Any, ...], tuple[bool, str | None, str]] = {}
         self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
+        self._pairs: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        self._into: dict[str, tuple[CompiledRule, ...]] = {}
 
     def _rules(self, flows: tuple[Flow, ...]) -> Iterator[CompiledRule]:
         for flow in flows:
@@ -252,71 +272,129 @@ class CompiledModel:
                 return rule, None
         return None, expired
 
+    # --- who opened the connection ------------------------------------------------
+
+    def initiator(
+        self,
+        src: str,
+        dst: str,
+        proto: int | None,
+        sport: int | None,
+        dport: int | None,
+        when: float | None = None,
+    ) -> Initiator | None:
+        """The model's evidence on who opened a record's connection (zones ``src`` ->
+        ``dst``): a rule admits one direction and not the other; else the destination
+        port is a declared service of the destination zone and the source port not one
+        of the source zone's (or the other way round). None when the model cannot tell.
+        """
+        if sport is None or dport is None or proto not in _PORTED:
+            return None
+        if src != dst:
+            forward = self._admitted(src, dst, proto, dport, when)
+            back = self._admitted(dst, src, proto, sport, when)
+            if forward != back:
+                return _BY_MODEL[back]
+        to_dst = self._serves(dst, proto, dport)
+        to_src = self._serves(src, proto, sport)
+        if to_dst != to_src:
+            return _BY_MODEL[to_src]
+        return None
+
+    def _between(self, src: str, dst: str) -> tuple[CompiledRule, ...]:
+        found = self._pairs.get((src, dst))
+        if found is None:
+            found = self._pairs[(src, dst)] = tuple(self.rules_between(src, dst))
+        return found
+
+    def _admitted(
+        self, src: str, dst: str, proto: int | None, port: int, when: float | None
+    ) -> bool:
+        """A rule (not the default action) admits connections src -> dst on ``port``."""
+        for rule in self._between(src, dst):
+            if rule.admits(proto, port) and (
+                rule.expires is None or when is None or when <= rule.expires
+            ):
+                return True
+        return False
+
+    def _serves(self, zone: str, proto: int | None, port: int) -> bool:
+        """``port`` is a declared service of ``zone``: some rule into it admits it."""
+        rules = self._into.get(zone)
+        if rules is None:
+            rules = self._into[zone] = tuple(
+                r for r in self.rules if r.destination == zone
+                or (r.destination == ANY_ZONE and zone != INTERNET)
+            )  # fmt: skip
+        return any(r.admits(proto, port) for r in rules)
+
     # --- placing -----------------------------------------------------------------
 
-    def place(self, event: dict[str, Any]) -> Placement:
-        """Where an event's endpoints sit, which rule (if any) allows it, and the verdict.
+    def place(self, event: dict[str, Any], learned: ServerPorts | None = None) -> Placement:
+        """Where an event's connection sits, which rule (if any) allows it, and the verdict.
 
-        The event's time decides whether a time-bounded exception still applies.
-        A flow that answers an allowed connection (source port = the rule's
-        port, reverse direction) is allowed as a reply. A flow whose log does
-        not say whether it passed is taken as passed.
+        The record's initiator is told first (``detector.connection``: the log, the
+        model, ``learned`` server ports, the port ranges); a reply is judged as the
+        connection it answers, and says so in its reason. The event's time decides
+        whether a time-bounded exception still applies. A flow whose log does not
+        say whether it passed is taken as passed.
         """
         source = event.get("source")
         destination = event.get("destination")
         src = self.zone_of(source)
         dst = self.zone_of(destination)
+        network = event.get("network")
+        iana = network.get("iana_number") if network else None
+        proto = int(iana) if iana else None
+        sport = source.get("port") if source else None
+        dport = destination.get("port") if destination else None
+        when = event_time(event) if self._has_expiry else None
+        found = from_log(event)
+        if found is None and src is not None and dst is not None:
+            found = self.initiator(src, dst, proto, sport, dport, when)
+        if found is None and learned is not None and source and destination:
+            found = learned.decide(
+                (source.get("ip") or "", src, sport), (destination.get("ip") or "", dst, dport),
+                proto,
+            )  # fmt: skip
+        if found is None and proto in _PORTED:
+            found = from_ports(sport, dport)
+        side, evidence = found or UNKNOWN
+        port = dport
+        if side == "destination":  # a reply: judge the connection it answers
+            src, dst, source, destination, port = dst, src, destination, source, sport
+        transport = network.get("transport") if network else None
+        service = f"{transport or proto}/{port}" if port is not None else transport
         monitor = self._monitor
         mode: Literal["enforce", "monitor"] = (
             "monitor" if monitor and (src in monitor or dst in monitor) else "enforce"
         )
         if src is None or dst is None:
-            side, endpoint = ("source", source) if src is None else ("destination", destination)
-            what = _describe(endpoint)
-            return Placement(
-                src, dst, "unmanaged", None, f"{side} {what} is in no zone", self.version, mode
-            )
-        network = event.get("network")
-        iana = network.get("iana_number") if network else None
-        proto = int(iana) if iana else None
-        dport = destination.get("port") if destination else None
+            which, endpoint = ("source", source) if src is None else ("destination", destination)
+            if side == "destination":
+                which = "initiator" if src is None else "responder"
+            reason = f"{which} {_describe(endpoint)} is in no zone"
+            return Placement(src, dst, "unmanaged", None, reason, self.version, mode,
+                             side, evidence, service)  # fmt: skip
         if src == dst and self._intra_allow:
             allowed, rule_id, reason = True, None, f"inside zone {src} (intra_zone: allow)"
         else:
-            when = event_time(event) if self._has_expiry else None
-            allowed, rule_id, reason = self._decide(src, dst, proto, dport, when)
-            if not allowed and proto in (6, 17, 132) and source:
-                sport = source.get("port")
-                if sport is not None:
-                    back, back_id, _ = self._decide(dst, src, proto, sport, when, reply=True)
-                    if back and back_id is not None:
-                        reason = f"reply on a connection flow {back_id} allows"
-                        verdict_: Verdict = "allowed" if _passed(event) else "over_restrictive"
-                        return Placement(
-                            src, dst, verdict_, back_id, reason, self.version, mode, True
-                        )
+            allowed, rule_id, reason = self._decide(src, dst, proto, port, when)
         passed = _passed(event)
         if allowed:
             verdict: Verdict = "allowed" if passed else "over_restrictive"
         else:
             verdict = "violation" if passed else "blocked_attempt"
-        return Placement(src, dst, verdict, rule_id, reason, self.version, mode)
+        if side == "destination":
+            reason = _reply_reason(allowed, rule_id, reason, source, destination, service)
+        return Placement(src, dst, verdict, rule_id, reason, self.version, mode, side, evidence,
+                         service)  # fmt: skip
 
     def _decide(
-        self,
-        src: str,
-        dst: str,
-        proto: int | None,
-        port: int | None,
-        when: float | None,
-        reply: bool = False,
+        self, src: str, dst: str, proto: int | None, port: int | None, when: float | None
     ) -> tuple[bool, str | None, str]:
-        """(allowed, rule id, reason) for connections src -> dst; cached unless rules expire.
-
-        ``reply``: the question is whether a rule admits it; the default action
-        does not make replies.
-        """
-        key = (src, dst, proto, port, reply)
+        """(allowed, rule id, reason) for connections src -> dst; cached unless rules expire."""
+        key = (src, dst, proto, port)
         if when is None:
             hit = self._decisions.get(key)
             if hit is not None:
@@ -324,7 +402,7 @@ class CompiledModel:
         rule, expired = self.match(src, dst, proto, port, when)
         if rule is not None:
             decision: tuple[bool, str | None, str] = (True, rule.id, f"flow {rule.id} allows it")
-        elif self.defaults.action == "allow" and expired is None and not reply:
+        elif self.defaults.action == "allow" and expired is None:
             decision = (True, None, "no flow matches; default action allow")
         else:
             decision = (False, None, _denial(src, dst, proto, port, expired))
@@ -336,6 +414,28 @@ class CompiledModel:
 
 
 _MISSING: Any = object()
+_PORTED = frozenset({6, 17, 132})  # TCP, UDP, SCTP: protocols with ports
+_BY_MODEL = {True: Initiator("destination", "model"), False: Initiator("source", "model")}
+
+
+def _reply_reason(
+    allowed: bool,
+    rule_id: str | None,
+    reason: str,
+    initiator: dict[str, Any] | None,
+    responder: dict[str, Any] | None,
+    service: str | None,
+) -> str:
+    """The reason of a reply record: its connection's, as initiated."""
+    if allowed and rule_id is not None:
+        return f"reply on a connection flow {rule_id} allows"
+    if allowed:
+        return f"reply on a connection: {reason}"
+    a = (initiator or {}).get("ip") or "?"
+    b = (responder or {}).get("ip") or "?"
+    return f"reply on {a} -> {b} {service}, which no flow allows ({reason})"
+
+
 _pton, _INET, _INET6, _from_bytes = (
     socket.inet_pton,
     socket.AF_INET,

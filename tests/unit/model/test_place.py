@@ -69,9 +69,24 @@ def test_an_expired_exception_stops_allowing_at_event_time() -> None:
 def test_replies_are_allowed_and_only_replies() -> None:
     model = compiled(BASE)
     reply = model.place(flow("10.0.3.3", "10.0.2.5", 51000, sport=5432))
-    assert (reply.verdict, reply.rule_id) == ("allowed", "app-db")
+    assert (reply.verdict, reply.rule_id, reply.reply) == ("allowed", "app-db", True)
+    assert (reply.source_zone, reply.destination_zone, reply.service) == ("app", "db", "tcp/5432")
     assert reply.reason == "reply on a connection flow app-db allows"
     assert model.place(flow("10.0.3.3", "10.0.2.5", 5432, sport=51000)).verdict == "violation"
+
+
+def test_the_reply_of_a_forbidden_connection_is_judged_as_that_connection() -> None:
+    model = compiled(BASE)
+    probe = model.place(flow("10.0.9.5", "10.0.3.8", 5432, sport=61103))
+    answer = model.place(flow("10.0.3.8", "10.0.9.5", 61103, sport=5432))
+    assert (probe.source_zone, probe.destination_zone, probe.verdict) == ("vpc", "db", "violation")
+    assert (answer.source_zone, answer.destination_zone, answer.verdict, answer.reply) == (
+        "vpc", "db", "violation", True,
+    )  # fmt: skip
+    assert answer.reason == (
+        "reply on 10.0.9.5 -> 10.0.3.8 tcp/5432, which no flow allows "
+        "(no flow allows vpc -> db tcp/5432 (default deny))"
+    )
 
 
 def test_four_verdicts_and_unmanaged() -> None:
@@ -128,7 +143,8 @@ def test_enrich_writes_the_segmentation_fields() -> None:
     assert event["segmentation"] == {
         "source_zone": "app", "destination_zone": "db", "verdict": "allowed",
         "reason": "flow app-db allows it", "rule_id": "app-db",
-        "model_version": model.version, "mode": "monitor",
+        "model_version": model.version, "mode": "monitor", "service": "tcp/5432",
+        "initiator": "source", "initiator_evidence": "model", "reply": False,
     }  # fmt: skip
 
 
