@@ -56,13 +56,17 @@ def over_time(schema: str = "segment") -> Agg:
 
 
 def zone_pairs_and_ports(size: int) -> list[Agg]:
-    """Table rows: count per source zone, destination zone and destination port."""
+    """Table rows: connections per zone pair (as initiated) and service."""
     return [
         count(),
         terms("segmentation.source_zone", "bucket", size),
         terms("segmentation.destination_zone", "bucket", size),
-        terms("destination.port", "bucket", size),
+        terms("segmentation.service", "bucket", size),
     ]
+
+
+# a reply record is part of its connection: panels that count connections leave it out
+REPLIES = {"segmentation.reply": "true"}
 
 
 def histogram(name: str, interval: int) -> Agg:
@@ -89,6 +93,7 @@ class Dashboard:
     description: str
     data_view: str
     panels: list[Panel]
+    exclude: dict[str, str] = _field(default_factory=dict)  # negated filters on every panel
 
 
 DASHBOARDS = [
@@ -104,7 +109,8 @@ DASHBOARDS = [
                 "Flows by verdict over time",
                 "line",
                 [count(), over_time(), terms("segmentation.verdict", "group", 5)],
-                description="Every flow, split by its verdict against the model.",
+                description="Every connection (reply records left out), split by its verdict "
+                "against the model.",
                 width=48,
             ),
             Panel(
@@ -116,7 +122,8 @@ DASHBOARDS = [
                     terms("segmentation.source_zone", "segment", 25),
                     terms("segmentation.destination_zone", "group", 25),
                 ],
-                description="Flows from each source zone (x) to each destination zone (y).",
+                description="Connections from each initiator's zone (x) to each destination "
+                "zone (y); reply records are part of their connection and left out.",
             ),
             Panel(
                 "segwatch-top-violations",
@@ -151,6 +158,7 @@ DASHBOARDS = [
                 "Flows with an endpoint in no zone of the model.",
             ),
         ],
+        REPLIES,
     ),
     Dashboard(
         "segwatch-anomalies",
@@ -208,6 +216,7 @@ DASHBOARDS = [
                 "Destination ports rare or never seen for their zone, rarest first.",
             ),
         ],
+        REPLIES,
     ),
     Dashboard(
         "segwatch-alerts",
@@ -296,9 +305,9 @@ def _agg(index: int, agg: Agg) -> dict[str, Any]:
             "params": params}  # fmt: skip
 
 
-def _filter(name: str, value: str) -> dict[str, Any]:
+def _filter(name: str, value: str, negate: bool = False) -> dict[str, Any]:
     return {
-        "meta": {"alias": None, "negate": False, "disabled": False, "type": "phrase",
+        "meta": {"alias": None, "negate": negate, "disabled": False, "type": "phrase",
                  "key": name, "params": {"query": value},
                  "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.filter[0].meta.index"},
         "query": {"match_phrase": {name: value}},
@@ -306,10 +315,11 @@ def _filter(name: str, value: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _visualization(panel: Panel, data_view: str) -> dict[str, Any]:
+def _visualization(panel: Panel, data_view: str, exclude: dict[str, str]) -> dict[str, Any]:
     state = {"title": panel.title, "type": panel.kind, "params": _vis_params(panel.kind),
              "aggs": [_agg(i, a) for i, a in enumerate(panel.aggs)]}  # fmt: skip
     filters = [_filter(k, v) for k, v in panel.where.items()]
+    filters += [_filter(k, v, negate=True) for k, v in exclude.items()]
     for i, f in enumerate(filters):
         f["meta"]["indexRefName"] = f"kibanaSavedObjectMeta.searchSourceJSON.filter[{i}].meta.index"
     search = {"query": {"query": "", "language": "kuery"}, "filter": filters,
@@ -369,7 +379,7 @@ def render() -> dict[str, str]:
     files = {}
     for board in DASHBOARDS:
         objects = [_data_view(board.data_view)]
-        objects += [_visualization(p, board.data_view) for p in board.panels]
+        objects += [_visualization(p, board.data_view, board.exclude) for p in board.panels]
         objects.append(_dashboard(board))
         files[board.file] = "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects)
     return files

@@ -109,8 +109,10 @@ def test_a_negated_filter_names_its_field(tmp_path: Path) -> None:
     )
     (panel,) = [p for p in panels(load_objects([tmp_path / "a.ndjson"]))
                 if p.title == "Scans by source"]  # fmt: skip
-    assert panel.filters == [{"bool": {"must_not": [
-        {"match_phrase": {"segmentation.anomalies": "scan"}}]}}]  # fmt: skip
+    assert panel.filters == [
+        {"bool": {"must_not": [{"match_phrase": {"segmentation.anomalies": "scan"}}]}},
+        {"bool": {"must_not": [{"match_phrase": {"segmentation.reply": "true"}}]}},
+    ]  # fmt: skip
     assert ("segmentation.anomalies", "filtered") in fields_used(panel)
 
 
@@ -129,9 +131,10 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path: Path) -> No
 def test_a_panel_request_nests_buckets_in_order_with_metrics_innermost() -> None:
     scans = next(p for p in panels(load_objects(FILES)) if p.title == "Scans by source")
     body = panel_request(scans)
-    assert body["query"] == {
-        "bool": {"filter": [{"match_phrase": {"segmentation.anomalies": "scan"}}]}
-    }
+    assert body["query"] == {"bool": {"filter": [
+        {"match_phrase": {"segmentation.anomalies": "scan"}},
+        {"bool": {"must_not": [{"match_phrase": {"segmentation.reply": "true"}}]}},
+    ]}}  # fmt: skip
     (outer,) = body["aggs"].values()
     assert outer["terms"] == {"field": "source.ip", "size": 20, "order": {"_count": "desc"}}
     assert sorted(a["cardinality"]["field"] for a in outer["aggs"].values()) == [
@@ -282,3 +285,11 @@ def test_a_user_without_a_password_is_refused_off_a_terminal(kibana: str) -> Non
     assert result.exit_code == 2
     assert "no password for Kibana user ops" in result.stderr
     assert _Kibana.requests == []
+
+
+def test_the_flow_panels_count_connections_not_reply_records() -> None:
+    replies = {"bool": {"must_not": [{"match_phrase": {"segmentation.reply": "true"}}]}}
+    for path in FILES:
+        for panel in panels(load_objects([path])):
+            counts_flows = path.name != "alerts.ndjson"
+            assert (replies in panel.filters) == counts_flows, (path.name, panel.title)
