@@ -364,7 +364,7 @@ def port_scan(sim: Simulator, start: float, duration: float) -> tuple[Label, lis
         f"a compromised host in {dmz[0].name} scans 200 ports of a host in {target.name}",
         flows[0].start,
         flows[-1].start,
-        expect="ports on",
+        expect="vertical scan of",
     )
     return label, flows
 

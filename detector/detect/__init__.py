@@ -23,11 +23,12 @@ from detector.detect.detectors import (
     NewPathDetector,
     OddPortDetector,
     OffHoursDetector,
-    ScanDetector,
     VolumeDetector,
 )
+from detector.detect.lateral import DnsDetector, LateralMovementDetector
 from detector.detect.ml import MLDetector
 from detector.detect.rules import DetectionRule, RuleSet, load_rules
+from detector.detect.scans import BlockedSeriesDetector, ScanDetector
 from detector.model.compile import CompiledModel, Placement
 
 __all__ = [
@@ -54,17 +55,22 @@ class Engine:
     ) -> None:
         self.model = model
         self.settings = settings or DetectorSettings()
-        self.new_paths = NewPathDetector(self.settings)
+        settings = self.settings
+        self.new_paths = NewPathDetector(settings)
+        hours = OffHoursDetector(settings, model)
         self.detectors: list[Any] = [
-            OddPortDetector(self.settings),
-            OffHoursDetector(self.settings, model),
+            OddPortDetector(settings),
+            hours,
             self.new_paths,
-            ScanDetector(self.settings),
-            VolumeDetector(self.settings),
+            ScanDetector(settings),
+            BlockedSeriesDetector(settings, model),
+            LateralMovementDetector(settings, hours),
+            DnsDetector(settings, model),
+            VolumeDetector(settings),
         ]
         self.rules = RuleSet(rules or [], model)
         self.ml = ml
-        self.book = AlertBook(self.settings.suppress_seconds)
+        self.book = AlertBook(self.settings.alert_update_seconds, model.zones)
         self.server_ports = ServerPorts()
         self._observers = [d.observe for d in self.detectors]
         self._sensitivity = {n: z.tags.sensitivity for n, z in model.zones.items()}
@@ -124,6 +130,11 @@ class Engine:
         if matched or score >= self.settings.alert_score:
             alert = self.book.record(ctx, score, reasons, evidence, matched, event_id)
         return score, alert
+
+    def flush(self) -> list[Alert]:
+        """The alerts whose latest changes were not sent yet (at the end of a file, or
+        on the worker's timer): send them too."""
+        return self.book.flush()
 
     def state(self, paths: bool = True) -> dict[str, Any]:
         """Every detector's state and the alerts' send times, JSON-ready;

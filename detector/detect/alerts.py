@@ -5,11 +5,14 @@ independent signals (1 - Π(1 - s/100)), scaled by the destination zone's
 sensitivity (low 0.7, medium 0.85, high 1.0, restricted 1.15) and by 0.7 for
 zones in monitor mode. Every score keeps its reasons.
 
-Alerts group events by a fingerprint — what the alert is about: the rule or
-the strongest finding, the zone pair, and the port when the finding is about
-one — with first/last seen, count, severity, the highest score, reasons and a
-sample of event ids. A repeat within the suppression window is counted, not
-sent again.
+An alert is one finding about one initiator: its fingerprint is the rule (or the
+strongest finding, or the verdict), the initiating host, the zone pair, and the
+port when the finding is about one (a rare port, a new path). It gathers the
+connections that made it — count, the hosts and ports they reached, how many the
+network refused — with first/last seen, severity, the highest score, reasons and
+a sample of event ids. It is sent when it opens and then at most every
+``alert_update_seconds`` while it changes (:meth:`AlertBook.flush` sends what is
+left); alerts are the evidence incidents are made of, and pages are per incident.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 from detector.detect.base import Context, Evidence
 from detector.detect.rules import SEVERITIES, DetectionRule
+from detector.model.schema import Zone
 
-__all__ = ["VERDICT_RISK", "Alert", "AlertBook", "risk"]
+__all__ = ["VERDICT_RISK", "Alert", "AlertBook", "crossings", "risk", "severity_of"]
 
 VERDICT_RISK = {
     "allowed": 0,
@@ -40,6 +44,9 @@ _VERDICT_REASONS = {
 }
 _SAMPLE = 5
 _MAX_REASONS = 8
+_MAX_HOSTS = 256  # distinct destination hosts kept per alert
+_MAX_PORTS = 1024
+_MAX_KEPT = 2000  # alerts kept in the state snapshot (the most recently seen)
 
 
 def risk(
@@ -64,9 +71,34 @@ def risk(
     return min(100, round((1 - remaining) * 100 * factor)), reasons
 
 
+def crossings(source: Zone | None, destination: Zone | None) -> list[str]:
+    """The boundaries a connection crosses: ``environment`` (production and another),
+    ``tenant`` (two different tenants)."""
+    if source is None or destination is None:
+        return []
+    out = []
+    a, b = source.tags.environment, destination.tags.environment
+    if a is not None and b is not None and a != b:
+        out.append("environment")
+    a, b = source.tags.tenant, destination.tags.tenant
+    if a is not None and b is not None and a != b:
+        out.append("tenant")
+    return out
+
+
+def severity_of(score: int, boundary: bool) -> str:
+    """An alert's severity from its risk: ``critical`` only for a finding at a boundary
+    (into a restricted zone, across environments or tenants)."""
+    if score >= 90:
+        return "critical" if boundary else "high"
+    if score >= 75:
+        return "high"
+    return "medium" if score >= 60 else "low"
+
+
 @dataclass
 class Alert:
-    """One grouped finding."""
+    """One grouped finding about one initiating host."""
 
     fingerprint: str
     rule_id: str
@@ -77,17 +109,25 @@ class Alert:
     port: int | None
     first_seen: float
     last_seen: float
+    source_ip: str = ""
     count: int = 0
+    denied: int = 0
     score: int = 0
     reasons: list[str] = field(default_factory=list)
     sample: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
+    hosts: dict[str, None] = field(default_factory=dict)  # destination hosts, in order
+    ports: dict[int, None] = field(default_factory=dict)
+    headline: str = ""  # the strongest finding's reason, as last seen
     runbook: str | None = None
+    destination_sensitivity: str = "internet"
+    crosses: list[str] = field(default_factory=list)
     sent: float | None = None  # when it was last sent (emitted)
+    dirty: bool = False  # changed since it was last sent
     model_version: str = ""
 
     def add(self, ctx: Context, score: int, reasons: list[str], event_id: str) -> None:
         self.count += 1
+        self.denied += ctx.denied
         self.last_seen = max(self.last_seen, ctx.time)
         self.first_seen = min(self.first_seen, ctx.time)
         self.score = max(self.score, score)
@@ -96,11 +136,14 @@ class Alert:
                 self.reasons.append(reason)
         if len(self.sample) < _SAMPLE:
             self.sample.append(event_id)
-        if ctx.src_ip and ctx.src_ip not in self.sources and len(self.sources) < _SAMPLE:
-            self.sources.append(ctx.src_ip)
+        if ctx.dst_ip and len(self.hosts) < _MAX_HOSTS:
+            self.hosts[ctx.dst_ip] = None
+        if ctx.port is not None and len(self.ports) < _MAX_PORTS:
+            self.ports[ctx.port] = None
 
     def to_document(self) -> dict[str, Any]:
         """The alert as an ECS-friendly document (``event.kind: alert``)."""
+        hosts = list(self.hosts)
         doc: dict[str, Any] = {
             "@timestamp": _iso(self.last_seen),
             "event": {
@@ -115,30 +158,52 @@ class Alert:
                 "module": "segwatch",
             },
             "rule": {"id": self.rule_id, "name": self.rule_name},
-            "message": self.reasons[0] if self.reasons else self.rule_name,
+            "message": self.headline or (self.reasons[0] if self.reasons else self.rule_name),
             "segwatch": {
                 "alert": {
                     "fingerprint": self.fingerprint,
                     "severity": self.severity,
                     "count": self.count,
+                    "denied": self.denied,
                     "first_seen": _iso(self.first_seen),
                     "last_seen": _iso(self.last_seen),
                     "reasons": self.reasons,
+                    "headline": self.headline,
                     "sample_event_ids": self.sample,
+                    "hosts": len(self.hosts),
+                    "ports": sorted(self.ports)[:50],
+                    "port_count": len(self.ports),
                 }
             },
             "segmentation": {
                 "source_zone": self.source_zone,
                 "destination_zone": self.destination_zone,
+                "destination_sensitivity": self.destination_sensitivity,
+                "crosses": self.crosses,
                 "model_version": self.model_version,
             },
-            "source": {"ip": self.sources[0]} if self.sources else {},
+            "source": {"ip": self.source_ip} if self.source_ip else {},
+            "destination": {"ip": hosts[:20]} if hosts else {},
+            "related": {"ip": ([self.source_ip] if self.source_ip else []) + hosts[:20]},
         }
         if self.port is not None:
-            doc["destination"] = {"port": self.port}
+            doc["destination"]["port"] = self.port
         if self.runbook:
             doc["rule"]["reference"] = self.runbook
         return doc
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-ready state (``AlertBook.state``)."""
+        out = dict(self.__dict__)
+        out["hosts"], out["ports"] = list(self.hosts), list(self.ports)
+        return out
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Alert:
+        values = dict(data)
+        values["hosts"] = dict.fromkeys(values.get("hosts", ()))
+        values["ports"] = dict.fromkeys(int(p) for p in values.get("ports", ()))
+        return cls(**values)
 
 
 def _iso(seconds: float) -> str:
@@ -146,12 +211,12 @@ def _iso(seconds: float) -> str:
 
 
 class AlertBook:
-    """Open alerts by fingerprint; decides which updates are sent."""
+    """Open alerts by fingerprint; decides which changes are sent and when."""
 
-    def __init__(self, suppress_seconds: int) -> None:
-        self.suppress = suppress_seconds
+    def __init__(self, update_seconds: int, zones: dict[str, Zone] | None = None) -> None:
+        self.update_seconds = update_seconds
+        self.zones = zones or {}
         self.alerts: dict[str, Alert] = {}
-        self._sent: dict[str, float] = {}  # restored send times of alerts not seen since
 
     def record(
         self,
@@ -164,13 +229,17 @@ class AlertBook:
     ) -> Alert | None:
         """Add an alerting event; return the alert if it is to be sent now."""
         p = ctx.placement
+        strongest = max(evidence, key=lambda e: e.score) if evidence else None
+        source = self.zones.get(ctx.src_zone)
+        target = self.zones.get(ctx.dst_zone)
+        sensitivity = target.tags.sensitivity if target is not None else "internet"
+        crosses = crossings(source, target)
         if rules:
             top = max(rules, key=lambda r: SEVERITIES.index(r.severity))
-            rule_id, name, severity, suppress = top.id, top.title, top.severity, top.suppress
+            rule_id, name, severity = top.id, top.title, str(top.severity)
             runbook: str | None = top.runbook
-            about_port = True
+            about_port = False
         else:
-            strongest = max(evidence, key=lambda e: e.score) if evidence else None
             rule_id = (
                 f"{strongest.detector}.{strongest.key.split('/')[0]}"
                 if strongest
@@ -181,47 +250,65 @@ class AlertBook:
                 if strongest
                 else f"{p.verdict} {p.source_zone} -> {p.destination_zone}"
             )
-            severity = "critical" if score >= 90 else "high" if score >= 75 else "medium"
-            suppress, runbook = self.suppress, None
-            about_port = strongest is None or strongest.key.startswith(("port/", "path/"))
+            severity = severity_of(score, sensitivity == "restricted" or bool(crosses))
+            runbook = None
+            about_port = strongest is not None and "/" in strongest.key
         name = _TITLES.get(rule_id, name)
         port = ctx.port if about_port else None
-        raw = f"{rule_id}|{ctx.src_zone}|{ctx.dst_zone}|{port}"
+        raw = f"{rule_id}|{ctx.src_ip}|{ctx.src_zone}|{ctx.dst_zone}|{port}"
         fingerprint = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:20]
         alert = self.alerts.get(fingerprint)
         if alert is None:
+            if len(self.alerts) >= 4 * _MAX_KEPT:
+                self._forget()
             alert = self.alerts[fingerprint] = Alert(
-                fingerprint,
-                rule_id,
-                name,
-                severity,
-                ctx.src_zone,
-                ctx.dst_zone,
-                port,
-                ctx.time,
-                ctx.time,
-                runbook=runbook,
+                fingerprint, rule_id, name, severity, ctx.src_zone, ctx.dst_zone, port,
+                ctx.time, ctx.time, source_ip=ctx.src_ip, runbook=runbook,
+                destination_sensitivity=sensitivity, crosses=crosses,
                 model_version=p.model_version,
-                sent=self._sent.pop(fingerprint, None),
-            )
+            )  # fmt: skip
+        elif SEVERITIES.index(severity) > SEVERITIES.index(alert.severity):
+            alert.severity = severity
         alert.add(ctx, score, reasons, event_id)
-        if alert.sent is None or ctx.time - alert.sent >= suppress:
-            alert.sent = ctx.time
+        if strongest is not None and strongest.score >= 50:
+            alert.headline = strongest.reason
+        elif not alert.headline:
+            alert.headline = reasons[-1] if reasons else name
+        if alert.sent is None or ctx.time - alert.sent >= self.update_seconds:
+            alert.sent, alert.dirty = ctx.time, False
             return alert
+        alert.dirty = True
         return None
 
+    def flush(self) -> list[Alert]:
+        """The alerts with changes not sent yet (now marked sent), oldest change first."""
+        due = sorted((a for a in self.alerts.values() if a.dirty), key=lambda a: a.last_seen)
+        for alert in due:
+            alert.sent, alert.dirty = alert.last_seen, False
+        return due
+
+    def _forget(self) -> None:
+        """Keep the most recently seen alerts."""
+        kept = sorted(self.alerts.values(), key=lambda a: a.last_seen)[-_MAX_KEPT:]
+        self.alerts = {a.fingerprint: a for a in kept}
+
     def state(self) -> dict[str, Any]:
-        """When each alert was last sent: what suppression needs after a restart."""
-        sent = dict(self._sent)
-        sent.update((f, a.sent) for f, a in self.alerts.items() if a.sent is not None)
-        return {"sent": sent}
+        """The open alerts (the most recently seen), so a restart goes on counting them."""
+        kept = sorted(self.alerts.values(), key=lambda a: a.last_seen)[-_MAX_KEPT:]
+        return {"alerts": [a.dump() for a in kept]}
 
     def load(self, state: dict[str, Any]) -> None:
-        self._sent = dict(state["sent"])
+        self.alerts = {a["fingerprint"]: Alert.restore(a) for a in state.get("alerts", ())}
 
 
 _TITLES = {
-    "scan.scan": "Port scan or sweep",
+    "scan.vertical": "Vertical port scan",
+    "scan.horizontal": "Horizontal sweep",
+    "scan.slow": "Slow sweep",
+    "scan.denied": "Burst of denied flows",
+    "blocked_series.blocked_series": "Blocked attempts into a guarded zone",
+    "lateral.lateral": "Lateral movement inside a zone",
+    "dns.dns": "Unusual DNS volume to outside resolvers",
     "odd_port.port": "Rare destination port",
     "off_hours.off_hours": "Activity outside business hours",
     "new_path.path": "New network path",

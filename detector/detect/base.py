@@ -9,6 +9,7 @@ worker resumes where the last one stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from detector.events import event_time
 from detector.model.compile import Placement
 
-__all__ = ["Context", "Detector", "DetectorSettings", "Evidence", "event_time"]
+__all__ = [
+    "ADMIN_PORTS",
+    "Context",
+    "Detector",
+    "DetectorSettings",
+    "Evidence",
+    "Learning",
+    "day",
+    "event_time",
+    "span",
+]
+
+# administrative services lateral movement uses: SSH, Telnet, RPC endpoint mapper (WMI,
+# DCOM), NetBIOS session, SMB, RDP, VNC, WinRM (HTTP, HTTPS)
+ADMIN_PORTS = frozenset({22, 23, 135, 139, 445, 3389, 5900, 5985, 5986})
 
 
 class DetectorSettings(BaseModel):
@@ -59,20 +74,49 @@ class DetectorSettings(BaseModel):
         description="Share of a source zone's traffic in an hour of the week below which "
         "that hour is unusual for it.",
     )
-    scan_window_seconds: int = 60
+    scan_window_seconds: int = Field(
+        default=60, description="The fast window of horizontal sweeps and denied bursts."
+    )
     vertical_scan_ports: int = Field(
-        default=25, description="Distinct ports on one host within the window."
+        default=20,
+        description="Distinct ports (below 32768) on one host within the slow window: a "
+        "vertical scan, at any rate.",
     )
     horizontal_scan_hosts: int = Field(
-        default=25, description="Distinct hosts on one port within the window."
+        default=25, description="Distinct hosts on one port within the fast window."
     )
-    slow_scan_window_seconds: int = 6 * 3600
+    slow_scan_window_seconds: int = Field(
+        default=6 * 3600, description="The sliding window of vertical scans and slow sweeps."
+    )
     slow_scan_hosts: int = Field(
         default=40, description="Distinct hosts on one port within the slow window."
     )
     deny_burst: int = Field(
-        default=30, description="Denied flows from one source within the window."
+        default=30, description="Denied flows from one source within the fast window."
     )
+    blocked_series: int = Field(
+        default=10,
+        description="Blocked attempts from one source into high or restricted zones within "
+        "the blocked window.",
+    )
+    blocked_window_seconds: int = 900
+    lateral_hosts: int = Field(
+        default=10,
+        description="Hosts of its own zone one source reaches on administrative services "
+        "within the lateral window.",
+    )
+    lateral_window_seconds: int = 1800
+    dns_outside_flows: int = Field(
+        default=100,
+        description="DNS flows from one host to resolvers outside the model's DNS zone "
+        "within the DNS window.",
+    )
+    dns_outside_bytes: int = Field(
+        default=2_000_000,
+        description="Bytes of DNS from one host to resolvers outside the model's DNS zone "
+        "within the DNS window.",
+    )
+    dns_window_seconds: int = 600
     pivot_zones: int = Field(
         default=3, description="Zones a source opens new paths into within the slow window."
     )
@@ -82,10 +126,46 @@ class DetectorSettings(BaseModel):
     alert_score: int = Field(
         default=60, ge=0, le=100, description="Events at or above this risk raise an alert."
     )
-    suppress_seconds: int = Field(
-        default=3600, description="Repeats of an alert within this are counted, not sent again."
+    alert_update_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="An open alert's changes are sent at most this often (event time); "
+        "pages are the incidents'.",
     )
     max_sources: int = Field(default=200_000, description="Sources with scan windows kept at most.")
+
+
+def day(seconds: float) -> str:
+    """``2026-11-25``, UTC."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def span(seconds: float) -> str:
+    """A readable length of time: ``40 s``, ``12 min``, ``3.5 h``, ``14 days``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86_400:
+        hours = seconds / 3600
+        return f"{hours:.1f} h" if hours < 10 else f"{hours:.0f} h"
+    return f"{seconds / 86_400:.0f} days"
+
+
+class Learning:
+    """Knows when the learning period (counted from the first event seen) is over.
+
+    Every detector stays quiet until then: it learns what is usual and reports nothing.
+    """
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self.started: float | None = None
+
+    def learning(self, now: float) -> bool:
+        if self.started is None:
+            self.started = now
+        return now - self.started < self.settings.learning_seconds
 
 
 @dataclass(frozen=True)

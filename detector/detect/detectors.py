@@ -1,4 +1,6 @@
-"""The anomaly detectors: odd ports, off-hours, new paths (and pivoting), scans.
+"""The anomaly detectors on services and time: odd ports, off-hours, new paths (and
+pivoting), bulk transfers. Scans and blocked series are in ``scans``, lateral
+movement and DNS in ``lateral``.
 
 Each keeps bounded, serialisable state and returns :class:`Evidence` with the
 numbers that made it suspicious. None of them raises an alert by itself: the
@@ -8,11 +10,11 @@ scorer weighs their evidence with the verdict and the zones' sensitivity.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from detector.detect.base import Context, DetectorSettings, Evidence
+from detector.detect.base import Context, DetectorSettings, Evidence, Learning, day, span
 from detector.model.compile import CompiledModel
 from detector.model.schema import WEEKDAYS, BusinessHours
 
@@ -20,34 +22,11 @@ __all__ = [
     "NewPathDetector",
     "OddPortDetector",
     "OffHoursDetector",
-    "ScanDetector",
     "VolumeDetector",
 ]
 
 
-def _day(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
-
-
-def _span(seconds: float) -> str:
-    days = seconds / 86_400
-    return f"{days:.0f} days" if days >= 2 else f"{seconds / 3600:.0f} h"
-
-
-class _Learning:
-    """Knows when the learning period (counted from the first event seen) is over."""
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
-        self.started: float | None = None
-
-    def learning(self, now: float) -> bool:
-        if self.started is None:
-            self.started = now
-        return now - self.started < self.settings.learning_seconds
-
-
-class OddPortDetector(_Learning):
+class OddPortDetector(Learning):
     """How rare a destination port is for the destination zone, learned from traffic.
 
     A port never seen for the zone (once it has had ``rare_port_min_flows``) is
@@ -84,7 +63,7 @@ class OddPortDetector(_Learning):
         if seen and share >= self.settings.rare_port_threshold:
             return []
         assert self.started is not None
-        since = _span(ctx.time - self.started)
+        since = span(ctx.time - self.started)
         if seen == 0:
             reason = f"port {port} never seen for zone {zone} in {since} ({total:,} flows)"
             return [Evidence(self.name, 50, reason, f"port/{port}")]
@@ -103,7 +82,7 @@ class OddPortDetector(_Learning):
         self.totals = dict(state["totals"])
 
 
-class OffHoursDetector(_Learning):
+class OffHoursDetector(Learning):
     """Traffic outside the declared business hours of the zones involved, in an hour
     of the week the source zone is rarely active in (its learned profile)."""
 
@@ -145,6 +124,18 @@ class OffHoursDetector(_Learning):
         )
         return [Evidence(self.name, 45, reason, "off_hours")]
 
+    def unusual_hour(self, ctx: Context) -> bool:
+        """The event falls outside the declared business hours of its zones, or in an
+        hour of the week its source zone is rarely active in (once the zone's profile
+        holds a thousand flows). Other detectors weigh their findings up with it."""
+        if self.hours and self._outside(ctx) is not None:
+            return True
+        profile = self.profiles.get(ctx.src_zone)
+        if profile is None or profile[168] < 1000:
+            return False
+        slot = int((ctx.time // 3600 + 72) % 168)
+        return profile[slot] / profile[168] < self.settings.offhours_min_share
+
     def _outside(self, ctx: Context) -> tuple[datetime, str, BusinessHours] | None:
         for zone in (ctx.dst_zone, ctx.src_zone):
             declared = self.hours.get(zone)
@@ -152,9 +143,9 @@ class OffHoursDetector(_Learning):
                 continue
             hours, tz = declared
             local = datetime.fromtimestamp(ctx.time, tz)
-            day = WEEKDAYS[local.weekday()]
+            weekday = WEEKDAYS[local.weekday()]
             inside = (
-                day in hours.days
+                weekday in hours.days
                 and local.date() not in hours.holidays
                 and hours.start <= local.time() < hours.end
             )
@@ -173,7 +164,7 @@ class OffHoursDetector(_Learning):
 _JOURNAL_SECONDS = 3600  # a known path's last-seen time is journalled at most hourly
 
 
-class NewPathDetector(_Learning):
+class NewPathDetector(Learning):
     """The first time a (source zone -> destination zone, service) path is seen after
     the learning period, and sources opening new paths into several zones (pivoting).
 
@@ -218,8 +209,8 @@ class NewPathDetector(_Learning):
         if learning or (last is not None and now - last < self.settings.path_ttl_seconds):
             return []
         assert self.started is not None
-        ended = _day(self.started + self.settings.learning_seconds)
-        why = "first seen" if last is None else f"unseen for {_span(now - last)}"
+        ended = day(self.started + self.settings.learning_seconds)
+        why = "first seen" if last is None else f"unseen for {span(now - last)}"
         found = [
             Evidence(
                 self.name,
@@ -277,176 +268,13 @@ class NewPathDetector(_Learning):
             self.paths = {int(k): v for k, v in state["paths"].items()}
 
 
-class _Window:
-    """One source's activity in a tumbling window, sets capped so memory stays bounded."""
-
-    __slots__ = ("denied", "hosts_by_port", "ports_by_host", "start")
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.ports_by_host: dict[str, set[int]] = {}
-        self.hosts_by_port: dict[int, set[str]] = {}
-        self.denied = 0
-
-
-class ScanDetector:
-    """Per source: many ports on one host (vertical scan), one port on many hosts
-    (horizontal sweep) and bursts of denied flows in a short tumbling window, and
-    sweeps spread over hours in a sliding slow window."""
-
-    name = "scan"
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
-        self.fast: dict[str, _Window] = {}
-        self.slow: dict[str, dict[int, dict[str, float]]] = {}  # source -> port -> host -> time
-        self._cap = (
-            max(
-                settings.vertical_scan_ports,
-                settings.horizontal_scan_hosts,
-                settings.slow_scan_hosts,
-            )
-            + 1
-        )
-
-    def _sweep(self, src: str, port: int, dst: str, now: float) -> dict[str, float]:
-        """Hosts ``src`` reached on ``port`` within the slow window (sliding), first contact."""
-        window = self.settings.slow_scan_window_seconds
-        ports = self.slow.get(src)
-        if ports is None:
-            ports = self.slow[src] = {}
-            if len(self.slow) > self.settings.max_sources:
-                for stale in list(self.slow)[: len(self.slow) // 10]:
-                    del self.slow[stale]
-        hosts = ports.setdefault(port, {})
-        if dst not in hosts:
-            if len(hosts) >= self._cap:  # drop contacts older than the window
-                cutoff = now - window
-                for host in [h for h, t in hosts.items() if t < cutoff]:
-                    del hosts[host]
-            if len(hosts) < self._cap:
-                hosts[dst] = now
-        cutoff = now - window
-        if min(hosts.values()) < cutoff:
-            for host in [h for h, t in hosts.items() if t < cutoff]:
-                del hosts[host]
-        return hosts
-
-    def _window(self, table: dict[str, _Window], src: str, now: float, length: int) -> _Window:
-        window = table.get(src)
-        if window is None or now - window.start > length:
-            window = table[src] = _Window(now)
-            if len(table) > self.settings.max_sources:
-                stale = [s for s, w in table.items() if now - w.start > length]
-                for s in stale or list(table)[: len(table) // 10]:
-                    del table[s]
-        return window
-
-    def observe(self, ctx: Context) -> list[Evidence]:
-        s, port, dst, now = self.settings, ctx.port, ctx.dst_ip, ctx.time
-        if port is None or not ctx.src_ip or ctx.reply:
-            return []
-        cap = self._cap
-        fast = self._window(self.fast, ctx.src_ip, now, s.scan_window_seconds)
-        ports = fast.ports_by_host.setdefault(dst, set())
-        if len(ports) < cap:
-            ports.add(port)
-        hosts = fast.hosts_by_port.setdefault(port, set())
-        if len(hosts) < cap:
-            hosts.add(dst)
-        if ctx.denied:
-            fast.denied += 1
-        swept = self._sweep(ctx.src_ip, port, dst, now)
-        found = []
-        secs = max(now - fast.start, 1)
-        service = f"{ctx.transport}/{port}"
-        if len(ports) >= s.vertical_scan_ports:
-            found.append(
-                Evidence(
-                    self.name,
-                    75,
-                    f"{ctx.src_ip} probed {len(ports)}"
-                    f"{'+' if len(ports) >= cap else ''} ports on {dst} "
-                    f"in {secs:.0f} s",
-                    "scan/vertical",
-                )
-            )
-        if len(hosts) >= s.horizontal_scan_hosts:
-            found.append(
-                Evidence(
-                    self.name,
-                    70,
-                    f"{ctx.src_ip} reached {len(hosts)}"
-                    f"{'+' if len(hosts) >= cap else ''} hosts on {service} "
-                    f"in {secs:.0f} s",
-                    "scan/horizontal",
-                )
-            )
-        elif len(swept) >= s.slow_scan_hosts:
-            hours = max(now - min(swept.values()), 1) / 3600
-            found.append(
-                Evidence(
-                    self.name,
-                    65,
-                    f"{ctx.src_ip} reached {len(swept)}"
-                    f"{'+' if len(swept) >= cap else ''} hosts on {service} "
-                    f"in {hours:.1f} h (slow sweep)",
-                    "scan/slow",
-                )
-            )
-        if fast.denied >= s.deny_burst:
-            found.append(
-                Evidence(
-                    self.name,
-                    55,
-                    f"{fast.denied} denied flows from {ctx.src_ip} in {secs:.0f} s",
-                    "scan/denied",
-                )
-            )
-        return found
-
-    def state(self) -> dict[str, Any]:
-        def dump(table: dict[str, _Window]) -> dict[str, Any]:
-            return {
-                src: {
-                    "start": w.start,
-                    "denied": w.denied,
-                    "ports_by_host": {h: sorted(p) for h, p in w.ports_by_host.items()},
-                    "hosts_by_port": {str(p): sorted(h) for p, h in w.hosts_by_port.items()},
-                }
-                for src, w in table.items()
-            }
-
-        slow = {src: {str(p): h for p, h in ports.items()} for src, ports in self.slow.items()}
-        return {"fast": dump(self.fast), "slow": slow}
-
-    def load(self, state: dict[str, Any]) -> None:
-        def restore(data: dict[str, Any]) -> dict[str, _Window]:
-            out = {}
-            for src, w in data.items():
-                window = _Window(w["start"])
-                window.denied = w["denied"]
-                window.ports_by_host = {h: set(p) for h, p in w["ports_by_host"].items()}
-                window.hosts_by_port = {int(p): set(h) for p, h in w["hosts_by_port"].items()}
-                out[src] = window
-            return out
-
-        self.fast = restore(state["fast"])
-        self.slow = {
-            src: {int(p): dict(h) for p, h in ports.items()} for src, ports in state["slow"].items()
-        }
-
-
-class VolumeDetector:
+class VolumeDetector(Learning):
     """Bulk transfers: one flow carrying at least ``bulk_bytes``."""
 
     name = "volume"
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
-
     def observe(self, ctx: Context) -> list[Evidence]:
-        if ctx.bytes < self.settings.bulk_bytes or ctx.denied:
+        if self.learning(ctx.time) or ctx.bytes < self.settings.bulk_bytes or ctx.denied:
             return []
         reason = (
             f"bulk transfer: {ctx.bytes / 1e6:,.0f} MB in one flow from zone {ctx.src_zone} "
@@ -455,7 +283,7 @@ class VolumeDetector:
         return [Evidence(self.name, 40, reason, "volume")]
 
     def state(self) -> dict[str, Any]:
-        return {}
+        return {"started": self.started}
 
     def load(self, state: dict[str, Any]) -> None:
-        del state
+        self.started = state.get("started")

@@ -11,7 +11,6 @@ plus ``risk.score`` and ``time.hour`` (UTC)::
     severity: high              # info | low | medium | high | critical
     description: ...
     runbook: https://runbooks.example/segmentation/tenant-crossing
-    suppress: 1h                # repeats within this are counted, not sent
     when:
       - {field: segmentation.verdict, in: [allowed, violation]}
       - {field: source.zone.tags.tenant, exists: true}
@@ -131,10 +130,20 @@ class DetectionRule(BaseModel):
     severity: Severity
     description: str = Field(min_length=1)
     runbook: str = Field(pattern=r"^https?://")
-    suppress: Duration = 3600
     score: int = Field(default=80, ge=0, le=100, description="Risk this rule's match adds.")
     tags: tuple[str, ...] = ()
     when: tuple[Condition, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_suppress(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "suppress" in data:
+            raise ValueError(
+                "suppress is no longer used: an alert sends its changes at most every "
+                "detectors.alert_update_seconds, and pages are per incident "
+                "(incidents.update_seconds); remove it"
+            )
+        return data
 
 
 class RuleSet:

@@ -9,9 +9,9 @@ from detector.detect.detectors import (
     NewPathDetector,
     OddPortDetector,
     OffHoursDetector,
-    ScanDetector,
     VolumeDetector,
 )
+from detector.detect.scans import ScanDetector
 
 from .conftest import MONDAY, ctx, event, example
 
@@ -98,50 +98,8 @@ def test_pivoting_into_several_zones() -> None:
     )
 
 
-def test_scans_vertical_horizontal_denied_and_slow() -> None:
-    s = DetectorSettings(
-        vertical_scan_ports=20,
-        horizontal_scan_hosts=20,
-        deny_burst=15,
-        slow_scan_hosts=30,
-        slow_scan_window_seconds=6 * 3600,
-    )
-    d = ScanDetector(s)
-    found = []
-    for i in range(25):
-        found += d.observe(ctx(RETAIL, event(DMZ, DB, 1000 + i, MONDAY + i, denied=True)))
-    keys = {f.key for f in found}
-    assert {"scan/vertical", "scan/denied"} <= keys
-    assert any(f.reason == f"{DMZ} probed 20 ports on {DB} in 19 s" for f in found)
-    found = [
-        f
-        for i in range(25)
-        for f in d.observe(
-            ctx(RETAIL, event("10.50.3.7", f"10.50.30.{i + 10}", 445, MONDAY + 100 + i))
-        )
-    ]
-    assert any(f.key == "scan/horizontal" for f in found)
-    slow = [
-        f
-        for i in range(35)
-        for f in d.observe(
-            ctx(RETAIL, event("10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + 1000 + i * 500))
-        )
-    ]  # 35 hosts in ~5 h
-    assert any(f.key == "scan/slow" and "(slow sweep)" in f.reason for f in slow)
-    spread = ScanDetector(s)  # the same 35 hosts over 17 h never fill the 6 h window
-    spread_found = [
-        f
-        for i in range(35)
-        for f in spread.observe(
-            ctx(RETAIL, event("10.50.3.8", f"10.50.20.{i + 10}", 139, MONDAY + i * 1800))
-        )
-    ]
-    assert not any(f.key == "scan/slow" for f in spread_found)
-
-
 def test_volume() -> None:
-    d = VolumeDetector(DetectorSettings(bulk_bytes=1_000_000))
+    d = VolumeDetector(DetectorSettings(bulk_bytes=1_000_000, learning_seconds=0))
     (found,) = d.observe(ctx(RETAIL, event(DB, "198.51.100.9", 443, MONDAY, nbytes=250_000_000)))
     assert found.reason == "bulk transfer: 250 MB in one flow from zone db to zone internet"
     assert d.observe(ctx(RETAIL, event(DB, "198.51.100.9", 443, MONDAY, nbytes=10))) == []
@@ -154,6 +112,7 @@ def test_state_survives_a_restart_through_json() -> None:
         OffHoursDetector(s, RETAIL),
         NewPathDetector(s),
         ScanDetector(s),
+        VolumeDetector(s),
     ]
     events = [event(APP, DB, 5432, MONDAY + i) for i in range(100)]
     events += [event(DMZ, DB, 2000 + i, MONDAY + 200 + i) for i in range(30)]

@@ -111,21 +111,42 @@ def test_risk_combines_verdict_evidence_and_sensitivity_with_reasons() -> None:
     assert risk("violation", [], "restricted", True, [])[0] == round(55 * 1.15 * 0.7)
 
 
-def test_alerts_group_by_fingerprint_and_suppress_repeats() -> None:
+def test_alerts_group_by_finding_and_initiator_and_send_updates_at_most_every_interval() -> None:
     model = example("retail_store.yaml")
-    eng = Engine(model, DetectorSettings(suppress_seconds=3600), ALL_RULES)
+    eng = Engine(model, DetectorSettings(alert_update_seconds=120), ALL_RULES)
     sent = []
     for i in range(5):
-        e = event("10.50.10.5", "10.50.30.5", 5432, MONDAY + i * 60, sport=40000 + i)
-        sent.append(eng.process(e, model.place(e), f"f:{i}")[1])
-    assert sent[0] is not None and sent[1:] == [None] * 4
+        e = event("10.50.10.5", "10.50.30.5", 5432 + i, MONDAY + i * 60, sport=40000 + i)
+        sent.append(eng.process(e, eng.place(e), f"f:{i}")[1])
+    assert sent[0] is not None and sent[1] is None and sent[2] is sent[0]
+    assert sent[3] is None and sent[4] is sent[0]  # the ports differ: one alert all the same
     (alert,) = eng.book.alerts.values()
     assert alert.count == 5 and alert.sample == [f"f:{i}" for i in range(5)]
-    later = event("10.50.10.5", "10.50.30.5", 5432, MONDAY + 2 * 3600)
-    assert eng.process(later, model.place(later), "f:9")[1] is alert  # the window has passed
-    other_port = event("10.50.10.5", "10.50.30.5", 6379, MONDAY + 300)
-    eng.process(other_port, model.place(other_port), "f:10")
+    assert list(alert.ports) == [5432, 5433, 5434, 5435, 5436] and list(alert.hosts) == [
+        "10.50.30.5"]  # fmt: skip
+    assert eng.flush() == []  # the last change was sent
+    late = event("10.50.10.5", "10.50.30.7", 5432, MONDAY + 4 * 60 + 30)
+    assert eng.process(late, eng.place(late), "f:5")[1] is None
+    assert eng.flush() == [alert] and alert.count == 6 and eng.flush() == []
+    other = event("10.50.10.6", "10.50.30.5", 5432, MONDAY + 300)  # another initiator
+    eng.process(other, eng.place(other), "f:6")
     assert len(eng.book.alerts) == 2
+
+
+def test_a_rule_file_with_suppress_is_told_what_replaced_it(tmp_path: Path) -> None:
+    (tmp_path / "old_rule.yaml").write_text(
+        "id: old-rule\ntitle: x\nseverity: high\ndescription: d\nrunbook: https://x\n"
+        "suppress: 1h\nwhen:\n  - {field: segmentation.verdict, equals: violation}\n"
+    )
+    with pytest.raises(ModelError, match=r"suppress is no longer used.*remove it"):
+        load_rules(tmp_path)
+
+
+def test_alert_severity_keeps_critical_for_boundaries() -> None:
+    from detector.detect.alerts import severity_of
+
+    assert severity_of(100, True) == "critical" and severity_of(100, False) == "high"
+    assert [severity_of(s, False) for s in (80, 65, 30)] == ["high", "medium", "low"]
 
 
 def test_alert_document_is_ecs_shaped() -> None:
