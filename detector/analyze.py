@@ -13,6 +13,8 @@ from typing import Any
 
 from detector.detect import Engine, event_time
 from detector.detect.alerts import Alert
+from detector.detect.rules import SEVERITIES
+from detector.incidents import IncidentBook, Page
 from detector.model.compile import VERDICTS, CompiledModel, Placement
 from detector.model.schema import INTERNET, SENSITIVITY_ORDER
 
@@ -120,14 +122,25 @@ class Summary:
         }
 
 
-class Analysis:
-    """Place, score and count a stream of events: the core of ``analyze`` and ``evaluate``."""
+_FLUSH_SECONDS = 10.0  # event time between asking the alert book for due updates
 
-    def __init__(self, model: CompiledModel, engine: Engine) -> None:
+
+class Analysis:
+    """Place, score and count a stream of events, and group its alerts into incidents:
+    the core of ``analyze``, the report and ``evaluate``. Call :meth:`finish` at the
+    end of the input."""
+
+    def __init__(
+        self, model: CompiledModel, engine: Engine, incidents: IncidentBook | None = None
+    ) -> None:
         self.model = model
         self.engine = engine
+        self.incidents = incidents if incidents is not None else IncidentBook()
         self.summary = Summary(model)
         self.sent: list[Alert] = []
+        self.pages: list[Page] = []
+        self._paged: dict[str, dict[str, Any]] = {}  # incident id -> its last paged document
+        self._flushed = 0.0  # event time the alert book was last asked for due updates
 
     def process(self, event: dict[str, Any], event_id: str) -> tuple[Placement, int, Alert | None]:
         """Place and score one event (enriched in place); the alert it sends, if any."""
@@ -137,11 +150,45 @@ class Analysis:
         when = event_time(event)
         self.summary.observe(event, placement, when)
         if alert is not None:
-            self.sent.append(alert)
-            self.summary.alert_sent(when)
+            self._alert(alert)
+        if when - self._flushed >= _FLUSH_SECONDS:
+            self._flushed = when
+            for due in self.engine.flush(when):
+                self._alert(due)
+            self._page(self.incidents.tick(when))
         return placement, score, alert
+
+    def finish(self) -> None:
+        """The end of the input: the alerts' last changes go to their incidents."""
+        for alert in self.engine.flush():
+            self._alert(alert)
+
+    def _alert(self, alert: Alert) -> None:
+        self.sent.append(alert)
+        self.summary.alert_sent(alert.last_seen)
+        self._page(self.incidents.observe(alert.to_document()))
+
+    def _page(self, pages: list[Page]) -> None:
+        for page in pages:
+            self.pages.append(page)
+            self._paged[page.incident_id] = page.incident
 
     def alert_documents(self) -> list[dict[str, Any]]:
         """Every alert in its final state, highest risk first."""
         alerts = sorted(self.engine.book.alerts.values(), key=lambda a: (-a.score, a.first_seen))
         return [a.to_document() for a in alerts]
+
+    def incident_documents(self) -> list[dict[str, Any]]:
+        """Every incident in its latest state (open ones as they are now), worst first."""
+        docs = dict(self._paged)
+        for doc in self.incidents.documents():
+            docs[doc["segwatch"]["incident"]["id"]] = doc
+        return sorted(docs.values(), key=lambda d: (-d["event"]["severity"],
+                                                   d["event"]["start"]))  # fmt: skip
+
+    def severity_counts(self) -> dict[str, int]:
+        """Incidents by severity."""
+        counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+        for doc in self.incident_documents():
+            counts[doc["segwatch"]["incident"]["severity"]] += 1
+        return counts

@@ -1,16 +1,22 @@
 """``segwatch evaluate``: run the analysis over simulated traffic and hold it against
-the ground truth — per scenario, whether it was detected, how fast, and why;
-and how many alerts benign traffic raised after the learning period (audit
-alerts, severity info, are counted apart: they record allowed access on purpose)."""
+the ground truth. Per scenario: the incidents it made (one is right), the pages
+they would send, the time from the scenario's start to the first page, and
+whether the expected reason was found. For benign traffic after the learning
+period: alerts and incidents per 100k flows (audit records, severity info, are
+counted apart: they record allowed access on purpose). And the risk of every
+finding, benign against attack, in steps of ten: how well severity separates them.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from detector.analyze import Analysis
 from detector.detect import event_time
+from detector.incidents import parse_time
 
 __all__ = ["Evaluation", "ScenarioResult", "evaluate"]
 
@@ -21,19 +27,30 @@ class ScenarioResult:
     description: str
     start: float
     detected: bool = False
-    detected_at: float | None = None
+    detected_at: float | None = None  # the first alerting event
     reasons: list[str] = field(default_factory=list)
     expect: str = ""
     expected_reason_found: bool = False
+    incidents: list[str] = field(default_factory=list)
+    pages: int = 0  # notifications that reach a person: triggers and escalations
+    updates: int = 0  # other changes sent to the receivers
+    paged_at: float | None = None  # the first page
+    severity: str | None = None  # of its (worst) incident
+    path: list[str] = field(default_factory=list)
 
     @property
     def time_to_detect(self) -> float | None:
-        return None if self.detected_at is None else max(self.detected_at - self.start, 0.0)
+        """Seconds from the scenario's start to its first page (else its first alert)."""
+        when = self.paged_at if self.paged_at is not None else self.detected_at
+        return None if when is None else max(when - self.start, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "description": self.description,
                 "detected": self.detected, "time_to_detect_s": self.time_to_detect,
-                "expected_reason": self.expect, "expected_reason_found": self.expected_reason_found,
+                "incidents": len(self.incidents), "incident_ids": self.incidents,
+                "pages": self.pages, "updates": self.updates, "severity": self.severity,
+                "path": self.path, "expected_reason": self.expect,
+                "expected_reason_found": self.expected_reason_found,
                 "reasons": self.reasons}  # fmt: skip
 
 
@@ -42,23 +59,40 @@ class Evaluation:
     scenarios: list[ScenarioResult]
     flows: int
     benign_flows_after_learning: int
-    benign_alerts: int
+    benign_alerts: int  # alerts benign traffic opened
     benign_alert_samples: list[dict[str, Any]]
     audit_alerts: int = 0  # severity info: records kept on purpose, not pages
+    benign_incidents: int = 0
+    benign_incident_samples: list[dict[str, Any]] = field(default_factory=list)
+    replies: int = 0
+    reply_alerts: int = 0  # alerts opened by a reply record: must stay 0
+    risk: dict[str, list[int]] = field(default_factory=dict)  # benign|attack -> 10 buckets
+    severities: dict[str, dict[str, int]] = field(default_factory=dict)  # of incidents
 
     @property
     def benign_rate_per_100k(self) -> float:
         return 100_000 * self.benign_alerts / max(self.benign_flows_after_learning, 1)
 
+    @property
+    def benign_incidents_per_100k(self) -> float:
+        return 100_000 * self.benign_incidents / max(self.benign_flows_after_learning, 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "flows": self.flows,
+            "replies": self.replies,
             "scenarios": [s.to_dict() for s in self.scenarios],
             "benign_flows_after_learning": self.benign_flows_after_learning,
             "benign_alerts": self.benign_alerts,
             "benign_alerts_per_100k_flows": round(self.benign_rate_per_100k, 3),
             "benign_alert_samples": self.benign_alert_samples,
+            "benign_incidents": self.benign_incidents,
+            "benign_incidents_per_100k_flows": round(self.benign_incidents_per_100k, 3),
+            "benign_incident_samples": self.benign_incident_samples,
             "audit_alerts": self.audit_alerts,
+            "reply_alerts": self.reply_alerts,
+            "risk_of_findings": self.risk,
+            "incident_severities": self.severities,
         }
 
 
@@ -73,18 +107,30 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             by_line[line] = result
     settings = run.engine.settings
     learned_from: float | None = None
-    flows = benign_after = benign_alerts = audit = 0
+    flows = benign_after = benign_alerts = audit = replies = reply_alerts = 0
     samples: list[dict[str, Any]] = []
+    owner: dict[str, ScenarioResult] = {}  # alert fingerprint -> the scenario that fed it
+    risk = {"benign": [0] * 10, "attack": [0] * 10}
+    book = run.engine.book
     for event_id, event in events:
         flows += 1
         line = int(event_id.rsplit(":", 1)[1])
-        _, score, alert = run.process(event, event_id)
+        book.touched = None
+        placement, score, _ = run.process(event, event_id)
         when = event_time(event)
         learned_from = when if learned_from is None else learned_from
+        if placement.reply:
+            replies += 1
+            reply_alerts += book.touched is not None
+            continue
         scenario = by_line.get(line)
         seg = event.get("segmentation") or {}
+        if placement.verdict != "allowed" or seg.get("anomalies") or seg.get("detections"):
+            risk["attack" if scenario is not None else "benign"][min(score // 10, 9)] += 1
         alerting = score >= settings.alert_score or bool(seg.get("detections"))
         if scenario is not None:
+            if book.touched is not None:
+                owner.setdefault(book.touched.fingerprint, scenario)
             if alerting and not scenario.detected:
                 scenario.detected, scenario.detected_at = True, when
             if alerting:
@@ -97,11 +143,60 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             continue
         if when - learned_from >= settings.learning_seconds:
             benign_after += 1
-            if alert is not None and alert.severity == "info":
+            opened = book.touched
+            if opened is None or opened.count > 1 or opened.fingerprint in owner:
+                continue  # only alerts benign traffic opened count as its own
+            if opened.severity == "info":
                 audit += 1
-            elif alert is not None:
+            else:
                 benign_alerts += 1
                 if len(samples) < 10:
-                    samples.append({"event_id": event_id, "alert": alert.rule_name,
-                                    "reasons": alert.reasons[:3]})  # fmt: skip
-    return Evaluation(results, flows, benign_after, benign_alerts, samples, audit)
+                    samples.append({"event_id": event_id, "alert": opened.rule_name,
+                                    "reasons": opened.reasons[:3]})  # fmt: skip
+    run.finish()
+    evaluation = Evaluation(results, flows, benign_after, benign_alerts, samples, audit,
+                            replies=replies, reply_alerts=reply_alerts, risk=risk)  # fmt: skip
+    _incidents(run, evaluation, owner, learned_from or 0.0)
+    return evaluation
+
+
+def _incidents(run: Analysis, evaluation: Evaluation, owner: dict[str, ScenarioResult],
+               learned_from: float) -> None:  # fmt: skip
+    """Each incident to the scenarios whose alerts it holds; the rest are benign."""
+    pages = Counter(p.incident_id for p in run.pages if p.page)
+    updates = Counter(p.incident_id for p in run.pages if p.action == "update" and not p.page)
+    first_page: dict[str, float] = {}
+    for page in run.pages:
+        if page.page:
+            first_page.setdefault(page.incident_id, page.time)
+    severities: dict[str, Counter[str]] = {"benign": Counter(), "attack": Counter()}
+    learning = run.engine.settings.learning_seconds
+    for doc in run.incident_documents():
+        incident = doc["segwatch"]["incident"]
+        ident = incident["id"]
+        mine = list({id(owner[f]): owner[f] for f in incident["alerts"] if f in owner}.values())
+        severities["attack" if mine else "benign"][incident["severity"]] += 1
+        for scenario in mine:
+            scenario.incidents.append(ident)
+            scenario.pages += pages[ident]
+            scenario.updates += updates[ident]
+            if ident in first_page:
+                at = first_page[ident]
+                scenario.paged_at = at if scenario.paged_at is None else min(scenario.paged_at, at)
+            scenario.severity = scenario.severity or incident["severity"]
+            scenario.path = scenario.path or incident["path"]
+        if mine or incident["severity"] == "info":
+            continue
+        if parse_time(incident["first_seen"]) - learned_from < learning:
+            continue
+        evaluation.benign_incidents += 1
+        if len(evaluation.benign_incident_samples) < 10:
+            evaluation.benign_incident_samples.append(
+                {
+                    "id": ident,
+                    "title": incident["title"],
+                    "severity": incident["severity"],
+                    "steps": [s["description"] for s in incident["steps"][:3]],
+                }
+            )
+    evaluation.severities = {k: dict(v) for k, v in severities.items()}

@@ -95,9 +95,10 @@ class Simulator:
         self.spare: dict[str, list[Host]] = {}  # addresses of the zone benign traffic never uses
         for index, zone in enumerate(model.zones.values()):
             self.hosts[zone.name], self.spare[zone.name] = self._pool(zone, index)
-        self.public = [Host(f"203.0.113.{i}", INTERNET) for i in range(1, 200)] + [
-            Host(f"198.51.100.{i}", INTERNET) for i in range(1, 200)
-        ]
+        public = [f"203.0.113.{i}" for i in range(1, 200)] + [
+            f"198.51.100.{i}" for i in range(1, 200)
+        ]  # the Internet: the documentation ranges, less what the model's zones claim
+        self.public = [Host(ip, INTERNET) for ip in public if model.zone_of_ip(ip) == INTERNET]
         self.hosts[INTERNET] = self.public
         self.services = self._services()
         if not self.services:
@@ -277,6 +278,15 @@ class Simulator:
     def allowed(self, src: str, dst: str) -> bool:
         return bool(self.model.rules_between(src, dst))
 
+    def forbids(self, src: str, dst: str, proto: int, port: int) -> bool:
+        """No rule admits connections src -> dst on ``port`` (and the default denies)."""
+        rule, _ = self.model.match(src, dst, proto, port, None)
+        return rule is None and self.model.defaults.action == "deny"
+
+    def addresses(self, zone: str) -> list[Host]:
+        """Every simulated host of a zone: those benign traffic uses, then the spare ones."""
+        return self.hosts[zone] + [h for h in self.spare[zone] if h not in self.hosts[zone]]
+
 
 # --- scenarios -----------------------------------------------------------------------------
 
@@ -312,11 +322,16 @@ def vendor_pivot(sim: Simulator, start: float, duration: float) -> tuple[Label, 
         (
             z
             for z in sim.model.zones.values()
-            if z.name != source.name and not sim.allowed(source.name, z.name)
+            if z.name != source.name
+            and not sim.allowed(source.name, z.name)
+            and _sensitivity(z) > _sensitivity(source)
         ),
         key=lambda z: -_sensitivity(z),
     )
-    _need(bool(targets), f"vendor-pivot: {source.name} may already reach every zone")
+    _need(
+        bool(targets),
+        f"vendor-pivot needs a zone more sensitive than {source.name} that it has no flow to",
+    )
     target = targets[0]
     t = _at(start, duration, 3, 15)
     attacker = sim.hosts[source.name][0]
@@ -476,6 +491,137 @@ def slow_sweep(sim: Simulator, start: float, duration: float) -> tuple[Label, li
     return label, flows
 
 
+def _flows(start: float, every: float, pairs: list[tuple[Host, Host, int, bool]], proto: int = 6,
+           nbytes: int = 600, sport: int = 44000) -> list[Flow]:  # fmt: skip
+    """One flow per (source, destination, port, accepted), ``every`` seconds apart."""
+    return [Flow(start + i * every, a, b, port, proto, nbytes if ok else 60, 4 if ok else 1, ok,
+                 sport + i) for i, (a, b, port, ok) in enumerate(pairs)]  # fmt: skip
+
+
+def _workstations(sim: Simulator) -> list[Zone]:
+    """Zones of many hosts that are not internet-facing, the DNS zone or the most sensitive."""
+    dns = sim.model.defaults.dns.zone if sim.model.defaults.dns else None
+    return sorted(
+        sim.zones_where(lambda z: not z.tags.internet_facing and z.name != dns
+                        and _sensitivity(z) <= 1 and len(sim.addresses(z.name)) >= 16),
+        key=lambda z: (-_sensitivity(z), z.name),
+    )  # fmt: skip
+
+
+def lateral_movement(sim: Simulator, start: float, duration: float) -> tuple[Label, list[Flow]]:
+    zones = _workstations(sim)
+    _need(bool(zones), "lateral-movement needs a zone of 16 or more hosts that is neither "
+          "internet-facing nor the DNS zone (the workstations)")  # fmt: skip
+    zone = zones[0]
+    hosts = sim.addresses(zone.name)
+    attacker, peers = hosts[1], [h for h in hosts if h is not hosts[1]][:15]
+    t = _at(start, duration, 2, 2)  # 02:00 UTC on a weekday: a quiet hour
+    pairs = [(attacker, peer, 3389 if i % 3 else 445, i % 5 != 4) for i, peer in enumerate(peers)]
+    flows = _flows(t, 23, pairs, sport=52000)
+    label = Label("lateral-movement", f"a workstation in {zone.name} sweeps 15 of its peers on "
+                  "RDP and SMB at night", flows[0].start, flows[-1].start,
+                  expect="lateral movement in zone")  # fmt: skip
+    return label, flows
+
+
+def _target(sim: Simulator) -> Zone:
+    """The most sensitive zone with addresses (not the DNS zone)."""
+    dns = sim.model.defaults.dns.zone if sim.model.defaults.dns else None
+    zones = [z for z in sim.model.zones.values() if z.name != dns and sim.hosts.get(z.name)]
+    _need(bool(zones), "the scenario needs a zone with addresses to attack")
+    return max(zones, key=lambda z: (_sensitivity(z), -list(sim.model.zones).index(z.name)))
+
+
+def slow_scan(sim: Simulator, start: float, duration: float) -> tuple[Label, list[Flow]]:
+    target = _target(sim)
+    sources = [z for z in _workstations(sim) if z.name != target.name] or [
+        z for z in sim.model.zones.values() if z.name != target.name and sim.hosts.get(z.name)
+    ]
+    _need(bool(sources), "slow-scan needs a zone to scan from")
+    attacker, victim = sim.hosts[sources[-1].name][2 % len(sim.hosts[sources[-1].name])], \
+        sim.hosts[target.name][-1]  # fmt: skip
+    ports = sorted(sim.rnd.sample(range(1, 1025), 40))
+    t = _at(start, duration, 1, 20)
+    flows = _flows(
+        t, 105, [(attacker, victim, p, i % 10 == 3) for i, p in enumerate(ports)], sport=53000
+    )  # under one probe a minute: 40 ports in 68 minutes
+    label = Label("slow-scan", f"a host in {sources[-1].name} probes 40 ports of a host in "
+                  f"{target.name}, under one a minute", flows[0].start, flows[-1].start,
+                  expect="vertical scan of")  # fmt: skip
+    return label, flows
+
+
+def blocked_series(sim: Simulator, start: float, duration: float) -> tuple[Label, list[Flow]]:
+    guarded = [z for z in sim.model.zones.values()
+               if _sensitivity(z) >= 2 and sim.hosts.get(z.name)]  # fmt: skip
+    pairs = [
+        (a, z)
+        for z in sorted(guarded, key=lambda z: -_sensitivity(z))
+        for a in sim.model.zones.values()
+        if a.name != z.name and sim.hosts.get(a.name) and sim.forbids(a.name, z.name, 6, 22)
+    ]
+    _need(bool(pairs), "blocked-series needs a high or restricted zone that some other zone may "
+          "not reach on tcp/22")  # fmt: skip
+    source, target = pairs[0]
+    attacker = sim.hosts[source.name][3 % len(sim.hosts[source.name])]
+    victims = sim.hosts[target.name][:3]
+    t = _at(start, duration, 1, 16)
+    flows = _flows(
+        t, 8, [(attacker, victims[i % len(victims)], 22, False) for i in range(30)], sport=54000
+    )  # 30 refused in 4 minutes
+    label = Label("blocked-series", f"a host in {source.name} keeps trying SSH into "
+                  f"{target.name}: 30 refused in 4 minutes", flows[0].start, flows[-1].start,
+                  expect="blocked series")  # fmt: skip
+    return label, flows
+
+
+def pivot_chain(sim: Simulator, start: float, duration: float) -> tuple[Label, list[Flow]]:
+    target = _target(sim)
+    zones = [z for z in sim.model.zones.values() if z.name != target.name and sim.hosts.get(z.name)
+             and not z.tags.internet_facing]  # fmt: skip
+    # the second host: in the most sensitive zone short of the target's, if there is one
+    ranked = sorted(
+        zones, key=lambda z: (_sensitivity(z) >= _sensitivity(target), -_sensitivity(z))
+    )
+    chains = [(a, b) for a in sorted(zones, key=_sensitivity) for b in ranked
+              if a.name != b.name and sim.forbids(a.name, b.name, 6, 22)
+              and sim.forbids(b.name, target.name, 6, 445)]  # fmt: skip
+    _need(
+        bool(chains),
+        "pivot-chain needs two zones besides the most sensitive one: one that "
+        "may not reach the other on tcp/22, which may not reach the most sensitive on tcp/445",
+    )
+    first, second = chains[0]
+    foothold = sim.hosts[first.name][4 % len(sim.hosts[first.name])]
+    middle = sim.hosts[second.name][-2 % len(sim.hosts[second.name])]
+    t = _at(start, duration, 3, 18)
+    hop1 = _flows(t, 40, [(foothold, middle, 22, True)] * 6, nbytes=40_000, sport=55000)
+    hop2 = _flows(t + 1800, 30, [(middle, h, 445, True) for h in sim.hosts[target.name][:4]] * 2,
+                  nbytes=90_000, sport=56000)  # fmt: skip
+    flows = hop1 + hop2
+    label = Label("pivot-chain", f"a foothold in {first.name} logs into a host in {second.name} "
+                  f"over SSH, which then reaches {target.name} over SMB", flows[0].start,
+                  flows[-1].start, expect="new path")  # fmt: skip
+    return label, flows
+
+
+def dns_tunnel(sim: Simulator, start: float, duration: float) -> tuple[Label, list[Flow]]:
+    dns = sim.model.defaults.dns
+    _need(dns is not None, "dns-tunnel needs a model with a DNS zone (defaults.dns)")
+    assert dns is not None
+    sources = [z for z in sim.model.zones.values() if z.name != dns.zone and sim.hosts.get(z.name)
+               and not z.tags.internet_facing]  # fmt: skip
+    _need(bool(sources), "dns-tunnel needs a zone besides the DNS zone")
+    host = sim.hosts[sources[0].name][5 % len(sim.hosts[sources[0].name])]
+    resolver = Host("198.18.53.53", INTERNET)  # not the model's resolvers
+    t = _at(start, duration, 2, 14)
+    flows = _flows(t, 2, [(host, resolver, 53, True)] * 300, proto=17, nbytes=240, sport=30000)
+    label = Label("dns-tunnel", f"a host in {sources[0].name} sends 300 DNS queries in 10 minutes "
+                  "to a resolver on the Internet", flows[0].start, flows[-1].start,
+                  expect="unusual DNS volume")  # fmt: skip
+    return label, flows
+
+
 SCENARIOS: dict[str, Scenario] = {
     "vendor-pivot": vendor_pivot,
     "port-scan": port_scan,
@@ -483,4 +629,9 @@ SCENARIOS: dict[str, Scenario] = {
     "dev-to-prod": dev_to_prod,
     "tenant-crossing": tenant_crossing,
     "slow-sweep": slow_sweep,
+    "lateral-movement": lateral_movement,
+    "slow-scan": slow_scan,
+    "blocked-series": blocked_series,
+    "pivot-chain": pivot_chain,
+    "dns-tunnel": dns_tunnel,
 }

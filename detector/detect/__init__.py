@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+_SUSPICIOUS = frozenset({"violation", "blocked_attempt"})
+
+
 class Engine:
     """Detectors + scoring + rules + alerts for one model (state included)."""
 
@@ -129,12 +132,14 @@ class Engine:
         alert = None
         if matched or score >= self.settings.alert_score:
             alert = self.book.record(ctx, score, reasons, evidence, matched, event_id)
+        elif placement.verdict in _SUSPICIOUS:
+            alert = self.book.active(ctx, self.settings.slow_scan_window_seconds)
         return score, alert
 
-    def flush(self) -> list[Alert]:
-        """The alerts whose latest changes were not sent yet (at the end of a file, or
-        on the worker's timer): send them too."""
-        return self.book.flush()
+    def flush(self, now: float | None = None) -> list[Alert]:
+        """The alerts whose latest changes were not sent yet and are due at ``now`` (every
+        one without it: the end of a file): send them too."""
+        return self.book.flush(now)
 
     def state(self, paths: bool = True) -> dict[str, Any]:
         """Every detector's state and the alerts' send times, JSON-ready;

@@ -45,7 +45,7 @@ _VERDICT_REASONS = {
 _SAMPLE = 5
 _MAX_REASONS = 8
 _MAX_HOSTS = 256  # distinct destination hosts kept per alert
-_MAX_PORTS = 1024
+_MAX_SERVICES = 1024
 _MAX_KEPT = 2000  # alerts kept in the state snapshot (the most recently seen)
 
 
@@ -116,11 +116,12 @@ class Alert:
     reasons: list[str] = field(default_factory=list)
     sample: list[str] = field(default_factory=list)
     hosts: dict[str, None] = field(default_factory=dict)  # destination hosts, in order
-    ports: dict[int, None] = field(default_factory=dict)
+    services: dict[str, None] = field(default_factory=dict)  # "tcp/22", in order
     headline: str = ""  # the strongest finding's reason, as last seen
     runbook: str | None = None
     destination_sensitivity: str = "internet"
     crosses: list[str] = field(default_factory=list)
+    active: float = 0.0  # the source's latest suspicious activity (>= last_seen)
     sent: float | None = None  # when it was last sent (emitted)
     dirty: bool = False  # changed since it was last sent
     model_version: str = ""
@@ -138,8 +139,9 @@ class Alert:
             self.sample.append(event_id)
         if ctx.dst_ip and len(self.hosts) < _MAX_HOSTS:
             self.hosts[ctx.dst_ip] = None
-        if ctx.port is not None and len(self.ports) < _MAX_PORTS:
-            self.ports[ctx.port] = None
+        service = ctx.placement.service
+        if service is not None and len(self.services) < _MAX_SERVICES:
+            self.services[service] = None
 
     def to_document(self) -> dict[str, Any]:
         """The alert as an ECS-friendly document (``event.kind: alert``)."""
@@ -167,12 +169,13 @@ class Alert:
                     "denied": self.denied,
                     "first_seen": _iso(self.first_seen),
                     "last_seen": _iso(self.last_seen),
+                    "last_activity": _iso(max(self.active, self.last_seen)),
                     "reasons": self.reasons,
                     "headline": self.headline,
                     "sample_event_ids": self.sample,
                     "hosts": len(self.hosts),
-                    "ports": sorted(self.ports)[:50],
-                    "port_count": len(self.ports),
+                    "services": sorted(self.services, key=_service_order)[:50],
+                    "service_count": len(self.services),
                 }
             },
             "segmentation": {
@@ -195,15 +198,20 @@ class Alert:
     def dump(self) -> dict[str, Any]:
         """JSON-ready state (``AlertBook.state``)."""
         out = dict(self.__dict__)
-        out["hosts"], out["ports"] = list(self.hosts), list(self.ports)
+        out["hosts"], out["services"] = list(self.hosts), list(self.services)
         return out
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> Alert:
         values = dict(data)
         values["hosts"] = dict.fromkeys(values.get("hosts", ()))
-        values["ports"] = dict.fromkeys(int(p) for p in values.get("ports", ()))
+        values["services"] = dict.fromkeys(values.get("services", ()))
         return cls(**values)
+
+
+def _service_order(service: str) -> tuple[str, int]:
+    transport, _, port = service.partition("/")
+    return transport, int(port) if port.isdigit() else -1
 
 
 def _iso(seconds: float) -> str:
@@ -217,6 +225,9 @@ class AlertBook:
         self.update_seconds = update_seconds
         self.zones = zones or {}
         self.alerts: dict[str, Alert] = {}
+        self.touched: Alert | None = None  # the alert the last recorded event went into
+        self._dirty: dict[str, Alert] = {}  # alerts with changes not sent yet
+        self._latest: dict[str, str] = {}  # initiating host -> its latest alert's fingerprint
 
     def record(
         self,
@@ -270,27 +281,60 @@ class AlertBook:
         elif SEVERITIES.index(severity) > SEVERITIES.index(alert.severity):
             alert.severity = severity
         alert.add(ctx, score, reasons, event_id)
+        alert.active = max(alert.active, ctx.time)
+        self.touched = alert
+        if len(self._latest) >= 4 * _MAX_KEPT:
+            self._latest = {h: f for h, f in self._latest.items() if f in self.alerts}
+        self._latest[ctx.src_ip] = fingerprint
         if strongest is not None and strongest.score >= 50:
             alert.headline = strongest.reason
         elif not alert.headline:
             alert.headline = reasons[-1] if reasons else name
-        if alert.sent is None or ctx.time - alert.sent >= self.update_seconds:
-            alert.sent, alert.dirty = ctx.time, False
+        return self._changed(alert, ctx.time)
+
+    def active(self, ctx: Context, window: float) -> Alert | None:
+        """A suspicious connection below the alert threshold (a refused probe, a
+        violation) from a host with an alert seen within ``window``: the host is still
+        at work, so its latest alert (and the incident it is in) stays alive. Returns
+        the alert if its update is to be sent now."""
+        fingerprint = self._latest.get(ctx.src_ip)
+        alert = self.alerts.get(fingerprint) if fingerprint is not None else None
+        if alert is None or ctx.time - alert.active > window or ctx.time <= alert.active:
+            return None
+        alert.active = ctx.time
+        return self._changed(alert, ctx.time)
+
+    def _changed(self, alert: Alert, now: float) -> Alert | None:
+        if alert.sent is None or now - alert.sent >= self.update_seconds:
+            alert.sent, alert.dirty = now, False
+            self._dirty.pop(alert.fingerprint, None)
             return alert
         alert.dirty = True
+        self._dirty[alert.fingerprint] = alert
         return None
 
-    def flush(self) -> list[Alert]:
-        """The alerts with changes not sent yet (now marked sent), oldest change first."""
-        due = sorted((a for a in self.alerts.values() if a.dirty), key=lambda a: a.last_seen)
+    def flush(self, now: float | None = None) -> list[Alert]:
+        """The alerts with changes not sent yet whose update is due at ``now`` (all of
+        them without it), now marked sent; oldest change first."""
+        interval = self.update_seconds
+        due = sorted(
+            (a for a in self._dirty.values()
+             if now is None or a.sent is None or now - a.sent >= interval),
+            key=lambda a: a.last_seen,
+        )  # fmt: skip
         for alert in due:
-            alert.sent, alert.dirty = alert.last_seen, False
+            alert.sent, alert.dirty = (
+                max(alert.active, alert.last_seen) if now is None else now,
+                False,
+            )
+            del self._dirty[alert.fingerprint]
         return due
 
     def _forget(self) -> None:
         """Keep the most recently seen alerts."""
         kept = sorted(self.alerts.values(), key=lambda a: a.last_seen)[-_MAX_KEPT:]
         self.alerts = {a.fingerprint: a for a in kept}
+        self._dirty = {f: a for f, a in self._dirty.items() if f in self.alerts}
 
     def state(self) -> dict[str, Any]:
         """The open alerts (the most recently seen), so a restart goes on counting them."""
@@ -299,6 +343,9 @@ class AlertBook:
 
     def load(self, state: dict[str, Any]) -> None:
         self.alerts = {a["fingerprint"]: Alert.restore(a) for a in state.get("alerts", ())}
+        self._dirty = {f: a for f, a in self.alerts.items() if a.dirty}
+        self._latest = {a.source_ip: f for f, a in
+                        sorted(self.alerts.items(), key=lambda kv: kv[1].last_seen)}  # fmt: skip
 
 
 _TITLES = {

@@ -52,11 +52,11 @@ class LateralMovementDetector(Learning):
             return []
         s = self.settings
         hosts = bounded(self.reached, ctx.src_ip, Recent, s.max_sources)
-        hosts.touch(ctx.dst_ip, ctx.time, ctx.denied, s.lateral_window_seconds, _MAX_HOSTS)
+        new = hosts.touch(ctx.dst_ip, ctx.time, ctx.denied, s.lateral_window_seconds, _MAX_HOSTS)
         services = self.services.setdefault(ctx.src_ip, set())
         if len(services) < 16:
             services.add(f"{ctx.transport}/{ctx.port}")
-        if len(hosts) < s.lateral_hosts:
+        if len(hosts) < s.lateral_hosts or not (new or ctx.denied):
             return []
         if learning:
             if len(self.known) < _MAX_KNOWN:

@@ -60,8 +60,9 @@ class ScanDetector(Learning):
                 if len(hosts) >= _MAX_INNER:
                     del hosts[next(iter(hosts))]
                 ports = hosts[dst] = Recent()
-            ports.touch(port, now, ctx.denied, slow, _MAX_KEYS)
-            if len(ports) >= s.vertical_scan_ports:
+            # a connection adds to a scan when it probes a port anew or is refused
+            probe = ports.touch(port, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
+            if probe and len(ports) >= s.vertical_scan_ports:
                 found += self._vertical(ctx, ports, learning)
         by_port = bounded(self.horizontal, src, dict, s.max_sources)
         reached = by_port.get(port)
@@ -69,8 +70,8 @@ class ScanDetector(Learning):
             if len(by_port) >= _MAX_INNER:
                 del by_port[next(iter(by_port))]
             reached = by_port[port] = Recent()
-        reached.touch(dst, now, ctx.denied, slow, _MAX_KEYS)
-        if len(reached) >= s.horizontal_scan_hosts:
+        probe = reached.touch(dst, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
+        if probe and len(reached) >= s.horizontal_scan_hosts:
             found += self._horizontal(ctx, reached, learning)
         if ctx.denied:
             window = self.denied.get(src)

@@ -27,9 +27,11 @@ class Recent:
         self.items: dict[Any, list[Any]] = {}  # key -> [last touched, every touch denied]
         self.oldest = float("inf")  # a lower bound of the items' times
 
-    def touch(self, key: Any, now: float, denied: bool, window: float, cap: int) -> None:
+    def touch(self, key: Any, now: float, denied: bool, window: float, cap: int) -> bool:
+        """Touch ``key`` at ``now``; True if it was not in the window yet."""
         items = self.items
         entry = items.get(key)
+        new = entry is None
         if entry is None:
             items[key] = [now, denied]
             if now < self.oldest:
@@ -45,6 +47,7 @@ class Recent:
             cutoff = now - window
             self.items = {k: v for k, v in items.items() if v[0] >= cutoff}
             self.oldest = min((v[0] for v in self.items.values()), default=float("inf"))
+        return new
 
     def __len__(self) -> int:
         return len(self.items)

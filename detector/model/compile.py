@@ -286,17 +286,24 @@ class CompiledModel:
         """The model's evidence on who opened a record's connection (zones ``src`` ->
         ``dst``): a rule admits one direction and not the other; else the destination
         port is a declared service of the destination zone and the source port not one
-        of the source zone's (or the other way round). None when the model cannot tell.
+        of the source zone's (or the other way round). Only rules that name their ports
+        count: one that allows every port says nothing of which side serves, and one over
+        ephemeral ports (RPC's dynamic range) nothing against a service port on the
+        other side. None when the model cannot tell.
         """
         if sport is None or dport is None or proto not in _PORTED:
             return None
+        # a rule over ephemeral ports (RPC's dynamic range) says nothing against a
+        # service port on the other side: that side is the server
+        on_dst = not (dport >= _EPHEMERAL > sport)
+        on_src = not (sport >= _EPHEMERAL > dport)
         if src != dst:
-            forward = self._admitted(src, dst, proto, dport, when)
-            back = self._admitted(dst, src, proto, sport, when)
+            forward = on_dst and self._admitted(src, dst, proto, dport, when)
+            back = on_src and self._admitted(dst, src, proto, sport, when)
             if forward != back:
                 return _BY_MODEL[back]
-        to_dst = self._serves(dst, proto, dport)
-        to_src = self._serves(src, proto, sport)
+        to_dst = on_dst and self._serves(dst, proto, dport)
+        to_src = on_src and self._serves(src, proto, sport)
         if to_dst != to_src:
             return _BY_MODEL[to_src]
         return None
@@ -310,21 +317,24 @@ class CompiledModel:
     def _admitted(
         self, src: str, dst: str, proto: int | None, port: int, when: float | None
     ) -> bool:
-        """A rule (not the default action) admits connections src -> dst on ``port``."""
+        """A rule that names its ports (not the default action, nor an every-port rule,
+        which says nothing of who serves) admits connections src -> dst on ``port``."""
         for rule in self._between(src, dst):
-            if rule.admits(proto, port) and (
-                rule.expires is None or when is None or when <= rule.expires
+            if (
+                rule.ports
+                and rule.admits(proto, port)
+                and (rule.expires is None or when is None or when <= rule.expires)
             ):
                 return True
         return False
 
     def _serves(self, zone: str, proto: int | None, port: int) -> bool:
-        """``port`` is a declared service of ``zone``: some rule into it admits it."""
+        """``port`` is a declared service of ``zone``: a rule into it names that port."""
         rules = self._into.get(zone)
         if rules is None:
             rules = self._into[zone] = tuple(
-                r for r in self.rules if r.destination == zone
-                or (r.destination == ANY_ZONE and zone != INTERNET)
+                r for r in self.rules if r.ports and (r.destination == zone
+                or (r.destination == ANY_ZONE and zone != INTERNET))
             )  # fmt: skip
         return any(r.admits(proto, port) for r in rules)
 
@@ -415,6 +425,7 @@ class CompiledModel:
 
 _MISSING: Any = object()
 _PORTED = frozenset({6, 17, 132})  # TCP, UDP, SCTP: protocols with ports
+_EPHEMERAL = 32768
 _BY_MODEL = {True: Initiator("destination", "model"), False: Initiator("source", "model")}
 
 

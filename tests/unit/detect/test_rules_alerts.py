@@ -122,8 +122,8 @@ def test_alerts_group_by_finding_and_initiator_and_send_updates_at_most_every_in
     assert sent[3] is None and sent[4] is sent[0]  # the ports differ: one alert all the same
     (alert,) = eng.book.alerts.values()
     assert alert.count == 5 and alert.sample == [f"f:{i}" for i in range(5)]
-    assert list(alert.ports) == [5432, 5433, 5434, 5435, 5436] and list(alert.hosts) == [
-        "10.50.30.5"]  # fmt: skip
+    assert list(alert.services) == [f"tcp/{5432 + i}" for i in range(5)]
+    assert list(alert.hosts) == ["10.50.30.5"]
     assert eng.flush() == []  # the last change was sent
     late = event("10.50.10.5", "10.50.30.7", 5432, MONDAY + 4 * 60 + 30)
     assert eng.process(late, eng.place(late), "f:5")[1] is None
