@@ -245,9 +245,15 @@ class Incident:
         return first.destination_zone, max(first.first_seen - self.first_seen, 0.0)
 
     def title(self) -> str:
+        """What happened, in a line: the worst step's finding, or the pivot chain."""
+        origin = f"{self.attacker} ({self.attacker_zone})"
+        if len(self.actors) > 1:
+            zone, _ = self.most_sensitive()
+            into = f" into {zone}" if zone is not None else ""
+            return f"Pivot through {len(self.actors) - 1} host(s){into} from {origin}"
         worst = max(self.steps.values(), key=lambda s: (SEVERITIES.index(s.severity),
                                                         s.strongest.score))  # fmt: skip
-        return f"{worst.strongest.rule_name} from {self.attacker} ({self.attacker_zone})"
+        return f"{worst.strongest.rule_name} from {origin}"
 
     def to_document(self) -> dict[str, Any]:
         """The incident as an ECS alert document (upserted by id)."""

@@ -120,6 +120,13 @@ def analyze_cmd(
         Path | None,
         typer.Option("--alerts", help="Write the alerts here (final state), one JSON per line."),
     ] = None,
+    incidents_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--incidents",
+            help="Write the incidents here (latest state, worst first), one JSON per line.",
+        ),
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Write a self-contained HTML report here."),
@@ -140,11 +147,14 @@ def analyze_cmd(
     year: YearOpt = None,
     timezone: TimezoneOpt = "UTC",
 ) -> None:
-    """Parse flow-log files, place every flow on the model, score it, and report.
+    """Parse flow-log files, place every connection on the model, score it, group the
+    alerts into incidents, and report.
 
-    Each event gains segmentation.source_zone, destination_zone, verdict,
-    rule_id, reason, model_version, risk_score and reasons. Works on a laptop
-    with nothing running.
+    Each event gains segmentation.source_zone, destination_zone (of its connection
+    as initiated), initiator, reply, verdict, rule_id, reason, model_version,
+    risk_score and reasons. The summary leads with the incidents (severity,
+    attacker, path, time to the most sensitive zone, state), then the alerts and
+    the connections by zone pair. Works on a laptop with nothing running.
     """
     from detector.analyze import Analysis
     from detector.report import render_report
@@ -162,48 +172,108 @@ def analyze_cmd(
     finally:
         if sink is not None:
             sink.close()
+    run.finish()
     documents = run.alert_documents()
+    incidents = run.incident_documents()
     if alerts_out is not None:
         write_text(alerts_out, "".join(orjson.dumps(d).decode() + "\n" for d in documents))
+    if incidents_out is not None:
+        write_text(incidents_out, "".join(orjson.dumps(d).decode() + "\n" for d in incidents))
     if report is not None:
-        write_text(report, render_report(run.summary, documents, f"segwatch analyze: {model}"))
+        write_text(report, render_report(run.summary, documents, f"segwatch analyze: {model}",
+                                         incidents))  # fmt: skip
     stats = run.summary
     if as_json:
         data = stats.to_dict()
         data["alerts"] = len(documents)
+        data["incidents"] = [_incident_row(d) for d in incidents]
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     elif summary:
-        _print_summary(stats)
+        _print_incidents(incidents)
         _print_alerts(documents)
+        _print_summary(stats)
     typer.echo(
-        f"segwatch: {counts['records']} records, {counts['events']} events, "
-        f"{counts['errors']} errors, {len(documents)} alerts; "
+        f"segwatch: {counts['records']} records, {counts['events']} events "
+        f"({stats.replies} replies), {counts['errors']} errors, {len(incidents)} incidents, "
+        f"{len(documents)} alerts; connections: "
         + ", ".join(f"{v} {n}" for v, n in stats.verdicts.items()),
         err=True,
     )
+
+
+def _incident_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """An incident's headline fields, for the summary."""
+    incident = doc["segwatch"]["incident"]
+    return {
+        "id": incident["id"],
+        "severity": incident["severity"],
+        "state": incident["state"],
+        "title": incident["title"],
+        "attacker": incident["attacker"],
+        "path": incident["path"],
+        "steps": incident["step_count"],
+        "first_seen": incident["first_seen"],
+        "most_sensitive_zone": incident["most_sensitive_zone"],
+        "time_to_most_sensitive_s": incident["time_to_most_sensitive_s"],
+    }
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    from detector.detect.base import span
+
+    return span(value)
+
+
+def _print_incidents(documents: list[dict[str, Any]]) -> None:
+    shown = [d for d in documents if d["segwatch"]["incident"]["severity"] != "info"]
+    audit = len(documents) - len(shown)
+    if not shown:
+        typer.echo("No incidents." + (f" ({audit} audit records.)" if audit else ""))
+        return
+    table = Table(title=f"Incidents ({len(shown)}" + (f", and {audit} audit records" if audit
+                                                      else "") + ")")  # fmt: skip
+    for column in ("severity", "attacker", "path", "time to most sensitive", "steps", "state",
+                   "first seen", "what"):  # fmt: skip
+        table.add_column(column)
+    for doc in shown[:15]:
+        row = _incident_row(doc)
+        incident = doc["segwatch"]["incident"]
+        first = incident["steps"][0]["description"] if incident["steps"] else ""
+        reached = row["most_sensitive_zone"]
+        ttr = f"{reached}: {_seconds(row['time_to_most_sensitive_s'])}" if reached else "-"
+        table.add_row(row["severity"], row["attacker"], escape(" -> ".join(row["path"])), ttr,
+                      str(row["steps"]), row["state"], row["first_seen"][:16].replace("T", " "),
+                      escape(first))  # fmt: skip
+    _out.print(table)
 
 
 def _print_alerts(documents: list[dict[str, Any]]) -> None:
     if not documents:
         return
     table = Table(title=f"Top alerts ({len(documents)} in all)")
-    for column in ("risk", "severity", "alert", "zones", "count", "first reason"):
+    for column in ("risk", "severity", "alert", "initiator", "zones", "count", "what"):
         table.add_column(column)
     for doc in documents[:15]:
         alert = doc["segwatch"]["alert"]
         seg = doc["segmentation"]
-        first = alert["reasons"][0] if alert["reasons"] else ""
         zones = f"{seg['source_zone']} -> {seg['destination_zone']}"
         name = escape(doc["rule"]["name"])
         risk = str(doc["event"]["risk_score"])
-        table.add_row(risk, alert["severity"], name, zones, str(alert["count"]), escape(first))
+        source = (doc.get("source") or {}).get("ip", "")
+        table.add_row(risk, alert["severity"], name, source, zones, str(alert["count"]),
+                      escape(doc["message"]))  # fmt: skip
     _out.print(table)
 
 
 def _print_summary(stats: Any) -> None:
     from detector.model import VERDICTS
 
-    table = Table(title=f"Flows by zone pair and verdict (model {stats.model.version})")
+    title = f"Connections by zone pair and verdict (model {stats.model.version}"
+    if stats.replies:
+        title += f"; {stats.replies:,} reply records are part of these"
+    table = Table(title=title + ")")
     table.add_column("source zone")
     table.add_column("destination zone")
     for verdict in VERDICTS:
@@ -515,8 +585,11 @@ def evaluate_cmd(
     learning: LearningOpt = "1d",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the analysis over simulated traffic: per-scenario detection, time to detect,
-    reasons, and the benign alert volume after the learning period."""
+    """Run the analysis over simulated traffic: per scenario the incidents it made (one
+    is right), the pages they would send, the time to the first page, the path and
+    the reasons; benign alerts and incidents per 100k flows after the learning
+    period; and the risk of benign and attack findings. Exit status 1 if a scenario
+    went undetected."""
     from detector.analyze import Analysis
     from detector.evaluate import evaluate
 
@@ -534,23 +607,43 @@ def evaluate_cmd(
     if as_json:
         typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
-        table = Table(title=f"Scenarios in {flows.name}")
-        for column in ("scenario", "detected", "time to detect", "reasons"):
-            table.add_column(column)
-        for s in result.scenarios:
-            ttd = f"{s.time_to_detect:.0f} s" if s.time_to_detect is not None else "-"
-            table.add_row(s.scenario, "yes" if s.detected else "NO", ttd,
-                          escape("; ".join(s.reasons[:3])))  # fmt: skip
-        _out.print(table)
-        typer.echo(
-            f"benign: {result.benign_alerts} alerts over {result.benign_flows_after_learning:,} "
-            f"flows after learning ({result.benign_rate_per_100k:.2f} per 100k flows); "
-            f"{result.audit_alerts} audit alerts"
-        )
+        _print_evaluation(result, flows.name)
     if counts["errors"]:
         typer.echo(f"segwatch: {counts['errors']} records could not be parsed", err=True)
     if not all(s.detected for s in result.scenarios):
         raise typer.Exit(1)
+
+
+def _print_evaluation(result: Any, name: str) -> None:
+    table = Table(title=f"Scenarios in {name}")
+    for column in ("scenario", "incidents", "pages", "time to page", "severity", "path",
+                   "expected reason"):  # fmt: skip
+        table.add_column(column)
+    for s in result.scenarios:
+        reason = f"{'found' if s.expected_reason_found else 'MISSING'}: {s.expect}"
+        table.add_row(s.scenario, str(len(s.incidents)) if s.detected else "NOT DETECTED",
+                      str(s.pages), _seconds(s.time_to_detect), s.severity or "-",
+                      escape(" -> ".join(s.path)), reason)  # fmt: skip
+    _out.print(table)
+    typer.echo(
+        f"benign after learning: {result.benign_flows_after_learning:,} flows, "
+        f"{result.benign_alerts} alerts ({result.benign_rate_per_100k:.2f} per 100k), "
+        f"{result.benign_incidents} incidents ({result.benign_incidents_per_100k:.2f} per 100k), "
+        f"{result.audit_alerts} audit alerts; {result.replies:,} reply records, "
+        f"{result.reply_alerts} alerts from replies"
+    )
+    risk = Table(title="Risk of findings by score (connections not plainly allowed)")
+    risk.add_column("")
+    for low in range(0, 100, 10):
+        risk.add_column(str(low), justify="right")
+    for kind, buckets in result.risk.items():
+        risk.add_row(kind, *(str(n) for n in buckets))
+    _out.print(risk)
+    severities = "; ".join(
+        f"{kind}: " + (", ".join(f"{n} {sev}" for sev, n in counts.items()) or "none")
+        for kind, counts in result.severities.items()
+    )
+    typer.echo(f"incidents by severity: {severities}")
 
 
 @app.command("train")

@@ -56,6 +56,29 @@ def test_analyze_writes_enriched_events_and_a_summary(tmp_path: Path) -> None:
     assert "flows.log:7: " in result.stderr  # the bad record, with its line
 
 
+def test_analyze_counts_replies_with_their_connection_and_writes_incidents(tmp_path: Path) -> None:
+    lines = [_vpc("10.0.1.10", "10.0.3.30", 40200 + i, 5432) for i in range(3)]
+    lines += [_vpc("10.0.3.30", "10.0.1.10", 5432, 40200 + i) for i in range(3)]  # the answers
+    flows = tmp_path / "probe.log"
+    flows.write_text("\n".join(lines) + "\n")
+    incidents = tmp_path / "incidents.jsonl"
+    result = runner.invoke(app, ["analyze", "-m", THREE_TIER, str(flows), "--json",
+                                 "--learning", "0s", "--incidents", str(incidents)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["connections"], summary["replies"]) == (3, 3)
+    assert summary["verdicts"] == {"violation": 3}
+    assert [(p["source_zone"], p["destination_zone"]) for p in summary["zone_pairs"]] == [
+        ("dmz", "db")]  # fmt: skip
+    (incident,) = [json.loads(line) for line in incidents.read_text().splitlines()]
+    assert incident["segwatch"]["incident"]["path"] == ["dmz", "db"]
+    assert incident["segwatch"]["incident"]["attacker"] == "10.0.1.10"
+    assert summary["incidents"][0]["id"] == incident["segwatch"]["incident"]["id"]
+    table = runner.invoke(app, ["analyze", "-m", THREE_TIER, str(flows), "--learning", "0s"])
+    assert table.stdout.index("Incidents") < table.stdout.index("Top alerts")
+    assert "3 reply records" in table.stdout
+
+
 def test_analyze_table_summary_and_stop_on_bad_record(tmp_path: Path) -> None:
     flows = _flows(tmp_path)
     result = runner.invoke(app, ["analyze", "-m", THREE_TIER, str(flows), "-k"])
