@@ -60,13 +60,15 @@ def test_each_incident_has_its_steps_on_a_timeline() -> None:
     (incident,) = run.incident_documents()
     cards = [a for t, a in parsed.tags if t == "div" and a.get("class") == "card"]
     assert len(cards) == 1
-    steps = [a for t, a in parsed.tags if t == "svg" and a.get("aria-label") == "steps on a timeline"]
+    steps = [
+        a for t, a in parsed.tags if t == "svg" and a.get("aria-label") == "steps on a timeline"
+    ]
     assert len(steps) == len([incident]) and incident["segwatch"]["incident"]["step_count"] == 1
     assert any("vertical scan of 10.50.2.1" in t for t in parsed.text)
 
 
 def test_the_timeline_has_labelled_axes_and_the_gaps_on_their_own_scale() -> None:
-    html, parsed, run = page()
+    _, parsed, run = page()
     assert "connections / hour" in parsed.text and "violations, blocked / hour" in parsed.text
     assert "hour (UTC)" in parsed.text
     ticks = [t for t in parsed.text if t.replace(",", "").isdigit()]
@@ -77,8 +79,8 @@ def test_the_timeline_has_labelled_axes_and_the_gaps_on_their_own_scale() -> Non
 
 
 def test_the_zone_matrix_is_a_grid_coloured_by_the_worst_verdict() -> None:
-    html, parsed, _ = page()
-    grid = html[html.index('<table class="grid">'):]
+    html, _, _ = page()
+    grid = html[html.index('<table class="grid">') :]
     assert grid.count("<tr>") == 1 + 2  # the header and two initiators' zones: app, dmz
     assert 'style="background:#d73027"' in grid  # dmz -> pos: a violation among them
     assert 'style="background:#74add1"' in grid  # app -> db: all allowed
