@@ -1,12 +1,20 @@
 """On-call webhooks: signed JSON, Slack incoming webhooks, PagerDuty Events API v2.
 
+They page per **incident** (``detector.incidents``): a ``trigger`` when it opens,
+``update`` on escalation or at most every ``incidents.update_seconds``, ``resolve``
+when it resolves. PagerDuty gets all three with ``dedup_key`` = the incident id (an
+update is a trigger PagerDuty folds into the open incident); Slack one message per
+incident, when it opens; signed JSON every page, carrying the whole incident.
+
 Delivery retries with exponential backoff and full jitter on 429, 5xx and
 connection errors, limits its rate per target (token bucket), and opens a
-circuit per target after repeated failures. An alert is never dropped: when a
+circuit per target after repeated failures. A page is never dropped: when a
 target cannot take it now, :class:`RetryLater` says when to try again, and the
-caller (the alerts consumer) keeps the alert and its offset until then.
+caller (the incident stage's outbox) keeps it until then.
 
-**Signed JSON.** The body is the alert document. Headers:
+**Signed JSON.** The body is the incident document with ``segwatch.page``
+(``action``, ``why``, ``id``: the delivery id, the same on a repeat, for receivers
+to deduplicate on; also in ``X-Segwatch-Delivery``). Headers:
 ``X-Segwatch-Timestamp`` (Unix seconds) and ``X-Segwatch-Signature``
 (``v1=`` + hex HMAC-SHA256 of ``"{timestamp}.{body}"`` under the target's
 secret). A receiver recomputes it, compares in constant time, and refuses
@@ -43,6 +51,7 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-Segwatch-Signature"
+DELIVERY_HEADER = "X-Segwatch-Delivery"
 TIMESTAMP_HEADER = "X-Segwatch-Timestamp"
 REPLAY_WINDOW = 300
 _SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -89,8 +98,16 @@ class WebhookTarget(BaseModel):
         return self.secret_file.read_text(encoding="utf-8").strip()
 
     def wants(self, document: dict[str, Any]) -> bool:
-        severity = document.get("segwatch", {}).get("alert", {}).get("severity", "medium")
+        severity = _incident(document).get("severity", "medium")
         return _SEVERITIES.index(severity) >= _SEVERITIES.index(self.min_severity)
+
+
+def _incident(document: dict[str, Any]) -> dict[str, Any]:
+    incident: dict[str, Any] = document.get("segwatch", {}).get("incident", {})
+    return incident
+
+
+Action = Literal["trigger", "update", "resolve"]
 
 
 def sign(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
@@ -112,67 +129,75 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
     return hmac.compare_digest(expected, given)
 
 
+def _steps(incident: dict[str, Any], limit: int = 5) -> list[str]:
+    return [f"{s['time'][11:19]} {s['from_ip']} ({s['from_zone']}) -> {s['to_zone']}: "
+            f"{s['description']}" for s in incident.get("steps", [])[:limit]]  # fmt: skip
+
+
+def _reached(incident: dict[str, Any]) -> str:
+    zone, seconds = incident.get("most_sensitive_zone"), incident.get("time_to_most_sensitive_s")
+    if zone is None or seconds is None:
+        return "reached no zone (every step refused)"
+    return f"reached {zone} {seconds / 60:.0f} min after its first step"
+
+
 def slack_body(document: dict[str, Any]) -> dict[str, Any]:
-    """A Slack incoming-webhook message for an alert."""
-    alert = document["segwatch"]["alert"]
-    seg = document.get("segmentation", {})
-    reasons = "\n".join(f"• {r}" for r in alert["reasons"][:5])
-    title = f"[{alert['severity'].upper()}] {document['rule']['name']}"
+    """A Slack incoming-webhook message for an incident (sent once, when it opens)."""
+    incident = _incident(document)
+    title = f"[{incident['severity'].upper()}] {incident['title']}"
+    path = " → ".join(incident["path"])
+    steps = "\n".join(f"• {line}" for line in _steps(incident))
     return {
-        "text": f"{title}: {seg.get('source_zone')} → {seg.get('destination_zone')}",
+        "text": f"{title}: {path}",
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": (
-                f"*{seg.get('source_zone')} → {seg.get('destination_zone')}*  risk "
-                f"{document['event']['risk_score']}, {alert['count']} event(s) since "
-                f"{alert['first_seen']}\n{reasons}")}},
+                f"*{path}*  risk {document['event']['risk_score']}, {_reached(incident)}, "
+                f"since {incident['first_seen']}\n{steps}")}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": (
-                f"rule `{document['rule']['id']}` · fingerprint `{alert['fingerprint']}`"
-                + (f" · <{document['rule']['reference']}|runbook>"
-                   if document["rule"].get("reference") else ""))}]},
+                f"incident `{incident['id']}` · {incident['step_count']} step(s) · "
+                f"alerts {', '.join(incident['alerts'][:3])}")}]},
         ],
     }  # fmt: skip
 
 
-def pagerduty_body(
-    document: dict[str, Any], routing_key: str, action: Literal["trigger", "resolve"] = "trigger"
-) -> dict[str, Any]:
-    """A PagerDuty Events API v2 event; the dedup key is the alert's fingerprint."""
-    alert = document["segwatch"]["alert"]
+def pagerduty_body(document: dict[str, Any], routing_key: str, action: Action = "trigger"
+                   ) -> dict[str, Any]:  # fmt: skip
+    """A PagerDuty Events API v2 event; the dedup key is the incident's id. An update is
+    a trigger PagerDuty folds into the open incident."""
+    incident = _incident(document)
     body: dict[str, Any] = {
         "routing_key": routing_key,
-        "event_action": action,
-        "dedup_key": alert["fingerprint"],
+        "event_action": "resolve" if action == "resolve" else "trigger",
+        "dedup_key": incident["id"],
     }
-    if action == "trigger":
-        seg = document.get("segmentation", {})
+    if action != "resolve":
         body["payload"] = {
-            "summary": f"{document['rule']['name']}: {seg.get('source_zone')} -> "
-                       f"{seg.get('destination_zone')}"[:1024],
+            "summary": str(incident["summary"])[:1024],
             "source": "segwatch",
-            "severity": _PD_SEVERITY[alert["severity"]],
-            "timestamp": alert["last_seen"],
-            "component": str(seg.get("destination_zone")),
-            "class": document["rule"]["id"],
-            "custom_details": {"reasons": alert["reasons"], "count": alert["count"],
+            "severity": _PD_SEVERITY[incident["severity"]],
+            "timestamp": incident["last_seen"],
+            "component": str(incident.get("most_sensitive_zone") or incident["path"][-1]),
+            "group": str(incident["attacker_zone"]),
+            "class": incident["steps"][0]["finding"] if incident["steps"] else "segwatch",
+            "custom_details": {"path": incident["path"], "steps": _steps(incident, 20),
+                               "reached": _reached(incident), "hosts": incident["hosts"],
                                "risk_score": document["event"]["risk_score"],
-                               "sample_event_ids": alert["sample_event_ids"]},
+                               "state": incident["state"], "alerts": incident["alerts"]},
         }  # fmt: skip
-        if document["rule"].get("reference"):
-            body["links"] = [{"href": document["rule"]["reference"], "text": "runbook"}]
     return body
 
 
 class Refused(Exception):
-    """The target answered 4xx (not 429): it will not take this alert."""
+    """The target answered 4xx (not 429): it will not take this page."""
 
     def __init__(self, target: str, reason: str) -> None:
         self.target, self.reason = target, reason
-        super().__init__(f"webhook {target} refused the alert: {reason}")
+        super().__init__(f"webhook {target} refused the page: {reason}")
 
 
 class RetryLater(Exception):
-    """The target cannot take the alert now; try again after ``at`` (epoch seconds)."""
+    """The target cannot take the page now; try again after ``at`` (epoch seconds)."""
 
     def __init__(self, target: str, at: float, reason: str) -> None:
         self.target, self.at, self.reason = target, at, reason
@@ -188,7 +213,7 @@ class _Breaker:
 
 @dataclass
 class WebhookSink:
-    """Delivers alert documents to one target."""
+    """Delivers incident pages to one target."""
 
     target: WebhookTarget
     client: httpx.Client = field(default_factory=httpx.Client)
@@ -201,33 +226,39 @@ class WebhookSink:
     _tokens: float = 0.0
     _refilled: float | None = None
 
-    def encode(self, document: dict[str, Any], action: Literal["trigger", "resolve"] = "trigger"
-               ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    def encode(self, document: dict[str, Any], action: Action = "trigger", why: str = "",
+               delivery: str = "") -> tuple[bytes, dict[str, str]]:  # fmt: skip
         kind = self.target.kind
         headers = {"Content-Type": "application/json", "User-Agent": "segwatch"}
+        if delivery:
+            headers[DELIVERY_HEADER] = delivery
         if kind == "slack":
             return orjson.dumps(slack_body(document)), headers
         if kind == "pagerduty":
             return orjson.dumps(
                 pagerduty_body(document, self.target.secret_value(), action)
             ), headers
-        return orjson.dumps(document), headers  # json: signed per attempt, fresh timestamp
+        page = {"action": action, "why": why, "id": delivery}
+        body = {**document, "segwatch": {**document.get("segwatch", {}), "page": page}}
+        return orjson.dumps(body), headers  # json: signed per attempt, fresh timestamp
 
-    def deliver(self, document: dict[str, Any],
-                action: Literal["trigger", "resolve"] = "trigger") -> bool:  # fmt: skip
-        """Send one alert; True when the target accepted it, False when it does not want it
-        (below ``min_severity``).
+    def deliver(self, document: dict[str, Any], action: Action = "trigger", why: str = "",
+                delivery: str = "") -> bool:  # fmt: skip
+        """Send one page of an incident; True when the target accepted it, False when it
+        does not want it (below ``min_severity``; Slack: anything but the opening).
 
         :raises RetryLater: the circuit is open, or every attempt failed.
         :raises Refused: the target answered 4xx (not 429).
         """
+        if self.target.kind == "slack" and action != "trigger":
+            return False  # one message per incident
         if not self.target.wants(document):
             return False
         now = self.clock()
         if self.breaker.open_until > now:
             raise RetryLater(self.target.name, time.time() + self.breaker.open_until - now,
                              "circuit open after repeated failures")  # fmt: skip
-        body, headers = self.encode(document, action)
+        body, headers = self.encode(document, action, why, delivery)
         delay = self.target.backoff_initial
         reason = ""
         for attempt in range(1, self.target.max_attempts + 1):
@@ -274,8 +305,8 @@ class WebhookSink:
 
 
 def receiver(secret: str | None, emit: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
-    """A request handler that takes alerts as a signed-JSON target sends them: with a
-    secret, an unsigned, mis-signed or stale request gets 401; each accepted alert is
+    """A request handler that takes pages as a signed-JSON target sends them: with a
+    secret, an unsigned, mis-signed or stale request gets 401; each accepted page is
     passed to ``emit`` as one JSON line (what `segwatch webhooks receive` prints)."""
 
     class Receiver(BaseHTTPRequestHandler):
@@ -291,13 +322,13 @@ def receiver(secret: str | None, emit: Callable[[str], None]) -> type[BaseHTTPRe
             except orjson.JSONDecodeError:
                 self._answer(400, b'{"error": "not JSON"}')
                 return
-            alert = document.get("segwatch", {}).get("alert", {})
-            seg = document.get("segmentation", {})
+            incident = _incident(document)
+            page = document.get("segwatch", {}).get("page", {})
             emit(orjson.dumps({
-                "verified": secret is not None, "severity": alert.get("severity"),
-                "rule": document.get("rule", {}).get("name"), "count": alert.get("count"),
-                "zones": f"{seg.get('source_zone')} -> {seg.get('destination_zone')}",
-                "fingerprint": alert.get("fingerprint"),
+                "verified": secret is not None, "action": page.get("action"),
+                "delivery": page.get("id"), "severity": incident.get("severity"),
+                "incident": incident.get("id"), "title": incident.get("title"),
+                "path": " -> ".join(incident.get("path", [])), "state": incident.get("state"),
             }).decode())  # fmt: skip
             self._answer(200, b'{"ok": true}')
 

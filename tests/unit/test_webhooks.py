@@ -1,5 +1,5 @@
-"""Webhook sinks against a real local HTTP server: signatures, formats, retries,
-the circuit breaker, rate limits, and secrets that never print."""
+"""Webhook sinks against a real local HTTP server: incident pages, signatures,
+formats, retries, the circuit breaker, rate limits, and secrets that never print."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from detector.analyze import Analysis
 from detector.detect import DetectorSettings, Engine, load_rules
 from streams.webhooks import Refused, RetryLater, WebhookSink, WebhookTarget, verify
 
@@ -56,12 +57,14 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def alert() -> dict[str, Any]:
+    """An incident document: a restricted zone sending to the Internet."""
     model = example("retail_store.yaml")
-    engine = Engine(model, DetectorSettings(), load_rules(RULES))
-    e = event("10.50.30.5", "198.51.100.7", 443, MONDAY)
-    _, found = engine.process(e, model.place(e), "f:1")
-    assert found is not None
-    return found.to_document()
+    run = Analysis(model, Engine(model, DetectorSettings(), load_rules(RULES)))
+    for i in range(3):
+        run.process(event("10.50.30.5", "198.51.100.7", 443, MONDAY + i, sport=40000 + i), "f:1")
+    run.finish()
+    (incident,) = run.incident_documents()
+    return incident
 
 
 def sink(receiver: Receiver, kind: str = "json", **options: Any) -> WebhookSink:
@@ -74,9 +77,12 @@ def sink(receiver: Receiver, kind: str = "json", **options: Any) -> WebhookSink:
 def test_signed_json_verifies_and_rejects_tampering_and_replay(
     receiver: Receiver, alert: dict[str, Any]
 ) -> None:
-    assert sink(receiver).deliver(alert) is True
+    assert sink(receiver).deliver(alert, "trigger", "opened", "abc-1-trigger") is True
     ((headers, body),) = receiver.requests
-    assert json.loads(body)["rule"]["id"] == "restricted-to-internet"
+    sent = json.loads(body)
+    assert sent["segwatch"]["incident"] == alert["segwatch"]["incident"]  # the whole incident
+    assert sent["segwatch"]["page"] == {"action": "trigger", "why": "opened", "id": "abc-1-trigger"}
+    assert headers["X-Segwatch-Delivery"] == "abc-1-trigger"
     assert verify(SECRET, headers, body)
     assert not verify(SECRET, headers, body.replace(b"restricted", b"relaxed"))
     assert not verify("other-key", headers, body)
@@ -84,19 +90,27 @@ def test_signed_json_verifies_and_rejects_tampering_and_replay(
 
 
 def test_slack_and_pagerduty_formats(receiver: Receiver, alert: dict[str, Any]) -> None:
-    sink(receiver, "slack").deliver(alert)
+    assert sink(receiver, "slack").deliver(alert) is True
+    assert sink(receiver, "slack").deliver(alert, action="update") is False  # one per incident
     sink(receiver, "pagerduty").deliver(alert)
+    sink(receiver, "pagerduty").deliver(alert, action="update")
     sink(receiver, "pagerduty").deliver(alert, action="resolve")
-    slack, trigger, resolve = (json.loads(b) for _, b in receiver.requests)
-    assert slack["blocks"][0]["text"]["text"].startswith(
-        "[CRITICAL] A restricted zone sent traffic"
-    )
-    assert "runbook" in slack["blocks"][2]["elements"][0]["text"]
-    fingerprint = alert["segwatch"]["alert"]["fingerprint"]
-    assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == fingerprint
-    assert trigger["routing_key"] == SECRET and trigger["payload"]["severity"] == "critical"
-    assert trigger["payload"]["source"] == "segwatch" and trigger["links"][0]["text"] == "runbook"
-    assert resolve == {"routing_key": SECRET, "event_action": "resolve", "dedup_key": fingerprint}
+    slack, trigger, update, resolve = (json.loads(b) for _, b in receiver.requests)
+    incident = alert["segwatch"]["incident"]
+    assert incident["severity"] == "high"  # out of a restricted zone: no boundary crossed
+    assert slack["blocks"][0]["text"]["text"] == f"[HIGH] {incident['title']}"
+    assert "db → internet" in slack["blocks"][1]["text"]["text"]
+    assert incident["id"] in slack["blocks"][2]["elements"][0]["text"]
+    assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == incident["id"]
+    assert trigger["routing_key"] == SECRET and trigger["payload"]["severity"] == "error"
+    assert trigger["payload"]["summary"] == incident["summary"]
+    assert trigger["payload"]["custom_details"]["path"] == ["db", "internet"]
+    assert update["event_action"] == "trigger" and update["dedup_key"] == incident["id"]
+    assert resolve == {
+        "routing_key": SECRET,
+        "event_action": "resolve",
+        "dedup_key": incident["id"],
+    }
 
 
 def test_a_failing_receiver_is_retried_until_it_answers(
@@ -128,7 +142,7 @@ def test_the_circuit_opens_and_the_alert_is_kept_not_dropped(
 
 def test_a_refusal_is_not_retried(receiver: Receiver, alert: dict[str, Any]) -> None:
     receiver.plan = [400]
-    with pytest.raises(Refused, match="refused the alert: HTTP 400"):
+    with pytest.raises(Refused, match="refused the page: HTTP 400"):
         sink(receiver).deliver(alert)
     assert len(receiver.requests) == 1
 
@@ -142,7 +156,7 @@ def test_rate_limit_and_severity_filter(receiver: Receiver, alert: dict[str, Any
     assert len(waits) >= 2 and all(w > 0 for w in waits)
     quiet = sink(receiver, min_severity="critical")
     info = json.loads(json.dumps(alert))
-    info["segwatch"]["alert"]["severity"] = "info"
+    info["segwatch"]["incident"]["severity"] = "info"
     assert quiet.deliver(info) is False
 
 
@@ -188,7 +202,7 @@ def test_the_receive_command_prints_verified_alerts_and_refuses_bad_signatures(
         target = WebhookTarget(
             name="r", kind="json", url=f"http://127.0.0.1:{port}/", secret=SECRET
         )
-        assert WebhookSink(target).deliver(alert)  # a real sender, signed
+        assert WebhookSink(target).deliver(alert, "trigger", "opened", "d-1")  # signed
         forged = httpx.post(f"http://127.0.0.1:{port}/", content=json.dumps(alert),
                             headers={"X-Segwatch-Timestamp": str(int(time.time())),
                                      "X-Segwatch-Signature": "v1=00"})  # fmt: skip
@@ -197,8 +211,8 @@ def test_the_receive_command_prints_verified_alerts_and_refuses_bad_signatures(
         receive.terminate()
         out, err = receive.communicate(timeout=20)
     first, second = (json.loads(line) for line in out.splitlines())
-    assert first["verified"] is True
-    assert first["fingerprint"] == alert["segwatch"]["alert"]["fingerprint"]
-    assert first["severity"] == alert["segwatch"]["alert"]["severity"]
+    assert first["verified"] is True and first["action"] == "trigger"
+    assert first["incident"] == alert["segwatch"]["incident"]["id"] and first["delivery"] == "d-1"
+    assert first["severity"] == alert["segwatch"]["incident"]["severity"]
     assert second["refused"] == "bad or stale signature"
     assert "signatures checked" in err and SECRET not in out + err
