@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from detector.detect.rules import SEVERITIES
 
 __all__ = ["Incident", "IncidentBook", "IncidentSettings", "Page", "Step", "parse_time"]
@@ -43,14 +45,22 @@ _MAX_SERVICES = 32
 _MAX_CLOSED = 20_000  # fingerprints of resolved incidents remembered
 
 
-@dataclass(frozen=True)
-class IncidentSettings:
+class IncidentSettings(BaseModel):
     """How alerts are grouped and paged (``incidents:`` in the configuration)."""
 
-    gap_seconds: int = 3600  # a campaign ends after this long without an alert
-    update_seconds: int = 900  # changes are sent at most this often (escalations at once)
-    resolve_seconds: int = 3600  # an incident resolves after this long without an alert
-    max_open: int = 10_000
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gap_seconds: int = Field(
+        default=3600, ge=0, description="A campaign ends after this long without an alert."
+    )
+    update_seconds: int = Field(
+        default=900, ge=0,
+        description="An incident's changes are sent at most this often (escalations at once).",
+    )  # fmt: skip
+    resolve_seconds: int = Field(
+        default=3600, ge=1, description="An incident resolves after this long without an alert."
+    )
+    max_open: int = Field(default=10_000, ge=1, description="Open incidents kept at most.")
 
 
 def parse_time(text: str) -> float:

@@ -1,11 +1,12 @@
 """The worker: ``flows.raw.<family>`` -> normalize -> ``flows.normalized`` (keyed by
 source zone, so one zone's flows meet one worker's detectors) -> place and score ->
 ``flows.events`` and ``flows.alerts``; the events are bulk-indexed into
-Elasticsearch, the alerts upserted there and sent to the webhooks. Bad records go
-to ``flows.dlq`` with the reason.
+Elasticsearch, the alerts upserted there and grouped into incidents, which are
+upserted too and paged to the webhooks. Bad records go to ``flows.dlq`` with the
+reason.
 
-Scoring (detector state in a faust table) and alerting are faust agents; the
-stateless normalize and index stages are confluent-kafka loops in their own
+Scoring (detector state in a faust table) and the alert upserts are faust agents;
+the normalize, index and incident stages are confluent-kafka loops in their own
 threads (``streams.loop``). Every stage commits an offset only once what it made
 of the record was acknowledged (Kafka, Elasticsearch, a webhook), so a crash
 replays, and the ids derived from topic/partition/offset make the replay harmless.
@@ -16,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from typing import Any
 
 import faust
 import orjson
 from elasticsearch import Elasticsearch
 
+from detector.detect import Alert, event_time
 from detector.model import compile_model, load_model
 from streams.consumer import App
 from streams.elastic import install_templates, upsert_alert
+from streams.incidents import ALERTS_PARTITION, IncidentLoop, incident_group
 from streams.index import IndexLoop, index_group
 from streams.loop import StageLoop
 from streams.metrics import METRICS, measure_lag
@@ -34,7 +36,7 @@ from streams.normalize import NormalizeLoop, normalize_group
 from streams.pipeline import Scorer, batches, dead_letter
 from streams.settings import Settings
 from streams.state import DetectorState
-from streams.webhooks import Refused, RetryLater, WebhookSink
+from streams.webhooks import WebhookSink
 
 __all__ = ["create_app", "tune_gc"]
 
@@ -42,6 +44,7 @@ _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 # flows.normalized and flows.events carry batches (JSON arrays of events): a faust agent
 # pays about 100 us per Kafka message, far more than parsing or scoring an event costs.
 _BATCHES_PER_TAKE = 4  # batches of flows.normalized scored before their sends are awaited
+_FLUSH_SECONDS = 10.0  # how often held-back alert changes are sent while the stream is quiet
 
 log = logging.getLogger("segwatch.worker")
 
@@ -126,12 +129,15 @@ def create_app(settings: Settings) -> faust.App:
     roles = set(worker.roles)
     normalize: StageLoop | None = None
     index: StageLoop | None = None
+    incidents: IncidentLoop | None = None
     if "normalize" in roles:
         scored = (lambda: ready["partitions"]) if "score" in roles else None
         normalize = NormalizeLoop(settings, lambda source: scorer.model.zone_of(source), scored)
     if "index" in roles:
         index = IndexLoop(settings)
-    loops = [loop for loop in (normalize, index) if loop is not None]
+    if "alert" in roles:
+        incidents = IncidentLoop(settings, hooks)
+    loops = [loop for loop in (normalize, index, incidents) if loop is not None]
 
     @app.task  # type: ignore[misc]
     async def setup() -> None:
@@ -151,8 +157,9 @@ def create_app(settings: Settings) -> faust.App:
         watcher.start()
         # only now: a bulk write before the templates are in would create the events
         # data stream's name as a plain index, with guessed mappings, for good
-        if index is not None:
-            index.start()
+        for loop in (index, incidents):
+            if loop is not None:
+                loop.start()
 
     @app.task  # type: ignore[misc]
     async def start_normalize() -> None:
@@ -172,12 +179,15 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         ready["partitions"] = sorted(mine)
 
-    async def deliver(sends: list[tuple[Any, bytes | None, bytes]]) -> None:
+    Send = tuple[Any, bytes | None, bytes, int | None]  # topic, key, value, partition
+
+    async def deliver(sends: list[Send]) -> None:
         """Send them all, then wait for Kafka's acknowledgement of each. faust would
         commit the input's offsets even if a send failed, so a failure stops the worker
         instead: its restart reads the input again from the last commit."""
         try:
-            pending = [await topic.send(key=key, value=value) for topic, key, value in sends]
+            pending = [await topic.send(key=key, value=value, partition=partition)
+                       for topic, key, value, partition in sends]  # fmt: skip
             for sent in pending:
                 await sent
         except Exception as exc:
@@ -190,7 +200,7 @@ def create_app(settings: Settings) -> faust.App:
         # a few batches at a time, their sends acknowledged together: faust acks them
         # (their offsets become committable) only once this body is done with them
         async for records in stream.take_events(_BATCHES_PER_TAKE, within=0.05):
-            sends: list[tuple[Any, bytes | None, bytes]] = []
+            sends: list[Send] = []
             for record in records:
                 stream._set_current_event(record)  # its partition is the table's, for writes
                 partition = record.message.partition
@@ -199,7 +209,7 @@ def create_app(settings: Settings) -> faust.App:
                     letter = dead_letter(record.value, topics.normalized, partition,
                                          record.message.offset, "score",
                                          "not a JSON array of events")  # fmt: skip
-                    sends.append((dlq, None, orjson.dumps(letter)))
+                    sends.append((dlq, None, orjson.dumps(letter), None))
                     METRICS.dlq_writes.labels("score").inc()
                     continue
                 METRICS.records_in.labels(topics.normalized).inc(len(batch))
@@ -210,34 +220,37 @@ def create_app(settings: Settings) -> faust.App:
                     scorer.switch(latest)
                     METRICS.model_info.labels(latest.model.name, latest.version).set(1)
                     log.warning("switched to model %s", latest.version)
+                engine = scorer.engine(partition)
                 for event in batch:
                     _, alert = scorer.score(event, partition)
                     if alert is not None:
-                        METRICS.alerts_raised.inc()
-                        doc = orjson.dumps(alert.to_document())
-                        sends.append((alerts, alert.fingerprint.encode(), doc))
-                state.save(partition, scorer.engines[partition])
-                sends += [(events, record.key, scored) for scored in batches(batch)]
+                        sends.append(_alert(alert))
+                if batch:
+                    sends += [_alert(a) for a in engine.flush(event_time(batch[-1]))]
+                state.save(partition, engine)
+                sends += [(events, record.key, scored, None) for scored in batches(batch)]
             await deliver(sends)
+
+    def _alert(alert: Alert) -> Send:
+        """An alert (new or changed) for flows.alerts: all on one partition, keyed by
+        fingerprint, so the incident stage sees every one in order."""
+        METRICS.alerts_raised.inc()
+        doc = orjson.dumps(alert.to_document())
+        return (alerts, alert.fingerprint.encode(), doc, ALERTS_PARTITION)
+
+    if "score" in roles:
+
+        @app.timer(interval=_FLUSH_SECONDS)  # type: ignore[misc]
+        async def flush_alerts() -> None:
+            """Send the alerts whose last changes were held back (the stream went quiet)."""
+            sends = [_alert(a) for engine in scorer.engines.values() for a in engine.flush()]
+            if sends:
+                await deliver(sends)
 
     async def alert(stream: Any) -> None:
         async for value in stream:
             doc = orjson.loads(value)
             await asyncio.to_thread(upsert_alert, es, doc, settings.elasticsearch.alerts_index)
-            for hook in hooks:
-                while True:
-                    try:
-                        if await asyncio.to_thread(hook.deliver, doc):
-                            METRICS.alerts_sent.labels(hook.target.name).inc()
-                        break
-                    except Refused as refused:
-                        METRICS.webhook_failures.labels(hook.target.name).inc()
-                        log.error("%s", refused)
-                        break
-                    except RetryLater as later:
-                        METRICS.webhook_failures.labels(hook.target.name).inc()
-                        log.warning("%s", later)
-                        await asyncio.sleep(max(later.at - time.time(), 0.5))
 
     for role, topic, agent in (("score", normalized, score), ("alert", alerts, alert)):
         if role in roles:
@@ -252,6 +265,9 @@ def create_app(settings: Settings) -> faust.App:
             found = await asyncio.to_thread(measure_lag, conf, normalize_group(settings),
                                             raw_topics)  # fmt: skip
             found |= await asyncio.to_thread(measure_lag, conf, worker.app_id, own)
+            incident_lag = await asyncio.to_thread(measure_lag, conf, incident_group(settings),
+                                                   [topics.alerts])  # fmt: skip
+            found |= {(f"{t}@incidents", p): v for (t, p), v in incident_lag.items()}
             found |= await asyncio.to_thread(measure_lag, conf, index_group(settings),
                                              [topics.events])  # fmt: skip
         except Exception as exc:  # a metric must never stop the pipeline
@@ -262,7 +278,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        """Liveness: the process answers and its normalize and index threads run."""
+        """Liveness: the process answers and its normalize, index and incident threads run."""
         for loop in loops:
             if loop.failed is not None:
                 error = f"the {loop.name} stage stopped: {loop.failed!r}"
@@ -280,6 +296,7 @@ def create_app(settings: Settings) -> faust.App:
             "published_version": watcher.latest.version if watcher.latest is not None else None,
             "refused_models": len(watcher.refused),
             "partitions": ready["partitions"],  # of the normalized topic: whose state is here
+            "incidents": incidents.status() if incidents is not None else None,
         }
         return web.json(body, status=status)
 

@@ -36,12 +36,14 @@ __all__ = [
     "choose_lifecycle",
     "install_templates",
     "load_templates",
+    "upsert",
     "upsert_alert",
 ]
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "deploy" / "elasticsearch"
 EVENTS_STREAM = "segwatch-events"
 ALERTS_INDEX = "segwatch-alerts"
+INCIDENTS_INDEX = "segwatch-incidents"
 
 
 def load_templates(folder: Path = TEMPLATES) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -252,11 +254,25 @@ def upsert_alert(
 ) -> None:
     """Write an alert by fingerprint (the latest state replaces the older one); retries
     with backoff while the node is unreachable or busy, so no alert is dropped."""
-    fingerprint = document["segwatch"]["alert"]["fingerprint"]
+    upsert(client, index, document["segwatch"]["alert"]["fingerprint"], document, sleep,
+           max_backoff)  # fmt: skip
+
+
+def upsert(
+    client: Elasticsearch,
+    index: str,
+    doc_id: str,
+    document: dict[str, Any],
+    sleep: Callable[[float], None] = time.sleep,
+    max_backoff: float = 30.0,
+) -> None:
+    """Write a document by id (an alert by fingerprint, an incident by its id: the latest
+    state replaces the older one); retries with backoff while the node is unreachable or
+    busy. A refusal for the document itself (4xx but 429) is raised."""
     delay = 0.5
     while True:
         try:
-            client.index(index=index, id=fingerprint, document=document)
+            client.index(index=index, id=doc_id, document=document)
             return
         except (TransportError, ApiError) as exc:
             status = getattr(exc, "status_code", None)

@@ -35,8 +35,15 @@ class Metrics:
                                      registry=r)  # fmt: skip
         self.alerts_raised = Counter("segwatch_alerts_raised", "Alerts sent by the scorer",
                                      registry=r)  # fmt: skip
-        self.alerts_sent = Counter("segwatch_alerts_sent", "Alerts delivered", ["target"],
-                                   registry=r)  # fmt: skip
+        self.incidents_opened = Counter("segwatch_incidents_opened", "Incidents opened",
+                                        registry=r)  # fmt: skip
+        self.incidents_open = Gauge("segwatch_incidents_open", "Incidents open now", registry=r)
+        self.pages_sent = Counter(
+            "segwatch_pages_sent", "Incident pages delivered (index: documents upserted)",
+            ["target", "action"], registry=r,
+        )  # fmt: skip
+        self.outbox = Gauge("segwatch_outbox", "Deliveries waiting for their target",
+                            ["target"], registry=r)  # fmt: skip
         self.webhook_failures = Counter("segwatch_webhook_failures", "Deliveries to retry",
                                         ["target"], registry=r)  # fmt: skip
         self.model_reload_failures = Counter("segwatch_model_reload_failures",

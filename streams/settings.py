@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from detector.detect.base import DetectorSettings
+from detector.incidents import IncidentSettings
 from streams.webhooks import WebhookTarget
 
 __all__ = [
@@ -117,6 +118,12 @@ class ElasticsearchSettings(BaseModel):
         pattern=r"^segwatch-alerts[a-z0-9._-]*$",
         description="The alerts index: segwatch-alerts, or that with a lowercase suffix "
         "(the index template's pattern is segwatch-alerts*).",
+    )
+    incidents_index: str = Field(
+        default="segwatch-incidents",
+        pattern=r"^segwatch-incidents[a-z0-9._-]*$",
+        description="The incidents index: segwatch-incidents, or that with a lowercase suffix "
+        "(the index template's pattern is segwatch-incidents*).",
     )
     lifecycle: Literal["auto", "dsl", "ilm", "none"] = Field(
         default="auto",
@@ -224,6 +231,7 @@ class Settings(BaseSettings):
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     kibana: KibanaSettings = KibanaSettings()
     detectors: DetectorSettings = DetectorSettings()
+    incidents: IncidentSettings = IncidentSettings()
     webhooks: tuple[WebhookTarget, ...] = ()
     worker: WorkerSettings = WorkerSettings()
 

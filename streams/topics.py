@@ -44,7 +44,13 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
     specs += [
         TopicSpec(topics.normalized, p, r, purpose="parsed events keyed by source zone"),
         TopicSpec(topics.events, p, r, purpose="enriched ECS flow events"),
-        TopicSpec(topics.alerts, p, r, purpose="alerts, keyed by fingerprint"),
+        TopicSpec(
+            topics.alerts,
+            1,
+            r,
+            purpose="alerts (new or changed), keyed by fingerprint, "
+            "on one partition: the incident stage reads them all in order",
+        ),
         TopicSpec(topics.dlq, p, r, purpose="records that failed, with the raw bytes and reason"),
         TopicSpec(
             topics.model,

@@ -1,6 +1,7 @@
 """The worker end to end on the real stack: every family shipped with bad lines among
 them -> exactly the good events in Elasticsearch, the bad records in the dead-letter
-topic with reasons, alerts in the alerts index and, signed, at a webhook receiver."""
+topic with reasons, alerts in the alerts index, incidents in the incidents index and,
+signed, paged once each at a webhook receiver."""
 
 from __future__ import annotations
 
@@ -49,6 +50,19 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _triggers(received: list[tuple[dict[str, str], bytes]]) -> dict[str, set[str]]:
+    """Incident id -> the delivery ids of its trigger pages (a receiver deduplicates on
+    them: a delivery repeated after a crash keeps its id)."""
+    out: dict[str, set[str]] = {}
+    for _, body in received:
+        doc = json.loads(body)
+        if doc["segwatch"]["page"]["action"] == "trigger":
+            out.setdefault(doc["segwatch"]["incident"]["id"], set()).add(
+                doc["segwatch"]["page"]["id"]
+            )
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,6 +83,7 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
         "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
         "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
         "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
+        "SEGWATCH_ELASTICSEARCH__INCIDENTS_INDEX": f"segwatch-incidents-{tag}",
         **extra,
     }
 
@@ -215,13 +230,21 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         assert _wait_count(es, alerts, 1) >= 1
         hits = es.search(index=alerts, size=50)["hits"]["hits"]
         assert any(h["_source"]["rule"]["id"] == "violation-into-restricted" for h in hits)
+        incidents = f"segwatch-incidents-t{unique}"
+        assert _wait_count(es, incidents, 1) >= 1
+        found = [h["_source"] for h in es.search(index=incidents, size=50)["hits"]["hits"]]
+        paged = {d["segwatch"]["incident"]["id"] for d in found
+                 if d["segwatch"]["incident"]["severity"] != "info"}  # fmt: skip
         deadline = time.time() + 30
-        while time.time() < deadline and not _Hook.received:
+        while time.time() < deadline and len(_triggers(_Hook.received)) < len(paged):
             time.sleep(0.5)
-        assert _Hook.received and _Hook.failures[0] == 0  # delivered after the receiver's 500s
+        assert _Hook.failures[0] == 0  # delivered after the receiver's 500s
         assert all(verify(SECRET, headers, body) for headers, body in _Hook.received)
-        delivered = {json.loads(b)["segwatch"]["alert"]["fingerprint"] for _, b in _Hook.received}
-        assert {h["_id"] for h in hits} <= delivered  # every alert reached the receiver
+        triggers = _triggers(_Hook.received)
+        assert set(triggers) == paged and all(len(ids) == 1 for ids in triggers.values())
+        # every alert is the evidence of an incident
+        owned = {f for d in found for f in d["segwatch"]["incident"]["alerts"]}
+        assert {h["_id"] for h in hits} <= owned
     finally:
         _stop(worker)
         server.shutdown()
@@ -680,3 +703,64 @@ def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
         assert worker.poll() is None  # the same worker, still running
     finally:
         _stop(worker)
+
+
+@pytest.mark.timeout(500)
+def test_a_killed_worker_leaves_each_incident_paged_once(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """Attacks among benign traffic; the worker SIGKILLed once the first incident was
+    paged, and started again: every incident is paged, each exactly once (by delivery
+    id), and the events are all there, once."""
+    _Hook.received.clear()
+    _Hook.failures[0] = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = {"name": "oncall", "kind": "json", "secret": SECRET,
+            "url": f"http://127.0.0.1:{server.server_address[1]}/h"}  # fmt: skip
+    env = _env(f"p{unique}", **STATE_ENV, SEGWATCH_WEBHOOKS=json.dumps([hook]),
+               SEGWATCH_INCIDENTS__UPDATE_SECONDS="60")  # fmt: skip
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    log = tmp_path / "week.log"
+    attacks = ["port-scan", "vendor-pivot", "dev-to-prod", "blocked-series", "slow-scan"]
+    made = _segwatch("simulate", "-m", str(MODEL), "-o", str(log), "--duration", "4h", "--rate",
+                     "4", "--start", "2026-11-25", *(f"--attack={a}" for a in attacks), env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shipped = len(log.read_text().splitlines())
+    stream, incidents = f"segwatch-events-p{unique}", f"segwatch-incidents-p{unique}"
+    worker = _start_worker(MODEL, env, tmp_path / "worker-1.log")
+    try:
+        assert _segwatch("ship", "-f", "vpcflow", str(log), env=env).returncode == 0
+        deadline = time.time() + 120
+        while time.time() < deadline and not _triggers(_Hook.received):
+            time.sleep(0.1)
+        assert _triggers(_Hook.received), (tmp_path / "worker-1.log").read_text()[-3000:]
+        worker.kill()
+        worker.wait()
+        assert _count(es, stream) < shipped  # mid-stream
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    worker = _start_worker(MODEL, env, tmp_path / "worker-2.log")
+    try:
+        got = _wait_count(es, stream, shipped, seconds=240)
+        assert got == shipped, (tmp_path / "worker-2.log").read_text()[-3000:]
+        _no_duplicates(es, stream)
+        deadline = time.time() + 60
+        found: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            _wait_count(es, incidents, 1)
+            found = [h["_source"] for h in es.search(index=incidents, size=100)["hits"]["hits"]]
+            paged = {d["segwatch"]["incident"]["id"] for d in found
+                     if d["segwatch"]["incident"]["severity"] != "info"}  # fmt: skip
+            if paged and set(_triggers(_Hook.received)) == paged:
+                break
+            time.sleep(2)
+        triggers = _triggers(_Hook.received)
+        assert set(triggers) == paged, (triggers, paged)
+        assert all(len(ids) == 1 for ids in triggers.values()), triggers
+        assert len(paged) >= len(attacks), [d["segwatch"]["incident"]["title"] for d in found]
+        assert all(verify(SECRET, headers, body) for headers, body in _Hook.received)
+    finally:
+        _stop(worker)
+        server.shutdown()
