@@ -314,6 +314,9 @@ def kibana_check(
     alerts: Annotated[
         str | None, typer.Option(help="Read the alerts panels from this index.")
     ] = None,
+    incidents: Annotated[
+        str | None, typer.Option(help="Read the incidents panels from this index.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Check every panel: its fields are mapped by the index templates (aggregatable where
@@ -339,7 +342,8 @@ def kibana_check(
         raise typer.Exit(2) from None
     mapped = mapped_fields()
     indices = {"segwatch-events": events or settings.elasticsearch.events_stream,
-               "segwatch-alerts": alerts or settings.elasticsearch.alerts_index}  # fmt: skip
+               "segwatch-alerts": alerts or settings.elasticsearch.alerts_index,
+               "segwatch-incidents": incidents or settings.elasticsearch.incidents_index}  # fmt: skip
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     table = Table("panel", "index", "documents", "buckets", "problem")
     broken = 0

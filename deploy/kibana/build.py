@@ -25,6 +25,7 @@ VERSION = "7.10.0"
 DATA_VIEWS = {
     "segwatch-events": ("segwatch-events*", "segwatch events (flows)"),
     "segwatch-alerts": ("segwatch-alerts*", "segwatch alerts"),
+    "segwatch-incidents": ("segwatch-incidents*", "segwatch incidents"),
 }
 
 
@@ -83,6 +84,7 @@ class Panel:
     description: str = ""
     width: int = 24
     height: int = 15
+    unless: dict[str, str] = _field(default_factory=dict)  # negated match_phrase filters
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,68 @@ DASHBOARDS = [
             ),
         ],
     ),
+    Dashboard(
+        "segwatch-incidents",
+        "incidents.ndjson",
+        "segwatch: Incidents",
+        "What on-call is paged for: one document per incident (the time is its last "
+        "activity), with its path and the time it took to reach its most sensitive zone.",
+        "segwatch-incidents",
+        [
+            Panel(
+                "segwatch-open-incidents",
+                "Open incidents by severity",
+                "pie",
+                [count(), terms("segwatch.incident.severity", "segment", 5)],
+                unless={"segwatch.incident.state": "resolved"},
+                description="Incidents not resolved yet, by severity.",
+            ),
+            Panel(
+                "segwatch-incident-timeline",
+                "Incidents over time",
+                "histogram",
+                [count(), over_time(), terms("segwatch.incident.severity", "group", 5)],
+                description="Incidents by their last activity, by severity.",
+            ),
+            Panel(
+                "segwatch-lateral-paths",
+                "Lateral-movement paths",
+                "table",
+                [
+                    count(),
+                    terms("segwatch.incident.attacker_zone", "bucket", 20),
+                    terms("segwatch.incident.most_sensitive_zone", "bucket", 20),
+                    metric("max", "segwatch.incident.step_count"),
+                ],
+                description="From the attacker's zone to the most sensitive zone reached, "
+                "with the most steps any such incident took.",
+                width=48,
+            ),
+            Panel(
+                "segwatch-time-to-sensitive",
+                "Time to the most sensitive zone",
+                "table",
+                [
+                    count(),
+                    terms("segwatch.incident.most_sensitive_zone", "bucket", 20),
+                    metric("min", "segwatch.incident.time_to_most_sensitive_s"),
+                    metric("max", "segwatch.incident.time_to_most_sensitive_s"),
+                ],
+                description="Seconds from an incident's first step to reaching the zone.",
+            ),
+            Panel(
+                "segwatch-incident-findings",
+                "Incidents by finding",
+                "table",
+                [
+                    count(),
+                    terms("segwatch.incident.steps.finding", "bucket", 20),
+                    metric("max", "event.risk_score"),
+                ],
+                description="The findings incidents are made of, with the highest risk.",
+            ),
+        ],
+    ),
 ]
 
 
@@ -319,7 +383,7 @@ def _visualization(panel: Panel, data_view: str, exclude: dict[str, str]) -> dic
     state = {"title": panel.title, "type": panel.kind, "params": _vis_params(panel.kind),
              "aggs": [_agg(i, a) for i, a in enumerate(panel.aggs)]}  # fmt: skip
     filters = [_filter(k, v) for k, v in panel.where.items()]
-    filters += [_filter(k, v, negate=True) for k, v in exclude.items()]
+    filters += [_filter(k, v, negate=True) for k, v in {**panel.unless, **exclude}.items()]
     for i, f in enumerate(filters):
         f["meta"]["indexRefName"] = f"kibanaSavedObjectMeta.searchSourceJSON.filter[{i}].meta.index"
     search = {"query": {"query": "", "language": "kuery"}, "filter": filters,

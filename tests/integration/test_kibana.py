@@ -46,6 +46,7 @@ def test_every_panel_finds_buckets_in_what_the_pipeline_indexed(
     env = _env(f"kb{unique}", SEGWATCH_DETECTORS__LEARNING_SECONDS=str(6 * 3600),
                SEGWATCH_DETECTORS__RARE_PORT_MIN_FLOWS="50")  # fmt: skip
     stream, alerts = f"segwatch-events-kb{unique}", f"segwatch-alerts-kb{unique}"
+    incidents = f"segwatch-incidents-kb{unique}"
     day = tmp_path / "day.log"
     simulated = _segwatch("simulate", "-m", str(MODEL), "-o", str(day), "--duration", "1d",
                           "--rate", "0.15", "--attack", "port-scan", "--attack", "offhours-exfil",
@@ -65,10 +66,12 @@ def test_every_panel_finds_buckets_in_what_the_pipeline_indexed(
         while time.time() < deadline and not es.indices.exists(index=alerts):
             time.sleep(1)
         assert _wait_count(es, alerts, 1) > 0
+        assert _wait_count(es, incidents, 2) >= 2  # the scan's, the exfiltration's
     finally:
         _stop(worker)
 
-    indices = {"segwatch-events": stream, "segwatch-alerts": alerts}
+    indices = {"segwatch-events": stream, "segwatch-alerts": alerts,
+               "segwatch-incidents": incidents}  # fmt: skip
     found = panels(load_objects(sorted(SAVED_OBJECTS.glob("*.ndjson"))))
     empty = []
     for panel in found:
@@ -77,6 +80,7 @@ def test_every_panel_finds_buckets_in_what_the_pipeline_indexed(
             empty.append(f"{panel.title}: {hits} documents, {buckets} buckets")
     assert empty == []
     # and the command users run says the same
-    checked = _segwatch("kibana", "check", "--events", stream, "--alerts", alerts, env=env)
+    checked = _segwatch("kibana", "check", "--events", stream, "--alerts", alerts,
+                        "--incidents", incidents, env=env)  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "broken" not in checked.stderr

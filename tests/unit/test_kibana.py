@@ -45,7 +45,7 @@ def test_the_files_are_what_the_build_script_writes() -> None:
 
 def test_every_line_is_a_saved_object_and_every_reference_resolves() -> None:
     assert {p.name for p in FILES} == {
-        "segmentation-overview.ndjson", "anomalies.ndjson", "alerts.ndjson",
+        "segmentation-overview.ndjson", "anomalies.ndjson", "alerts.ndjson", "incidents.ndjson",
     }  # fmt: skip
     for path in FILES:
         objects = [o for _, o in load_objects([path])]
@@ -76,13 +76,16 @@ def test_the_dashboards_hold_the_panels_users_expect() -> None:
             "Risk distribution", "New paths", "Off-hours traffic", "Scans by source",
             "Ports by rarity"},
         "segwatch: Alerts": {"Open alerts by severity", "Alert timeline", "Alerts by rule"},
+        "segwatch: Incidents": {
+            "Open incidents by severity", "Incidents over time", "Lateral-movement paths",
+            "Time to the most sensitive zone", "Incidents by finding"},
     }  # fmt: skip
 
 
 def test_every_field_a_panel_uses_is_mapped_and_aggregatable_where_aggregated() -> None:
     mapped = mapped_fields()
     found = panels(load_objects(FILES))
-    assert len(found) == 14
+    assert len(found) == 19
     for panel in found:
         assert field_problems(panel, mapped) == []
 
@@ -219,7 +222,7 @@ def kibana() -> Iterator[str]:
 
 def test_import_posts_every_file_to_the_saved_objects_api(kibana: str) -> None:
     done = import_objects(kibana, FILES, space="secops", headers={"Authorization": "ApiKey k"})
-    assert len(_Kibana.requests) == 3
+    assert len(_Kibana.requests) == len(FILES) == 4
     for request, path in zip(_Kibana.requests, FILES, strict=True):
         assert request["path"] == "/s/secops/api/saved_objects/_import?overwrite=true"
         assert request["headers"]["kbn-xsrf"] == "segwatch"
@@ -249,7 +252,7 @@ def test_the_import_command_uses_the_configured_credentials(
     result = CliRunner(mix_stderr=False).invoke(app, ["kibana", "import", "--url", kibana])
     assert result.exit_code == 0, result.stderr
     assert f"imported into {kibana}:" in result.stdout
-    assert len(_Kibana.requests) == 3
+    assert len(_Kibana.requests) == len(FILES)
     assert _Kibana.requests[0]["path"] == "/api/saved_objects/_import?overwrite=true"
     assert _Kibana.requests[0]["headers"]["Authorization"] == "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="
     assert "changeme" not in result.stdout + result.stderr
@@ -291,5 +294,5 @@ def test_the_flow_panels_count_connections_not_reply_records() -> None:
     replies = {"bool": {"must_not": [{"match_phrase": {"segmentation.reply": "true"}}]}}
     for path in FILES:
         for panel in panels(load_objects([path])):
-            counts_flows = path.name != "alerts.ndjson"
+            counts_flows = path.name not in ("alerts.ndjson", "incidents.ndjson")
             assert (replies in panel.filters) == counts_flows, (path.name, panel.title)
