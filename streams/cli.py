@@ -341,9 +341,10 @@ def kibana_check(
         _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     mapped = mapped_fields()
-    indices = {"segwatch-events": events or settings.elasticsearch.events_stream,
-               "segwatch-alerts": alerts or settings.elasticsearch.alerts_index,
-               "segwatch-incidents": incidents or settings.elasticsearch.incidents_index}  # fmt: skip
+    elastic = settings.elasticsearch
+    indices = {"segwatch-events": events or elastic.events_stream,
+               "segwatch-alerts": alerts or elastic.alerts_index,
+               "segwatch-incidents": incidents or elastic.incidents_index}  # fmt: skip
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     table = Table("panel", "index", "documents", "buckets", "problem")
     broken = 0

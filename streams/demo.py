@@ -3,7 +3,7 @@
 Creates the topics, installs the templates, starts a worker (or watches one
 that runs elsewhere: ``--worker-url``, as in the compose file), ships simulated
 traffic for the retail model with a rotating attack scenario every cycle, and
-shows throughput and the latest alerts live (one line per cycle off a
+shows throughput, the latest incidents and the alerts behind them live (one line per cycle off a
 terminal). Ctrl-C stops the worker cleanly.
 """
 
@@ -99,9 +99,11 @@ def run_demo(
             if live is None:
                 numbers = _metrics(host, port)
                 indexed = numbers.get("segwatch_records_out_total", 0)
+                opened = numbers.get("segwatch_incidents_opened_total", 0)
                 raised = numbers.get("segwatch_alerts_raised_total", 0)
                 console.print(f"cycle {cycle}: shipped {shipped:,} records ({attack}); "
-                              f"worker: {indexed:,.0f} indexed, {raised:,.0f} alerts")  # fmt: skip
+                              f"worker: {indexed:,.0f} indexed, {opened:,.0f} incidents, "
+                              f"{raised:,.0f} alert changes")  # fmt: skip
             deadline = time.time() + cycle_seconds
             while time.time() < deadline and not stop.is_set():
                 if live is not None:
@@ -139,20 +141,37 @@ def _view(
     head.add_row("records in (worker)", f"{numbers.get('segwatch_records_in_total', 0):,.0f}")
     head.add_row("events indexed", f"{numbers.get('segwatch_records_out_total', 0):,.0f}")
     head.add_row("dead letters", f"{numbers.get('segwatch_dlq_writes_total', 0):,.0f}")
-    head.add_row("alerts raised", f"{numbers.get('segwatch_alerts_raised_total', 0):,.0f}")
+    head.add_row("incidents opened",
+                 f"{numbers.get('segwatch_incidents_opened_total', 0):,.0f}")  # fmt: skip
+    head.add_row("pages sent", f"{numbers.get('segwatch_pages_sent_total', 0):,.0f}")
+    head.add_row("alert changes sent",
+                 f"{numbers.get('segwatch_alerts_raised_total', 0):,.0f}")  # fmt: skip
     head.add_row("current scenario", attack)
-    alerts = Table(title="latest alerts")
-    for column in ("last seen", "severity", "alert", "zones", "count"):
+    incidents = Table(title="incidents (latest first)")
+    for column in ("last seen", "severity", "state", "incident", "path", "reached"):
+        incidents.add_column(column)
+    for doc in _latest(es, settings.elasticsearch.incidents_index, "segwatch.incident.last_seen"):
+        incident = doc["segwatch"]["incident"]
+        zone, seconds = incident["most_sensitive_zone"], incident["time_to_most_sensitive_s"]
+        reached = f"{zone} after {seconds / 60:.0f} min" if zone is not None else "-"
+        incidents.add_row(incident["last_seen"][:19], incident["severity"], incident["state"],
+                          incident["title"], " -> ".join(incident["path"]), reached)  # fmt: skip
+    alerts = Table(title="latest alerts (the incidents' evidence)")
+    for column in ("last seen", "severity", "alert", "initiator", "zones", "count"):
         alerts.add_column(column)
-    try:
-        hits = es.search(index=settings.elasticsearch.alerts_index, size=8,
-                         sort=[{"segwatch.alert.last_seen": "desc"}])["hits"]["hits"]  # fmt: skip
-    except Exception:  # no alerts index yet
-        hits = []
-    for hit in hits:
-        doc = hit["_source"]
+    for doc in _latest(es, settings.elasticsearch.alerts_index, "segwatch.alert.last_seen"):
         alert, seg = doc["segwatch"]["alert"], doc["segmentation"]
         zones = f"{seg['source_zone']} -> {seg['destination_zone']}"
-        row = (alert["last_seen"], alert["severity"], doc["rule"]["name"], zones)
-        alerts.add_row(*row, str(alert["count"]))
-    return Group(head, alerts)
+        source = (doc.get("source") or {}).get("ip", "")
+        alerts.add_row(alert["last_seen"][:19], alert["severity"], doc["rule"]["name"], source,
+                       zones, str(alert["count"]))  # fmt: skip
+    return Group(head, incidents, alerts)
+
+
+def _latest(es: Elasticsearch, index: str, field: str, size: int = 8) -> list[dict[str, Any]]:
+    """The newest documents of an index, by ``field``; none while it does not exist."""
+    try:
+        hits = es.search(index=index, size=size, sort=[{field: "desc"}])["hits"]["hits"]
+    except Exception:  # no such index yet, or the node is away: the view goes on
+        return []
+    return [hit["_source"] for hit in hits]

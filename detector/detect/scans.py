@@ -4,7 +4,8 @@
   passive FTP hand out) on one host within the slow window, named with its rate —
   ``vertical scan of 10.50.2.1 by 10.50.10.1: 200 ports in 40 s, 180 rejected``;
 - a **horizontal sweep**: one port on many hosts within the fast window, or on more
-  hosts within the slow one (``slow sweep``);
+  hosts within the slow one (``slow sweep``); the Internet's hosts are not counted
+  (a busy client reaches dozens of them on 443 a minute);
 - a **denied burst**: many denied flows within the fast window;
 - a **blocked series** (:class:`BlockedSeriesDetector`): tens of blocked attempts
   into high or restricted zones within minutes.
@@ -21,6 +22,7 @@ from typing import Any
 from detector.detect.base import Context, DetectorSettings, Evidence, Learning, span
 from detector.detect.windows import Recent, bounded
 from detector.model.compile import CompiledModel
+from detector.model.schema import INTERNET
 
 __all__ = ["BlockedSeriesDetector", "ScanDetector"]
 
@@ -64,15 +66,16 @@ class ScanDetector(Learning):
             probe = ports.touch(port, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
             if probe and len(ports) >= s.vertical_scan_ports:
                 found += self._vertical(ctx, ports, learning)
-        by_port = bounded(self.horizontal, src, dict, s.max_sources)
-        reached = by_port.get(port)
-        if reached is None:
-            if len(by_port) >= _MAX_INNER:
-                del by_port[next(iter(by_port))]
-            reached = by_port[port] = Recent()
-        probe = reached.touch(dst, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
-        if probe and len(reached) >= s.horizontal_scan_hosts:
-            found += self._horizontal(ctx, reached, learning)
+        if ctx.placement.destination_zone != INTERNET:
+            by_port = bounded(self.horizontal, src, dict, s.max_sources)
+            reached = by_port.get(port)
+            if reached is None:
+                if len(by_port) >= _MAX_INNER:
+                    del by_port[next(iter(by_port))]
+                reached = by_port[port] = Recent()
+            probe = reached.touch(dst, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
+            if probe and len(reached) >= s.horizontal_scan_hosts:
+                found += self._horizontal(ctx, reached, learning)
         if ctx.denied:
             window = self.denied.get(src)
             if window is None or now - window[0] > s.scan_window_seconds:

@@ -178,3 +178,9 @@ def test_the_new_detectors_state_survives_json() -> None:
         a, b = json.loads(json.dumps(e)), json.loads(json.dumps(e))
         assert eng.process(a, eng.place(a), "p")[0] == fresh.process(b, fresh.place(b), "p")[0]
         assert a["segmentation"] == b["segmentation"]
+
+
+def test_a_client_reaching_many_internet_hosts_on_443_is_no_sweep() -> None:
+    d = ScanDetector(AWAKE)
+    browsing = [event("10.60.0.10", f"203.0.113.{1 + i}", 443, MONDAY + i) for i in range(120)]
+    assert run(d, browsing) == []
