@@ -28,6 +28,7 @@ State is plain data (``state()`` / ``load()``), so the worker can keep it in Kaf
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -129,6 +130,19 @@ class Step:
     source_zone: str
     destination_zone: str
     findings: dict[str, _Finding] = field(default_factory=dict)
+    # kept as findings come, for the incident's cheap questions
+    severity: str = "info"
+    sensitivity: str = "internet"
+    boundary: bool = False  # it got into a restricted zone, or across environments or tenants
+
+    def add(self, found: _Finding) -> None:
+        """Take a finding (a new alert, or a newer state of one)."""
+        self.findings[found.fingerprint] = found
+        findings = self.findings.values()
+        self.severity = max((f.severity for f in findings), key=SEVERITIES.index)
+        self.sensitivity = max((f.sensitivity for f in findings), key=_RANK.__getitem__)
+        self.boundary = any(f.reached and (f.sensitivity == "restricted" or bool(f.crosses))
+                            for f in findings)  # fmt: skip
 
     @property
     def first_seen(self) -> float:
@@ -146,20 +160,6 @@ class Step:
     def strongest(self) -> _Finding:
         return max(self.findings.values(), key=lambda f: (f.score, SEVERITIES.index(f.severity),
                                                           f.last_seen))  # fmt: skip
-
-    @property
-    def severity(self) -> str:
-        return max((f.severity for f in self.findings.values()), key=SEVERITIES.index)
-
-    @property
-    def sensitivity(self) -> str:
-        return max((f.sensitivity for f in self.findings.values()), key=_RANK.__getitem__)
-
-    @property
-    def boundary(self) -> bool:
-        """It got into a restricted zone, or across environments or tenants."""
-        return any(f.reached and (f.sensitivity == "restricted" or f.crosses)
-                   for f in self.findings.values())  # fmt: skip
 
     def hosts(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -231,7 +231,7 @@ class Incident:
     @property
     def audit(self) -> bool:
         """Only audit records (severity info: access allowed on purpose)."""
-        return all(f.severity == "info" for s in self.steps.values() for f in s.findings.values())
+        return all(s.severity == "info" for s in self.steps.values())
 
     @property
     def score(self) -> int:
@@ -272,7 +272,8 @@ class Incident:
         severity = self.severity
         path = self.path()
         hosts = list(dict.fromkeys([*self.actors, *self.reached]))
-        summary = f"{self.title()}: {' -> '.join(path)}"
+        title = self.title()
+        summary = f"{title}: {' -> '.join(path)}"
         return {
             "@timestamp": _iso(self.last_seen),
             "event": {
@@ -287,7 +288,7 @@ class Incident:
                 "module": "segwatch",
             },
             "message": summary,
-            "rule": {"name": self.title()},
+            "rule": {"name": title},
             "source": {"ip": self.attacker},
             "related": {"ip": hosts[:_MAX_HOSTS]},
             "segwatch": {
@@ -295,7 +296,7 @@ class Incident:
                     "id": self.id,
                     "state": self.state,
                     "severity": severity,
-                    "title": self.title(),
+                    "title": title,
                     "summary": summary,
                     "attacker": self.attacker,
                     "attacker_zone": self.attacker_zone,
@@ -335,7 +336,7 @@ class Incident:
         for s in steps:
             step = Step(s["source_ip"], s["source_zone"], s["destination_zone"])
             for f in s["findings"]:
-                step.findings[f["fingerprint"]] = _Finding(**f)
+                step.add(_Finding(**f))
             incident.steps[f"{step.source_ip}>{step.destination_zone}"] = step
         return incident
 
@@ -367,7 +368,9 @@ class IncidentBook:
         self.open: dict[str, Incident] = {}
         self.owner: dict[str, str] = {}  # alert fingerprint -> incident id
         self.closed: dict[str, int] = {}  # fingerprints of resolved incidents -> their count
-        self._due = float("inf")  # no tick does anything before this
+        self._actors: dict[tuple[str, bool], str] = {}  # (host, audit) -> its latest incident
+        self._reached: dict[str, tuple[str, float]] = {}  # host -> (attack incident, when)
+        self._due: list[tuple[float, str]] = []  # a heap: (when something is due, incident)
 
     def observe(self, doc: dict[str, Any]) -> list[Page]:
         """Take one alert document (a new alert or an update of one); the pages it asks for."""
@@ -387,13 +390,16 @@ class IncidentBook:
             if len(incident.steps) >= _MAX_STEPS:
                 return pages  # an incident this long is told by its first steps
             step = incident.steps[key] = Step(source, src_zone, dst_zone)
-        step.findings[found.fingerprint] = found
+        step.add(found)
         self.owner[found.fingerprint] = incident.id
         incident.actors.setdefault(source, found.first_seen)
+        audit = incident.audit
+        self._actors[(source, audit)] = incident.id
         if found.reached and found.severity != "info":  # an audited access is no foothold
             for host in found.hosts:
                 if host not in incident.reached and len(incident.reached) < 4 * _MAX_HOSTS:
                     incident.reached[host] = found.first_seen
+                    self._reached[host] = (incident.id, found.first_seen)
         incident.first_seen = min(incident.first_seen, found.first_seen)
         incident.last_seen = max(incident.last_seen, found.last_seen)
         incident.version += 1
@@ -410,35 +416,52 @@ class IncidentBook:
             incident.state, incident.changed = "updated", True
             if now - incident.paged_at >= self.settings.update_seconds:
                 pages.append(self._update(incident, now))
-        self._due = min(self._due, self._next(incident))
+        heapq.heappush(self._due, (self._next(incident), incident.id))
         return pages
 
     def tick(self, now: float) -> list[Page]:
         """Resolve the incidents quiet since ``resolve_seconds`` before ``now`` and send
         the changes due; cheap when nothing is due."""
-        if now < self._due:
-            return []
         pages: list[Page] = []
-        quiet = self.settings.resolve_seconds
-        for incident in list(self.open.values()):
-            if now - incident.last_seen >= quiet:
-                incident.state = "resolved"
-                incident.version += 1
-                del self.open[incident.id]
-                for step in incident.steps.values():
-                    for fingerprint, finding in step.findings.items():
-                        self.owner.pop(fingerprint, None)
-                        self.closed[fingerprint] = finding.count
-                while len(self.closed) > _MAX_CLOSED:
-                    del self.closed[next(iter(self.closed))]
-                minutes = quiet / 60
-                when = f"{minutes / 60:.0f} h" if minutes >= 60 else f"{minutes:.0f} min"
-                pages.append(Page("resolve", incident.to_document(), now,
-                                  f"resolved after {when} quiet"))  # fmt: skip
-            elif incident.changed and now - incident.paged_at >= self.settings.update_seconds:
-                pages.append(self._update(incident, now))
-        self._due = min((self._next(i) for i in self.open.values()), default=float("inf"))
+        due = self._due
+        while due and due[0][0] <= now:
+            _, ident = heapq.heappop(due)
+            incident = self.open.get(ident)
+            if incident is None or self._next(incident) > now:
+                continue  # gone, or a newer entry stands for it
+            if now - incident.last_seen >= self.settings.resolve_seconds:
+                pages.append(self._resolve(incident, now))
+                continue
+            pages.append(self._update(incident, now))
+            heapq.heappush(due, (self._next(incident), ident))
         return pages
+
+    def _resolve(self, incident: Incident, now: float) -> Page:
+        incident.state = "resolved"
+        incident.version += 1
+        self._forget(incident)
+        for step in incident.steps.values():
+            for fingerprint, finding in step.findings.items():
+                self.closed[fingerprint] = finding.count
+        while len(self.closed) > _MAX_CLOSED:
+            del self.closed[next(iter(self.closed))]
+        minutes = self.settings.resolve_seconds / 60
+        when = f"{minutes / 60:.0f} h" if minutes >= 60 else f"{minutes:.0f} min"
+        return Page("resolve", incident.to_document(), now, f"resolved after {when} quiet")
+
+    def _forget(self, incident: Incident) -> None:
+        """Take an incident out of the open ones and the indices."""
+        del self.open[incident.id]
+        for step in incident.steps.values():
+            for fingerprint in step.findings:
+                self.owner.pop(fingerprint, None)
+        for host in incident.actors:
+            for key in ((host, True), (host, False)):
+                if self._actors.get(key) == incident.id:
+                    del self._actors[key]
+        for host in incident.reached:
+            if self._reached.get(host, ("",))[0] == incident.id:
+                del self._reached[host]
 
     def _update(self, incident: Incident, now: float) -> Page:
         incident.changed, incident.paged_at = False, now
@@ -458,16 +481,17 @@ class IncidentBook:
             return self.open[owner]
         gap = self.settings.gap_seconds
         audit = found.severity == "info"  # audit records and attacks are told apart
-        live = [i for i in self.open.values()
-                if found.first_seen - i.last_seen <= gap and i.audit == audit]  # fmt: skip
-        mine = [i for i in live if source in i.actors]
-        pivot = [i for i in live if i.reached.get(source, float("inf")) <= found.first_seen + 60]
-        chosen = max(mine or pivot, key=lambda i: i.last_seen, default=None)
-        if chosen is not None:
-            return chosen
+        mine = self.open.get(self._actors.get((source, audit), ""))
+        if mine is not None and found.first_seen - mine.last_seen <= gap:
+            return mine
+        if not audit:
+            ident, when = self._reached.get(source, ("", 0.0))
+            pivot = self.open.get(ident)
+            if (pivot is not None and when <= found.first_seen + 60
+                    and found.first_seen - pivot.last_seen <= gap):  # fmt: skip
+                return pivot
         if len(self.open) >= self.settings.max_open:
-            oldest = min(self.open.values(), key=lambda i: i.last_seen)
-            del self.open[oldest.id]
+            self._forget(min(self.open.values(), key=lambda i: i.last_seen))
         raw = f"{source}|{found.fingerprint}|{found.first_seen:.3f}"
         ident = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:20]
         incident = self.open[ident] = Incident(ident, source, zone, found.first_seen,
@@ -485,10 +509,15 @@ class IncidentBook:
 
     def load(self, state: dict[str, Any]) -> None:
         self.open = {}
+        self.owner, self._actors, self._reached, self._due = {}, {}, {}, []
         for data in state.get("open", ()):
             incident = Incident.restore(data)
             self.open[incident.id] = incident
-        self.owner = {f: i.id for i in self.open.values() for s in i.steps.values()
-                      for f in s.findings}  # fmt: skip
+            for step in incident.steps.values():
+                self.owner.update(dict.fromkeys(step.findings, incident.id))
+            for host in incident.actors:
+                self._actors[(host, incident.audit)] = incident.id
+            if not incident.audit:
+                self._reached.update((h, (incident.id, t)) for h, t in incident.reached.items())
+            heapq.heappush(self._due, (self._next(incident), incident.id))
         self.closed = {str(f): int(n) for f, n in state.get("closed", {}).items()}
-        self._due = min((self._next(i) for i in self.open.values()), default=float("inf"))
