@@ -1,5 +1,5 @@
 """The pipeline on the local stack: end-to-end records/s beside its two ceilings, alert
-latency at a steady 5k records/s, and one worker against two.
+page latency at a steady 5k records/s, and one worker against two.
 
 Every figure runs `segwatch worker` as users do (a subprocess, its own topics,
 consumer group and data stream), on records of the three-tier example model.
@@ -35,6 +35,7 @@ from bench import Row
 from detector.model import compile_model, load_model
 from detector.simulate import Simulator
 from streams.elastic import install_templates
+from streams.incidents import incident_group
 from streams.index import index_group
 from streams.metrics import scrape
 from streams.normalize import normalize_group
@@ -99,6 +100,7 @@ def _run(**extra: str) -> Iterator[tuple[Settings, dict[str, str]]]:
         "SEGWATCH_WORKER__BATCH_SIZE": str(BULK),
         "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
         "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
+        "SEGWATCH_ELASTICSEARCH__INCIDENTS_INDEX": f"segwatch-incidents-{tag}",
         **extra,
     }
     with mock.patch.dict(os.environ, env):
@@ -117,7 +119,7 @@ def _forget(settings: Settings) -> None:
     ours = {spec.name for spec in pipeline_topics(settings.topics)}
     topics = [t for t in admin.list_topics(timeout=10).topics
               if t in ours or t.startswith(f"{app}-")]  # fmt: skip
-    groups = [app, normalize_group(settings), index_group(settings)]
+    groups = [app, normalize_group(settings), index_group(settings), incident_group(settings)]
     groups += [_ceiling_group(settings.topics.raw(f)) for f in settings.topics.families]
     for future in [*admin.delete_topics(topics, operation_timeout=30).values(),
                    *admin.delete_consumer_groups(groups).values()]:  # fmt: skip
@@ -125,7 +127,8 @@ def _forget(settings: Settings) -> None:
             future.result()
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
     _drop_stream(es, settings.elasticsearch.events_stream)
-    es.indices.delete(index=settings.elasticsearch.alerts_index, ignore_unavailable=True)
+    for index in (settings.elasticsearch.alerts_index, settings.elasticsearch.incidents_index):
+        es.indices.delete(index=index, ignore_unavailable=True)
     es.close()
 
 
@@ -367,13 +370,13 @@ def _wait_for_members(settings: Settings, members: dict[str, int], timeout: floa
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    arrived: ClassVar[dict[int, float]] = {}  # destination port -> receipt time
+    arrived: ClassVar[dict[str, float]] = {}  # attacker -> receipt of its incident's trigger
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        port = body.get("destination", {}).get("port")
-        if port is not None:
-            _Receiver.arrived.setdefault(int(port), time.time())
+        segwatch = body.get("segwatch", {})
+        if segwatch.get("page", {}).get("action") == "trigger":
+            _Receiver.arrived.setdefault(segwatch["incident"]["attacker"], time.time())
         self.send_response(200)
         self.end_headers()
 
@@ -381,17 +384,25 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _attackers() -> list[str]:
+    """Hosts of the DMZ and the app tier: each probe of the database comes from a new
+    one, so each opens an incident of its own."""
+    return [f"10.0.{net}.{host}" for net in (1, 2) for host in range(1, 255)]
+
+
 def _latency(seconds: float) -> list[Row]:
-    """Produce at RATE records/s; every 100 ms one violation into the restricted zone on
-    a port of its own (its own alert); time from produce to webhook receipt."""
+    """Produce at RATE records/s; every 100 ms one violation into the restricted zone
+    from a host of its own (its own incident); time from produce to the receipt of the
+    incident's trigger page."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = [{"name": "bench", "kind": "json", "secret": "bench", "rate_per_second": 100,
              "url": f"http://127.0.0.1:{server.server_address[1]}/"}]  # fmt: skip
+    attackers = _attackers()
     with _run() as (settings, env):
         producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
         topic = settings.topics.raw("vpcflow")
-        sent: dict[int, float] = {}
+        sent: dict[str, float] = {}
 
         def record(src: str, dst: str, sport: int, dport: int) -> bytes:
             t = int(time.time())
@@ -399,18 +410,18 @@ def _latency(seconds: float) -> list[Row]:
                     "ACCEPT OK").encode()  # fmt: skip
 
         with _workers(env, 1, SEGWATCH_WEBHOOKS=json.dumps(hook)):
-            probe = 9_999  # wait until the worker delivers at all
+            probe = attackers.pop()  # wait until the worker pages at all
             deadline = time.time() + 120
             while probe not in _Receiver.arrived and time.time() < deadline:
-                producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, probe))
+                producer.produce(topic, record(probe, "10.0.3.30", 40000, 6379))
                 producer.flush(5)
                 time.sleep(2)
             if probe not in _Receiver.arrived:
-                raise RuntimeError("no alert reached the webhook receiver in 120 s")
+                raise RuntimeError("no incident reached the webhook receiver in 120 s")
             started = time.perf_counter()
             slice_n = RATE // 100  # every 10 ms
             i = 0
-            while time.perf_counter() - started < seconds:
+            while time.perf_counter() - started < seconds and attackers:
                 tick = started + i * 0.01
                 delay = tick - time.perf_counter()
                 if delay > 0:
@@ -418,9 +429,9 @@ def _latency(seconds: float) -> list[Row]:
                 for j in range(slice_n):
                     producer.produce(topic, record("10.0.1.10", "10.0.2.20", 30000 + j, 8080))
                 if i % 10 == 0:
-                    port = 10_000 + i // 10
-                    producer.produce(topic, record("10.0.1.10", "10.0.3.30", 40000, port))
-                    sent[port] = time.time()
+                    attacker = attackers.pop()
+                    producer.produce(topic, record(attacker, "10.0.3.30", 40000, 6379))
+                    sent[attacker] = time.time()
                 producer.poll(0)
                 i += 1
             producer.flush(30)
@@ -428,14 +439,14 @@ def _latency(seconds: float) -> list[Row]:
             while time.time() < deadline and not set(sent) <= set(_Receiver.arrived):
                 time.sleep(0.5)
     server.shutdown()
-    got = sorted(_Receiver.arrived[p] - sent[p] for p in sent if p in _Receiver.arrived)
+    got = sorted(_Receiver.arrived[a] - sent[a] for a in sent if a in _Receiver.arrived)
     if not got:
-        raise RuntimeError("no alert of the run reached the receiver")
+        raise RuntimeError("no incident of the run reached the receiver")
     lost = len(sent) - len(got)
-    cond = (f"{RATE:,} records/s for {seconds:.0f} s, {len(sent)} alerts, "
-            f"{lost} not received in 30 s, produce -> webhook receipt")  # fmt: skip
+    cond = (f"{RATE:,} records/s for {seconds:.0f} s, {len(sent)} incidents, "
+            f"{lost} not paged in 30 s, produce -> trigger page receipt")  # fmt: skip
     p99 = got[min(len(got) - 1, int(0.99 * len(got)))]
     return [
-        Row("alert latency p50", statistics.median(got), "s", cond),
-        Row("alert latency p99", p99, "s", f"target <= 2 s; {cond}"),
+        Row("page latency p50", statistics.median(got), "s", cond),
+        Row("page latency p99", p99, "s", f"target <= 2 s; {cond}"),
     ]

@@ -86,6 +86,7 @@ class Outbox:
     def __init__(self, targets: list[str]) -> None:
         self._lock = threading.Lock()
         self.queues: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+        self.waiting = {t: threading.Event() for t in targets}  # set when a queue gets one
         self.changed = False  # since the state was last written
 
     def add(self, target: str, entry: dict[str, Any]) -> None:
@@ -100,6 +101,8 @@ class Outbox:
             else:
                 queue.append(entry)
             self.changed = True
+        if target in self.waiting:
+            self.waiting[target].set()
 
     def first(self, target: str) -> dict[str, Any] | None:
         with self._lock:
@@ -128,6 +131,7 @@ class Outbox:
             for target, queue in state.items():
                 if target in self.queues:  # a target no longer configured: nothing to send
                     self.queues[target] = list(queue)
+                    self.waiting[target].set()
             self.changed = False
 
 
@@ -145,7 +149,9 @@ class _Sender(threading.Thread):
         while not self.stopped.is_set():
             entry = self.outbox.first(self.target)
             if entry is None:
-                self.stopped.wait(0.2)
+                wake = self.outbox.waiting[self.target]
+                wake.wait(0.5)
+                wake.clear()
                 continue
             try:
                 if self.send(entry):
@@ -204,7 +210,7 @@ class IncidentLoop(StageLoop):
                            on_revoke=self._on_revoke)  # fmt: skip
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(100, timeout=0.5)
+                messages = consumer.consume(100, timeout=0.1)
                 if self._assigned is not None:
                     self._take_over(self._assigned)
                     self._assigned = None
