@@ -378,7 +378,7 @@ def webhooks_receive(
         ),
     ] = None,
 ) -> None:
-    """Receive signed-JSON alerts (a `json` webhook target) and print one JSON line
+    """Receive signed-JSON incident pages (a `json` webhook target) and print one JSON line
     each: to try a webhook set-up, or as the compose file's receiver. With a secret,
     requests whose signature does not verify, or older than 5 minutes, get 401."""
     import os

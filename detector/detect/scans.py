@@ -32,6 +32,17 @@ _MAX_KNOWN = 10_000
 _EPHEMERAL = 32768
 
 
+def _recent(table: dict[Any, Recent], key: Any) -> Recent:
+    """One source's window for ``key`` (a host, or a port); past ``_MAX_INNER`` of them
+    the oldest goes first."""
+    recent = table.get(key)
+    if recent is None:
+        if len(table) >= _MAX_INNER:
+            del table[next(iter(table))]
+        recent = table[key] = Recent()
+    return recent
+
+
 def _count(n: int, cap: int) -> str:
     return f"{n}+" if n >= cap else str(n)
 
@@ -55,24 +66,14 @@ class ScanDetector(Learning):
         learning = self.learning(now)
         slow = s.slow_scan_window_seconds
         found: list[Evidence] = []
+        # a connection adds to a scan when it probes a port (a host) anew or is refused
         if port < _EPHEMERAL:
-            hosts = bounded(self.vertical, src, dict, s.max_sources)
-            ports = hosts.get(dst)
-            if ports is None:
-                if len(hosts) >= _MAX_INNER:
-                    del hosts[next(iter(hosts))]
-                ports = hosts[dst] = Recent()
-            # a connection adds to a scan when it probes a port anew or is refused
+            ports = _recent(bounded(self.vertical, src, dict, s.max_sources), dst)
             probe = ports.touch(port, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
             if probe and len(ports) >= s.vertical_scan_ports:
                 found += self._vertical(ctx, ports, learning)
         if ctx.placement.destination_zone != INTERNET:
-            by_port = bounded(self.horizontal, src, dict, s.max_sources)
-            reached = by_port.get(port)
-            if reached is None:
-                if len(by_port) >= _MAX_INNER:
-                    del by_port[next(iter(by_port))]
-                reached = by_port[port] = Recent()
+            reached = _recent(bounded(self.horizontal, src, dict, s.max_sources), port)
             probe = reached.touch(dst, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
             if probe and len(reached) >= s.horizontal_scan_hosts:
                 found += self._horizontal(ctx, reached, learning)
@@ -178,9 +179,7 @@ class BlockedSeriesDetector(Learning):
             return []
         s = self.settings
         src, now = ctx.src_ip, ctx.time
-        attempts = self.attempts.get(src)
-        if attempts is None:
-            attempts = bounded(self.attempts, src, deque, s.max_sources)
+        attempts = bounded(self.attempts, src, deque, s.max_sources)
         attempts.append((now, ctx.dst_zone, placement.service or ctx.transport))
         cutoff = now - s.blocked_window_seconds
         while attempts and attempts[0][0] < cutoff:

@@ -163,7 +163,20 @@ class CompiledModel:
         self._decisions: dict[tuple[Any, ...], tuple[bool, str | None, str]] = {}
         self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
         self._pairs: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
-        self._into: dict[str, tuple[CompiledRule, ...]] = {}
+        # the rules into each zone that name their ports (declared services), '*' apart
+        self._into: dict[str, list[CompiledRule]] = {}
+        self._into_any: list[CompiledRule] = []
+        self._names_ephemeral = False  # some rule names a port of the ephemeral range
+        self._evidence_cache: dict[tuple[Any, ...], Initiator | None] = {}
+        self._placements: dict[tuple[Any, ...], Placement] = {}
+        for rule in self.rules:
+            if rule.ports:
+                if rule.destination == ANY_ZONE:
+                    self._into_any.append(rule)
+                else:
+                    self._into.setdefault(rule.destination, []).append(rule)
+                if not self._names_ephemeral:
+                    self._names_ephemeral = any(hi >= _EPHEMERAL for _, hi in rule.ports)
 
     def _rules(self, flows: tuple[Flow, ...]) -> Iterator[CompiledRule]:
         for flow in flows:
@@ -330,13 +343,9 @@ class CompiledModel:
 
     def _serves(self, zone: str, proto: int | None, port: int) -> bool:
         """``port`` is a declared service of ``zone``: a rule into it names that port."""
-        rules = self._into.get(zone)
-        if rules is None:
-            rules = self._into[zone] = tuple(
-                r for r in self.rules if r.ports and (r.destination == zone
-                or (r.destination == ANY_ZONE and zone != INTERNET))
-            )  # fmt: skip
-        return any(r.admits(proto, port) for r in rules)
+        if any(r.admits(proto, port) for r in self._into.get(zone, ())):
+            return True
+        return zone != INTERNET and any(r.admits(proto, port) for r in self._into_any)
 
     # --- placing -----------------------------------------------------------------
 
@@ -361,7 +370,18 @@ class CompiledModel:
         when = event_time(event) if self._has_expiry else None
         found = from_log(event)
         if found is None and src is not None and dst is not None:
-            found = self.initiator(src, dst, proto, sport, dport, when)
+            if sport is not None and dport is not None and when is None:
+                wide = self._names_ephemeral  # else every ephemeral port is alike to the model
+                key = (src, dst, proto, sport if wide or sport < _EPHEMERAL else -1,
+                       dport if wide or dport < _EPHEMERAL else -1)  # fmt: skip
+                found = self._evidence_cache.get(key, _MISSING)
+                if found is _MISSING:
+                    found = self._evidence_cache[key] = self.initiator(src, dst, proto, sport,
+                                                                       dport)  # fmt: skip
+                    if len(self._evidence_cache) >= _CACHE_LIMIT:
+                        self._evidence_cache.clear()
+            else:
+                found = self.initiator(src, dst, proto, sport, dport, when)
         if found is None and learned is not None and source and destination:
             found = learned.decide(
                 (source.get("ip") or "", src, sport), (destination.get("ip") or "", dst, dport),
@@ -374,6 +394,40 @@ class CompiledModel:
         if side == "destination":  # a reply: judge the connection it answers
             src, dst, source, destination, port = dst, src, destination, source, sport
         transport = network.get("transport") if network else None
+        passed = _passed(event)
+        case = (src, dst, proto, port, passed, side, evidence, transport)
+        if when is None:
+            hit = self._placements.get(case)
+            if hit is not None:
+                return hit
+        placement = self._judge(src, dst, proto, port, passed, side, evidence, transport, when,
+                                source, destination)  # fmt: skip
+        # the reasons of an unmanaged endpoint and of a forbidden reply name addresses
+        verdict = placement.verdict
+        if when is None and (
+            verdict in _ALLOWED or (side != "destination" and verdict != "unmanaged")
+        ):
+            if len(self._placements) >= _CACHE_LIMIT:
+                self._placements.clear()
+            self._placements[case] = placement
+        return placement
+
+    def _judge(
+        self,
+        src: str | None,
+        dst: str | None,
+        proto: int | None,
+        port: int | None,
+        passed: bool,
+        side: Side,
+        evidence: str,
+        transport: str | None,
+        when: float | None,
+        source: dict[str, Any] | None,
+        destination: dict[str, Any] | None,
+    ) -> Placement:
+        """The placement of a connection as initiated (``source``, ``destination``: the
+        initiator's and the responder's endpoints)."""
         service = f"{transport or proto}/{port}" if port is not None else transport
         monitor = self._monitor
         mode: Literal["enforce", "monitor"] = (
@@ -390,7 +444,6 @@ class CompiledModel:
             allowed, rule_id, reason = True, None, f"inside zone {src} (intra_zone: allow)"
         else:
             allowed, rule_id, reason = self._decide(src, dst, proto, port, when)
-        passed = _passed(event)
         if allowed:
             verdict: Verdict = "allowed" if passed else "over_restrictive"
         else:
@@ -425,6 +478,7 @@ class CompiledModel:
 
 _MISSING: Any = object()
 _PORTED = frozenset({6, 17, 132})  # TCP, UDP, SCTP: protocols with ports
+_ALLOWED = frozenset({"allowed", "over_restrictive"})
 _EPHEMERAL = 32768
 _BY_MODEL = {True: Initiator("destination", "model"), False: Initiator("source", "model")}
 

@@ -160,3 +160,14 @@ def test_lookups_are_cached_but_bounded() -> None:
     for i in range(compile_module._CACHE_LIMIT + 10):
         model.zone_of_ip(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
     assert len(model._ip_cache) <= compile_module._CACHE_LIMIT
+
+
+def test_cached_placements_keep_each_event_s_own_addresses_in_the_reason() -> None:
+    model = compiled(BASE)
+    first = model.place(flow("192.168.7.7", "10.0.3.3", 5432))
+    second = model.place(flow("192.168.7.8", "10.0.3.3", 5432))
+    assert (first.reason, second.reason) == (
+        "source 192.168.7.7 is in no zone", "source 192.168.7.8 is in no zone")  # fmt: skip
+    a = model.place(flow("10.0.3.8", "10.0.9.5", 61103, sport=5432))
+    b = model.place(flow("10.0.3.9", "10.0.9.6", 61104, sport=5432))
+    assert "10.0.9.5 -> 10.0.3.8" in a.reason and "10.0.9.6 -> 10.0.3.9" in b.reason
