@@ -152,8 +152,23 @@ class CompiledModel:
         )
         self.rules: tuple[CompiledRule, ...] = tuple(self._rules(doc.flows))
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
+        # what tells who serves (detector.connection): the rules that name their ports,
+        # by zone pair (made as pairs are asked about) and by destination zone ('*' apart)
+        self._named: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        self._into: dict[str, list[CompiledRule]] = {}
+        self._into_any: list[CompiledRule] = []
+        # some rule names a port of the ephemeral range
+        self._names_ephemeral = any(p.last >= _EPHEMERAL for f in doc.flows for p in f.ports) or (
+            doc.defaults.dns is not None
+            and any(p.last >= _EPHEMERAL for p in doc.defaults.dns.ports)
+        )
         for rule in self.rules:
             self._index.setdefault((rule.source, rule.destination), []).append(rule)
+            if rule.ports:
+                if rule.destination == ANY_ZONE:
+                    self._into_any.append(rule)
+                else:
+                    self._into.setdefault(rule.destination, []).append(rule)
         self._wild_src = any(r.source == ANY_ZONE for r in self.rules)
         self._wild_dst = any(r.destination == ANY_ZONE for r in self.rules)
         self._ip_cache: dict[str, str | None] = {}
@@ -161,22 +176,9 @@ class CompiledModel:
         self._has_expiry = any(r.expires is not None for r in self.rules)
         self._intra_allow = self.defaults.intra_zone == "allow"
         self._decisions: dict[tuple[Any, ...], tuple[bool, str | None, str]] = {}
-        self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
-        self._pairs: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
-        # the rules into each zone that name their ports (declared services), '*' apart
-        self._into: dict[str, list[CompiledRule]] = {}
-        self._into_any: list[CompiledRule] = []
-        self._names_ephemeral = False  # some rule names a port of the ephemeral range
         self._evidence_cache: dict[tuple[Any, ...], Initiator | None] = {}
         self._placements: dict[tuple[Any, ...], Placement] = {}
-        for rule in self.rules:
-            if rule.ports:
-                if rule.destination == ANY_ZONE:
-                    self._into_any.append(rule)
-                else:
-                    self._into.setdefault(rule.destination, []).append(rule)
-                if not self._names_ephemeral:
-                    self._names_ephemeral = any(hi >= _EPHEMERAL for _, hi in rule.ports)
+        self._monitor = frozenset(z.name for z in doc.zones if z.mode == "monitor")
 
     def _rules(self, flows: tuple[Flow, ...]) -> Iterator[CompiledRule]:
         for flow in flows:
@@ -321,24 +323,30 @@ class CompiledModel:
             return _BY_MODEL[to_src]
         return None
 
-    def _between(self, src: str, dst: str) -> tuple[CompiledRule, ...]:
-        found = self._pairs.get((src, dst))
-        if found is None:
-            found = self._pairs[(src, dst)] = tuple(self.rules_between(src, dst))
-        return found
-
     def _admitted(
         self, src: str, dst: str, proto: int | None, port: int, when: float | None
     ) -> bool:
         """A rule that names its ports (not the default action, nor an every-port rule,
         which says nothing of who serves) admits connections src -> dst on ``port``."""
-        for rule in self._between(src, dst):
-            if (
-                rule.ports
-                and rule.admits(proto, port)
-                and (rule.expires is None or when is None or when <= rule.expires)
-            ):
-                return True
+        named = self._named
+        keys = [(src, dst)]
+        if self._wild_src and src != INTERNET:
+            keys.append((ANY_ZONE, dst))
+        if self._wild_dst and dst != INTERNET:
+            keys.append((src, ANY_ZONE))
+            if self._wild_src and src != INTERNET:
+                keys.append((ANY_ZONE, ANY_ZONE))
+        for key in keys:
+            rules = named.get(key)
+            if rules is None:
+                if len(named) >= _CACHE_LIMIT:
+                    named.clear()
+                rules = named[key] = tuple(r for r in self._index.get(key, ()) if r.ports)
+            for rule in rules:
+                if rule.admits(proto, port) and (
+                    rule.expires is None or when is None or when <= rule.expires
+                ):
+                    return True
         return False
 
     def _serves(self, zone: str, proto: int | None, port: int) -> bool:
