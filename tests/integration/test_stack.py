@@ -65,9 +65,11 @@ def test_topic_creation_is_idempotent(kafka: KafkaSettings, unique: str) -> None
         alerts=f"test.{unique}.alerts",
         dlq=f"test.{unique}.dlq",
         model=f"test.{unique}.model",
+        normalized=f"test.{unique}.normalized",
         partitions=2,
     )
     specs = pipeline_topics(topics)
+    assert all(unique in s.name for s in specs)  # none of another run's, which it deletes
     try:
         first = ensure_topics(kafka, specs)
         second = ensure_topics(kafka, specs)
@@ -76,6 +78,7 @@ def test_topic_creation_is_idempotent(kafka: KafkaSettings, unique: str) -> None
         existing = list_topics(kafka)
         assert existing[topics.raw("vpcflow")] == 2
         assert existing[topics.model] == 1
+        assert existing[topics.alerts] == 1  # the incident stage reads them all
 
         admin = AdminClient(kafka.client_config())
         from confluent_kafka.admin import ConfigResource, ResourceType
