@@ -30,9 +30,11 @@ app = typer.Typer(
     name="segwatch",
     help=(
         "segwatch: streaming network-segmentation violation detector.\n\n"
-        "Flow logs (AWS VPC Flow Logs, Calico, iptables/nftables) are read from Kafka or\n"
-        "files, normalized to Elastic Common Schema, checked against your declared\n"
-        "segmentation model, scored, and written to Elasticsearch and on-call webhooks.\n\n"
+        "Flow logs (AWS VPC Flow Logs, Calico, iptables/nftables, Hubble)\n"
+        "are read from Kafka or files, normalized to Elastic Common Schema,\n"
+        "told apart as the requests and replies of connections, checked\n"
+        "against your declared segmentation model, scored, grouped into\n"
+        "incidents, written to Elasticsearch and paged to on-call webhooks.\n\n"
         "Configuration comes from a YAML file (--config or SEGWATCH_CONFIG) and\n"
         "SEGWATCH_* environment variables; `segwatch config show` prints the result."
     ),

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from detector import analyze_cli  # noqa: F401  (registers analyze, simulate, evaluate, train)
 from detector.cli import app
-from detector.model_cli import model_app  # (also registers analyze, simulate, ...)
+from detector.model_cli import model_app
 from streams.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
