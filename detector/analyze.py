@@ -13,7 +13,6 @@ from typing import Any
 
 from detector.detect import Engine, event_time
 from detector.detect.alerts import Alert
-from detector.detect.rules import SEVERITIES
 from detector.incidents import IncidentBook, Page
 from detector.model.compile import VERDICTS, CompiledModel, Placement
 from detector.model.schema import INTERNET, SENSITIVITY_ORDER
@@ -185,10 +184,3 @@ class Analysis:
             docs[doc["segwatch"]["incident"]["id"]] = doc
         return sorted(docs.values(), key=lambda d: (-d["event"]["severity"],
                                                    d["event"]["start"]))  # fmt: skip
-
-    def severity_counts(self) -> dict[str, int]:
-        """Incidents by severity."""
-        counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
-        for doc in self.incident_documents():
-            counts[doc["segwatch"]["incident"]["severity"]] += 1
-        return counts

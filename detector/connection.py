@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple
 
 __all__ = [
+    "EPHEMERAL",
     "STRONG_EVIDENCE",
     "UNKNOWN",
     "Initiator",
@@ -127,9 +128,12 @@ def from_log(event: dict[str, Any]) -> Initiator | None:
     return None
 
 
+EPHEMERAL = 32768  # the first port of the ephemeral range (Linux and Windows alike above it)
+
+
 def port_class(port: int) -> int:
     """0 system (0-1023), 1 registered (1024-32767), 2 ephemeral (32768-65535)."""
-    return 0 if port < 1024 else 1 if port < 32768 else 2
+    return 0 if port < 1024 else 1 if port < EPHEMERAL else 2
 
 
 _BY_PORTS = {True: Initiator("destination", "ports"), False: Initiator("source", "ports")}

@@ -16,7 +16,7 @@ from typing import Any
 
 from detector.analyze import Analysis
 from detector.detect import event_time
-from detector.incidents import parse_time
+from detector.events import parse_stamp
 
 __all__ = ["Evaluation", "ScenarioResult", "evaluate"]
 
@@ -187,7 +187,7 @@ def _incidents(run: Analysis, evaluation: Evaluation, owner: dict[str, ScenarioR
             scenario.path = scenario.path or incident["path"]
         if mine or incident["severity"] == "info":
             continue
-        if parse_time(incident["first_seen"]) - learned_from < learning:
+        if parse_stamp(incident["first_seen"]) - learned_from < learning:
             continue
         evaluation.benign_incidents += 1
         if len(evaluation.benign_incident_samples) < 10:

@@ -7,7 +7,7 @@ for validation at the edges, in tests, and for the documentation.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
@@ -20,6 +20,8 @@ __all__ = [
     "FlowEventModel",
     "NetworkFields",
     "event_time",
+    "iso_ms",
+    "parse_stamp",
     "validate_event",
 ]
 
@@ -105,6 +107,19 @@ def validate_event(event: dict[str, Any]) -> FlowEventModel:
 _STAMPS: dict[str, float] = {}
 
 
+def parse_stamp(text: str) -> float:
+    """Epoch seconds of an ISO 8601 stamp as segwatch writes them (``...Z``).
+
+    :raises ValueError: not such a stamp.
+    """
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def iso_ms(seconds: float) -> str:
+    """``2026-11-25T10:00:00.123Z``: epoch seconds as the documents carry them."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def event_time(event: dict[str, Any]) -> float:
     """``@timestamp`` as epoch seconds (0 if absent or unreadable); cached per stamp."""
     stamp = event.get("@timestamp")
@@ -113,7 +128,7 @@ def event_time(event: dict[str, Any]) -> float:
         return when
     assert isinstance(stamp, str)
     try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        when = parse_stamp(stamp)
     except ValueError:
         return 0.0
     if len(_STAMPS) > 100_000:

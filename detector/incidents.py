@@ -30,14 +30,14 @@ from __future__ import annotations
 import hashlib
 import heapq
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from detector.detect.rules import SEVERITIES
+from detector.events import iso_ms, parse_stamp
 
-__all__ = ["Incident", "IncidentBook", "IncidentSettings", "Page", "Step", "parse_time"]
+__all__ = ["Incident", "IncidentBook", "IncidentSettings", "Page", "Step"]
 
 _RANK = {"internet": -1, "low": 0, "medium": 1, "high": 2, "restricted": 3}
 _MAX_STEPS = 64
@@ -62,15 +62,6 @@ class IncidentSettings(BaseModel):
         default=3600, ge=1, description="An incident resolves after this long without an alert."
     )
     max_open: int = Field(default=10_000, ge=1, description="Open incidents kept at most.")
-
-
-def parse_time(text: str) -> float:
-    """Epoch seconds of an ISO 8601 UTC stamp as the documents carry it."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -106,8 +97,8 @@ class _Finding:
             int(doc["event"]["risk_score"]),
             int(alert["count"]),
             int(alert.get("denied", 0)),
-            parse_time(alert["first_seen"]),
-            parse_time(alert.get("last_activity") or alert["last_seen"]),
+            parse_stamp(alert["first_seen"]),
+            parse_stamp(alert.get("last_activity") or alert["last_seen"]),
             alert.get("headline") or doc.get("message") or doc["rule"]["name"],
             list(hosts) if isinstance(hosts, list) else [hosts],
             int(alert.get("hosts", len(hosts))),
@@ -174,8 +165,8 @@ class Step:
             services.update(dict.fromkeys(f.services))
         hosts = self.hosts()
         return {
-            "time": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
+            "time": iso_ms(self.first_seen),
+            "last_seen": iso_ms(self.last_seen),
             "from_ip": self.source_ip,
             "from_zone": self.source_zone,
             "to_zone": self.destination_zone,
@@ -275,15 +266,15 @@ class Incident:
         title = self.title()
         summary = f"{title}: {' -> '.join(path)}"
         return {
-            "@timestamp": _iso(self.last_seen),
+            "@timestamp": iso_ms(self.last_seen),
             "event": {
                 "kind": "alert",
                 "category": ["network", "intrusion_detection"],
                 "type": ["info"],
                 "severity": SEVERITIES.index(severity),
                 "risk_score": self.score,
-                "start": _iso(self.first_seen),
-                "end": _iso(self.last_seen),
+                "start": iso_ms(self.first_seen),
+                "end": iso_ms(self.last_seen),
                 "dataset": "segwatch.incidents",
                 "module": "segwatch",
             },
@@ -300,8 +291,8 @@ class Incident:
                     "summary": summary,
                     "attacker": self.attacker,
                     "attacker_zone": self.attacker_zone,
-                    "first_seen": _iso(self.first_seen),
-                    "last_seen": _iso(self.last_seen),
+                    "first_seen": iso_ms(self.first_seen),
+                    "last_seen": iso_ms(self.last_seen),
                     "path": path,
                     "reached_zones": list(
                         dict.fromkeys(s.destination_zone for s in self.ordered if s.reached)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detector.analyze import Summary
-from detector.incidents import parse_time
+from detector.events import parse_stamp
 from detector.model.compile import VERDICTS
 
 __all__ = ["render_report"]
@@ -136,8 +136,8 @@ def _steps_svg(incident: dict[str, Any], width: int = 900) -> str:
     steps = incident["steps"]
     if not steps:
         return ""
-    starts = [parse_time(s["time"]) for s in steps]
-    ends = [parse_time(s["last_seen"]) for s in steps]
+    starts = [parse_stamp(s["time"]) for s in steps]
+    ends = [parse_stamp(s["last_seen"]) for s in steps]
     first, last = min(starts), max(ends)
     span = max(last - first, 60.0)
     label, row, plot = 260, 22, width - 260 - 20
@@ -236,7 +236,7 @@ def _timeline(summary: Summary, incidents: list[dict[str, Any]], width: int = 96
     marks = []
     for doc in incidents:
         incident = doc["segwatch"]["incident"]
-        x = left + (parse_time(incident["first_seen"]) / 3600 - first) / span * plot_w
+        x = left + (parse_stamp(incident["first_seen"]) / 3600 - first) / span * plot_w
         marks.append(f'<path d="M{x:.1f},{bottom + 4} l-5,9 h10 z" '
                      f'fill="{_SEVERITY[incident["severity"]]}"><title>'
                      f"{html.escape(incident['title'])}</title></path>")  # fmt: skip

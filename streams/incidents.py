@@ -28,12 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from elasticsearch import ApiError, Elasticsearch
 
-from detector.incidents import IncidentBook, Page, parse_time
+from detector.events import parse_stamp
+from detector.incidents import IncidentBook, Page
 from streams.elastic import upsert
-from streams.loop import StageLoop, produce
+from streams.loop import StageLoop
 from streams.metrics import METRICS
 from streams.pipeline import dead_letter
 from streams.settings import Settings
@@ -249,7 +250,7 @@ class IncidentLoop(StageLoop):
             try:
                 doc = orjson.loads(value)
                 fingerprint = doc["segwatch"]["alert"]["fingerprint"]
-                self.clock.saw(parse_time(doc["segwatch"]["alert"]["last_activity"]))
+                self.clock.saw(parse_stamp(doc["segwatch"]["alert"]["last_activity"]))
                 found = self.book.observe(doc)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 why = f"not an alert document: {type(exc).__name__}: {exc}"
@@ -349,27 +350,13 @@ class IncidentLoop(StageLoop):
         state = {"book": self.book.state(), "outbox": self.outbox.state(),
                  "clock": self.clock.event}  # fmt: skip
         value = zlib.compress(orjson.dumps(state), 1)
-        while True:
-            errors: list[KafkaError] = []
-
-            def delivered(err: KafkaError | None, msg: Message, errors: Any = errors) -> None:
-                if err is not None:
-                    errors.append(err)
-
-            produce(self._producer_, state_topic(self.settings), _STATE_KEY, value, delivered)
-            while self._producer_.flush(1.0) > 0:
-                pass
-            if not errors:
-                return
-            self.log.error("incident state not written (%s); trying again", errors[0])
-            time.sleep(1.0)
+        self._write(self._producer_, state_topic(self.settings), [(_STATE_KEY, value)],
+                    "incident state")  # fmt: skip
 
     def _dead_letter(self, letter: dict[str, Any]) -> None:
         assert self._producer_ is not None
-        produce(self._producer_, self.settings.topics.dlq, None, orjson.dumps(letter),
-                lambda err, msg: None)  # fmt: skip
-        while self._producer_.flush(1.0) > 0:
-            pass
+        self._write(self._producer_, self.settings.topics.dlq, [(None, orjson.dumps(letter))],
+                    "dead letter")  # fmt: skip
         METRICS.dlq_writes.labels("incidents").inc()
 
     # --- delivery --------------------------------------------------------------------

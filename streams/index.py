@@ -15,18 +15,16 @@ harmless).
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import msgspec
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, Message, Producer
 from elasticsearch import Elasticsearch
 
 from streams.elastic import BulkResult, EventsSink
-from streams.loop import StageLoop, produce
+from streams.loop import StageLoop
 from streams.metrics import METRICS
 from streams.pipeline import dead_letter, parse_source_id
 from streams.settings import Settings
@@ -143,21 +141,8 @@ class IndexLoop(StageLoop):
         self._commit(consumer, last)
 
     def _dead_letters(self, producer: Producer, letters: list[bytes]) -> None:
-        """Write them and wait for Kafka's acknowledgement, trying again until it comes:
-        the batch's offsets must not be committed before."""
-        while letters:
-            failed: list[bytes] = []
-
-            def delivered(err: KafkaError | None, msg: Message, failed: Any = failed) -> None:
-                if err is not None:
-                    failed.append(msg.value())
-
-            for letter in letters:
-                produce(producer, self.settings.topics.dlq, None, letter, delivered)
-            while producer.flush(1.0) > 0:
-                pass
-            METRICS.dlq_writes.labels("index").inc(len(letters) - len(failed))
-            if failed:
-                self.log.error("%d dead letters not delivered; trying again", len(failed))
-                time.sleep(1.0)
-            letters = failed
+        """Write them and wait for Kafka's acknowledgement: the batch's offsets must not
+        be committed before."""
+        self._write(producer, self.settings.topics.dlq, [(None, v) for v in letters],
+                    "dead letters")  # fmt: skip
+        METRICS.dlq_writes.labels("index").inc(len(letters))

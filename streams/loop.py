@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,32 @@ class StageLoop(abc.ABC):
             )
         except KafkaException as exc:  # e.g. a rebalance took the partitions: read again
             self.log.warning("offsets not committed (%s): the batch will be read again", exc)
+
+    def _write(
+        self,
+        producer: Producer,
+        topic: str,
+        messages: list[tuple[bytes | None, bytes]],
+        what: str,
+    ) -> None:
+        """Write ``(key, value)`` messages and wait for Kafka's acknowledgement of each,
+        writing the failed ones again until it comes (what follows — a commit — must
+        not run before). ``what`` names them in the log."""
+        while messages:
+            failed: list[tuple[bytes | None, bytes]] = []
+
+            def delivered(err: KafkaError | None, msg: Message, failed: Any = failed) -> None:
+                if err is not None:
+                    failed.append((msg.key(), msg.value()))
+
+            for key, value in messages:
+                produce(producer, topic, key, value, delivered)
+            while producer.flush(1.0) > 0:
+                pass
+            if failed:
+                self.log.error("%d %s not delivered; trying again", len(failed), what)
+                time.sleep(1.0)
+            messages = failed
 
     def _consumer(self, group: str, **extra: Any) -> Consumer:
         return Consumer({

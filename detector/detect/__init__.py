@@ -94,33 +94,26 @@ class Engine:
             seg = event["segmentation"] = placement.to_fields()
         sensitivity = self._sensitivity.get(placement.destination_zone or "", "internet")
         monitor = placement.mode == "monitor"
-        if ctx.reply:  # part of its connection: scored by its verdict, never alerted on
-            if placement.evidence in STRONG_EVIDENCE and ctx.port is not None and ctx.dst_ip:
-                iana = (event.get("network") or {}).get("iana_number")
-                proto = int(iana) if iana else None
-                zone = placement.destination_zone
-                self.server_ports.learn(ctx.dst_ip, zone, proto, ctx.port, int(ctx.time))
-            score, reasons = risk(placement.verdict, [], sensitivity, monitor, [])
-            seg["risk_score"] = score
-            if reasons:
-                seg["reasons"] = reasons
-            event.setdefault("event", {})["risk_score"] = score
-            return score, None
         evidence: list[Evidence] = []
-        for observe in self._observers:
-            found = observe(ctx)
-            if found:
-                evidence += found
-        if self.ml is not None:
-            new = any(e.detector == "new_path" for e in evidence)
-            evidence += self.ml.observe(ctx, new)
-        score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, [])
         matched: list[DetectionRule] = []
-        if self.rules.rules:
-            hour = int(ctx.time // 3600 % 24)
-            matched = self.rules.matches(event, score, hour)
-            if matched:
-                score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)
+        if ctx.reply:  # part of its connection: scored by its verdict, never alerted on
+            self._learn_server(ctx, event)
+            score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)
+        else:
+            for observe in self._observers:
+                found = observe(ctx)
+                if found:
+                    evidence += found
+            if self.ml is not None:
+                new = any(e.detector == "new_path" for e in evidence)
+                evidence += self.ml.observe(ctx, new)
+            score, reasons = risk(placement.verdict, evidence, sensitivity, monitor, matched)
+            if self.rules.rules:
+                hour = int(ctx.time // 3600 % 24)
+                matched = self.rules.matches(event, score, hour)
+                if matched:
+                    score, reasons = risk(placement.verdict, evidence, sensitivity, monitor,
+                                          matched)  # fmt: skip
         seg["risk_score"] = score
         if reasons:
             seg["reasons"] = reasons
@@ -129,12 +122,23 @@ class Engine:
         if matched:
             seg["detections"] = [r.id for r in matched]
         event.setdefault("event", {})["risk_score"] = score
+        if ctx.reply:
+            return score, None
         alert = None
         if matched or score >= self.settings.alert_score:
             alert = self.book.record(ctx, score, reasons, evidence, matched, event_id)
         elif placement.verdict in _SUSPICIOUS:
             alert = self.book.active(ctx, self.settings.slow_scan_window_seconds)
         return score, alert
+
+    def _learn_server(self, ctx: Context, event: dict[str, Any]) -> None:
+        """A reply whose initiator the log or the model told: its source answers from
+        that port (``ctx`` is the connection's, so that is ``ctx.dst_ip``)."""
+        if ctx.placement.evidence in STRONG_EVIDENCE and ctx.port is not None and ctx.dst_ip:
+            iana = (event.get("network") or {}).get("iana_number")
+            proto = int(iana) if iana else None
+            zone = ctx.placement.destination_zone
+            self.server_ports.learn(ctx.dst_ip, zone, proto, ctx.port, int(ctx.time))
 
     def flush(self, now: float | None = None) -> list[Alert]:
         """The alerts whose latest changes were not sent yet and are due at ``now`` (every

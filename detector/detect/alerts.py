@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from detector.detect.base import Context, Evidence
 from detector.detect.rules import SEVERITIES, DetectionRule
+from detector.events import iso_ms
 from detector.model.schema import Zone
 
 __all__ = ["VERDICT_RISK", "Alert", "AlertBook", "crossings", "risk", "severity_of"]
@@ -147,15 +147,15 @@ class Alert:
         """The alert as an ECS-friendly document (``event.kind: alert``)."""
         hosts = list(self.hosts)
         doc: dict[str, Any] = {
-            "@timestamp": _iso(self.last_seen),
+            "@timestamp": iso_ms(self.last_seen),
             "event": {
                 "kind": "alert",
                 "category": ["network"],
                 "type": ["info"],
                 "severity": SEVERITIES.index(self.severity),
                 "risk_score": self.score,
-                "start": _iso(self.first_seen),
-                "end": _iso(self.last_seen),
+                "start": iso_ms(self.first_seen),
+                "end": iso_ms(self.last_seen),
                 "dataset": "segwatch.alerts",
                 "module": "segwatch",
             },
@@ -167,9 +167,9 @@ class Alert:
                     "severity": self.severity,
                     "count": self.count,
                     "denied": self.denied,
-                    "first_seen": _iso(self.first_seen),
-                    "last_seen": _iso(self.last_seen),
-                    "last_activity": _iso(max(self.active, self.last_seen)),
+                    "first_seen": iso_ms(self.first_seen),
+                    "last_seen": iso_ms(self.last_seen),
+                    "last_activity": iso_ms(max(self.active, self.last_seen)),
                     "reasons": self.reasons,
                     "headline": self.headline,
                     "sample_event_ids": self.sample,
@@ -212,10 +212,6 @@ class Alert:
 def _service_order(service: str) -> tuple[str, int]:
     transport, _, port = service.partition("/")
     return transport, int(port) if port.isdigit() else -1
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class AlertBook:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from detector.connection import EPHEMERAL
 from detector.detect.base import Context, DetectorSettings, Evidence, Learning, span
 from detector.detect.windows import Recent, bounded
 from detector.model.compile import CompiledModel
@@ -29,7 +30,6 @@ __all__ = ["BlockedSeriesDetector", "ScanDetector"]
 _MAX_KEYS = 1024  # distinct ports of one host, or hosts of one port, counted at most
 _MAX_INNER = 256  # hosts (or ports) tracked per source
 _MAX_KNOWN = 10_000
-_EPHEMERAL = 32768
 
 
 def _recent(table: dict[Any, Recent], key: Any) -> Recent:
@@ -67,7 +67,7 @@ class ScanDetector(Learning):
         slow = s.slow_scan_window_seconds
         found: list[Evidence] = []
         # a connection adds to a scan when it probes a port (a host) anew or is refused
-        if port < _EPHEMERAL:
+        if port < EPHEMERAL:
             ports = _recent(bounded(self.vertical, src, dict, s.max_sources), dst)
             probe = ports.touch(port, now, ctx.denied, slow, _MAX_KEYS) or ctx.denied
             if probe and len(ports) >= s.vertical_scan_ports:

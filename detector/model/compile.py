@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from detector.connection import UNKNOWN, Initiator, ServerPorts, Side, from_log, from_ports
+from detector.connection import (
+    EPHEMERAL,
+    UNKNOWN,
+    Initiator,
+    ServerPorts,
+    Side,
+    from_log,
+    from_ports,
+)
 from detector.events import event_time
 from detector.model.load import SegmentationModel, gc_paused
 from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, Flow, PodSelector, Zone
@@ -97,7 +105,7 @@ class Placement(NamedTuple):
             "mode": self.mode,
             "initiator": self.initiator,
             "initiator_evidence": self.evidence,
-            "reply": self.initiator == "destination",
+            "reply": self.reply,
         }
         if self.rule_id is not None:
             fields["rule_id"] = self.rule_id
@@ -158,9 +166,9 @@ class CompiledModel:
         self._into: dict[str, list[CompiledRule]] = {}
         self._into_any: list[CompiledRule] = []
         # some rule names a port of the ephemeral range
-        self._names_ephemeral = any(p.last >= _EPHEMERAL for f in doc.flows for p in f.ports) or (
+        self._names_ephemeral = any(p.last >= EPHEMERAL for f in doc.flows for p in f.ports) or (
             doc.defaults.dns is not None
-            and any(p.last >= _EPHEMERAL for p in doc.defaults.dns.ports)
+            and any(p.last >= EPHEMERAL for p in doc.defaults.dns.ports)
         )
         for rule in self.rules:
             self._index.setdefault((rule.source, rule.destination), []).append(rule)
@@ -262,17 +270,22 @@ class CompiledModel:
 
     # --- rules -----------------------------------------------------------------
 
+    def _pairs(self, src: str, dst: str) -> list[tuple[str, str]]:
+        """The index keys whose rules could allow ``src`` -> ``dst``: the pair, then the
+        wildcards ('*' stands for every zone but the Internet)."""
+        keys = [(src, dst)]
+        if self._wild_src and src != INTERNET:
+            keys.append((ANY_ZONE, dst))
+        if self._wild_dst and dst != INTERNET:
+            keys.append((src, ANY_ZONE))
+            if self._wild_src and src != INTERNET:
+                keys.append((ANY_ZONE, ANY_ZONE))
+        return keys
+
     def rules_between(self, src: str, dst: str) -> list[CompiledRule]:
         """Every rule that could allow ``src`` -> ``dst`` (wildcards included)."""
         index = self._index
-        found = list(index.get((src, dst), ()))
-        if self._wild_src and src != INTERNET:
-            found += index.get((ANY_ZONE, dst), ())
-        if self._wild_dst and dst != INTERNET:
-            found += index.get((src, ANY_ZONE), ())
-            if self._wild_src and src != INTERNET:
-                found += index.get((ANY_ZONE, ANY_ZONE), ())
-        return found
+        return [rule for key in self._pairs(src, dst) for rule in index.get(key, ())]
 
     def match(
         self, src: str, dst: str, proto: int | None, port: int | None, when: float | None
@@ -310,8 +323,8 @@ class CompiledModel:
             return None
         # a rule over ephemeral ports (RPC's dynamic range) says nothing against a
         # service port on the other side: that side is the server
-        on_dst = not (dport >= _EPHEMERAL > sport)
-        on_src = not (sport >= _EPHEMERAL > dport)
+        on_dst = not (dport >= EPHEMERAL > sport)
+        on_src = not (sport >= EPHEMERAL > dport)
         if src != dst:
             forward = on_dst and self._admitted(src, dst, proto, dport, when)
             back = on_src and self._admitted(dst, src, proto, sport, when)
@@ -329,14 +342,7 @@ class CompiledModel:
         """A rule that names its ports (not the default action, nor an every-port rule,
         which says nothing of who serves) admits connections src -> dst on ``port``."""
         named = self._named
-        keys = [(src, dst)]
-        if self._wild_src and src != INTERNET:
-            keys.append((ANY_ZONE, dst))
-        if self._wild_dst and dst != INTERNET:
-            keys.append((src, ANY_ZONE))
-            if self._wild_src and src != INTERNET:
-                keys.append((ANY_ZONE, ANY_ZONE))
-        for key in keys:
+        for key in self._pairs(src, dst):
             rules = named.get(key)
             if rules is None:
                 if len(named) >= _CACHE_LIMIT:
@@ -380,8 +386,8 @@ class CompiledModel:
         if found is None and src is not None and dst is not None:
             if sport is not None and dport is not None and when is None:
                 wide = self._names_ephemeral  # else every ephemeral port is alike to the model
-                key = (src, dst, proto, sport if wide or sport < _EPHEMERAL else -1,
-                       dport if wide or dport < _EPHEMERAL else -1)  # fmt: skip
+                key = (src, dst, proto, sport if wide or sport < EPHEMERAL else -1,
+                       dport if wide or dport < EPHEMERAL else -1)  # fmt: skip
                 found = self._evidence_cache.get(key, _MISSING)
                 if found is _MISSING:
                     found = self._evidence_cache[key] = self.initiator(src, dst, proto, sport,
@@ -487,7 +493,6 @@ class CompiledModel:
 _MISSING: Any = object()
 _PORTED = frozenset({6, 17, 132})  # TCP, UDP, SCTP: protocols with ports
 _ALLOWED = frozenset({"allowed", "over_restrictive"})
-_EPHEMERAL = 32768
 _BY_MODEL = {True: Initiator("destination", "model"), False: Initiator("source", "model")}
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from detector.analyze import Analysis
 from detector.detect import DetectorSettings, Engine
-from detector.incidents import IncidentBook, IncidentSettings, parse_time
+from detector.events import parse_stamp
+from detector.incidents import IncidentBook, IncidentSettings
 
 from .detect.conftest import MONDAY, event, example, stamp
 
@@ -164,4 +165,4 @@ def test_the_incident_book_survives_a_restart_through_json() -> None:
                 sensitivity="restricted")  # fmt: skip
     assert [p.action for p in fresh.observe(nxt)] == [p.action for p in book.observe(nxt)]
     assert fresh.documents() == book.documents()
-    assert parse_time(book.documents()[0]["segwatch"]["incident"]["first_seen"]) == t
+    assert parse_stamp(book.documents()[0]["segwatch"]["incident"]["first_seen"]) == t
