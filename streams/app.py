@@ -1,15 +1,18 @@
 """The worker: ``flows.raw.<family>`` -> normalize -> ``flows.normalized`` (keyed by
 source zone, so one zone's flows meet one worker's detectors) -> place and score ->
 ``flows.events`` and ``flows.alerts``; the events are bulk-indexed into
-Elasticsearch, the alerts upserted there and grouped into incidents, which are
-upserted too and paged to the webhooks. Bad records go to ``flows.dlq`` with the
-reason.
+Elasticsearch; the alerts are indexed and grouped into incidents, whose changes
+(``flows.incidents``) are indexed and paged to the webhooks. Bad records go to
+``flows.dlq`` with the reason.
 
-Scoring (detector state in a faust table) and the alert upserts are faust agents;
-the normalize, index and incident stages are confluent-kafka loops in their own
-threads (``streams.loop``). Every stage commits an offset only once what it made
+Scoring (detector state in a faust table) is a faust agent; every other stage is
+a supervised confluent-kafka loop in its own thread (:mod:`streams.loop`): normalize,
+index, incidents, and one delivery stage per sink (:mod:`streams.deliver`), each
+with its own consumer group. Every stage commits an offset only once what it made
 of the record was acknowledged (Kafka, Elasticsearch, a webhook), so a crash
 replays, and the ids derived from topic/partition/offset make the replay harmless.
+A dependency that is away holds only the stages that need it; they say so on
+``/readyz``.
 """
 
 from __future__ import annotations
@@ -17,28 +20,35 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable, Collection
 from typing import Any
 
 import faust
 import orjson
-from elasticsearch import Elasticsearch
 
 from detector.detect import Alert, event_time
 from detector.model import compile_model, load_model
 from streams.consumer import App
-from streams.elastic import install_templates, upsert_alert
+from streams.deliver import (
+    DeliveryLoop,
+    TemplateGate,
+    alert_items,
+    delivery_group,
+    document_items,
+    index_stage,
+    page_stage,
+)
 from streams.incidents import ALERTS_PARTITION, IncidentLoop, incident_group
 from streams.index import IndexLoop, index_group
 from streams.loop import StageLoop
 from streams.metrics import METRICS, measure_lag
-from streams.model_sync import ModelWatcher
+from streams.model_sync import MODEL_HEADER, ModelWatcher
 from streams.normalize import NormalizeLoop, normalize_group
 from streams.pipeline import Scorer, batches, dead_letter
 from streams.settings import Settings
 from streams.state import DetectorState
-from streams.webhooks import WebhookSink
 
-__all__ = ["create_app", "tune_gc"]
+__all__ = ["create_app", "tune_gc", "worker_stages"]
 
 _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 # flows.normalized and flows.events carry batches (JSON arrays of events): a faust agent
@@ -72,6 +82,43 @@ def tune_gc() -> None:
 def _broker(settings: Settings) -> str:
     hosts = settings.kafka.bootstrap_servers.split(",")
     return ";".join(f"kafka://{h.strip()}" for h in hosts)
+
+
+def worker_stages(settings: Settings, models: ModelWatcher,
+                  scored: Callable[[], Collection[int]] | None) -> list[StageLoop]:  # fmt: skip
+    """The thread stages of a worker with ``settings.worker.roles`` (score is faust's):
+    normalize; index (after the index templates); alert: incidents, the alerts and
+    incidents indices, and a page stage per webhook."""
+    roles = set(settings.worker.roles)
+    topics, es = settings.topics, settings.elasticsearch
+    stages: list[StageLoop] = []
+    if "normalize" in roles:
+        stages.append(NormalizeLoop(settings, models.current, scored))
+    if roles & {"index", "alert"}:
+        gate = TemplateGate(settings)
+        stages.append(gate)
+        if "index" in roles:
+            stages.append(IndexLoop(settings, gate))
+        if "alert" in roles:
+            stages += [
+                IncidentLoop(settings),
+                index_stage(settings, "alerts-index", topics.alerts, es.alerts_index,
+                            alert_items, gate),
+                index_stage(settings, "incidents-index", topics.incidents, es.incidents_index,
+                            document_items, gate),
+                *(page_stage(settings, target) for target in settings.webhooks),
+            ]  # fmt: skip
+    return stages
+
+
+def _model_header(record: Any) -> str | None:
+    """The model version a normalized message was keyed by (None: not stamped)."""
+    headers = record.message.headers or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for key, value in pairs:
+        if key == MODEL_HEADER and value:
+            return bytes(value).decode("utf-8", "replace")
+    return None
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -111,11 +158,13 @@ def create_app(settings: Settings) -> faust.App:
     )  # fmt: skip
     state = DetectorState(state_table, worker.snapshot_seconds)
     scorer = Scorer(model, settings.detectors, worker.rules_folder, restore=state.restore)
-    watcher = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file)
+    models = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file,
+                          initial=model)  # fmt: skip
     METRICS.model_info.labels(model.model.name, model.version).set(1)
-    ready: dict[str, Any] = {"templates": False, "partitions": []}
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    hooks = [WebhookSink(t) for t in settings.webhooks]
+    partitions: list[int] = []  # of the normalized topic, scored here
+    roles = set(worker.roles)
+    scored = (lambda: partitions) if "score" in roles else None
+    stages = worker_stages(settings, models, scored)
     raw = bytes
     normalized = app.topic(topics.normalized, key_type=raw, value_type=raw,
                            key_serializer="raw", value_serializer="raw")  # fmt: skip
@@ -126,50 +175,17 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
                     key_serializer="raw", value_serializer="raw")  # fmt: skip
 
-    roles = set(worker.roles)
-    normalize: StageLoop | None = None
-    index: StageLoop | None = None
-    incidents: IncidentLoop | None = None
-    if "normalize" in roles:
-        scored = (lambda: ready["partitions"]) if "score" in roles else None
-        normalize = NormalizeLoop(settings, lambda source: scorer.model.zone_of(source), scored)
-    if "index" in roles:
-        index = IndexLoop(settings)
-    if "alert" in roles:
-        incidents = IncidentLoop(settings, hooks)
-    loops = [loop for loop in (normalize, index, incidents) if loop is not None]
-
     @app.task  # type: ignore[misc]
-    async def setup() -> None:
-        report = await asyncio.to_thread(
-            install_templates,
-            es,
-            lifecycle=settings.elasticsearch.lifecycle,
-            retention=settings.elasticsearch.retention,
-        )
-        log.info(
-            "elasticsearch %s templates: %s; %s",
-            report.server_version,
-            report.installed,
-            report.adaptations,
-        )
-        ready["templates"] = True
-        watcher.start()
-        # only now: a bulk write before the templates are in would create the events
-        # data stream's name as a plain index, with guessed mappings, for good
-        for loop in (index, incidents):
-            if loop is not None:
-                loop.start()
-
-    @app.task  # type: ignore[misc]
-    async def start_normalize() -> None:
-        if normalize is not None:
-            normalize.start()
+    async def start_stages() -> None:
+        models.start()
+        for stage in stages:
+            stage.start()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_loops(app: faust.App, **kwargs: Any) -> None:
-        for loop in loops:
-            await asyncio.to_thread(loop.stop)
+    async def stop_stages(app: faust.App, **kwargs: Any) -> None:
+        models.stop()
+        for stage in stages:
+            await asyncio.to_thread(stage.stop)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -177,7 +193,7 @@ def create_app(settings: Settings) -> faust.App:
         # snapshot); one that left is rebuilt from the table if it comes back
         mine = {tp.partition for tp in assigned if tp.topic == topics.normalized}
         scorer.keep(mine)
-        ready["partitions"] = sorted(mine)
+        partitions[:] = sorted(mine)
 
     Send = tuple[Any, bytes | None, bytes, int | None]  # topic, key, value, partition
 
@@ -196,6 +212,24 @@ def create_app(settings: Settings) -> faust.App:
             await app.crash(exc)
             raise
 
+    async def switch_to(version: str | None) -> None:
+        """Use the model the batch was keyed by (unstamped: the newest one)."""
+        wanted = models.current() if version is None else models.get(version)
+        if wanted is None:  # keyed by a model this worker's reader has not seen yet
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if (wanted := models.get(version or "")) is not None:
+                    break
+            else:
+                log.warning("normalized batch keyed by model %s, which this worker does not "
+                            "have; scoring with %s", version, scorer.model.version)  # fmt: skip
+                return
+        if wanted.version != scorer.model.version:
+            METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
+            scorer.switch(wanted)
+            METRICS.model_info.labels(wanted.model.name, wanted.version).set(1)
+            log.warning("switched to model %s", wanted.version)
+
     async def score(stream: Any) -> None:
         # a few batches at a time, their sends acknowledged together: faust acks them
         # (their offsets become committable) only once this body is done with them
@@ -213,13 +247,7 @@ def create_app(settings: Settings) -> faust.App:
                     METRICS.dlq_writes.labels("score").inc()
                     continue
                 METRICS.records_in.labels(topics.normalized).inc(len(batch))
-                latest = watcher.latest
-                if latest is not None and latest.version != scorer.model.version:
-                    METRICS.model_info.labels(scorer.model.model.name,
-                                              scorer.model.version).set(0)  # fmt: skip
-                    scorer.switch(latest)
-                    METRICS.model_info.labels(latest.model.name, latest.version).set(1)
-                    log.warning("switched to model %s", latest.version)
+                await switch_to(_model_header(record))
                 engine = scorer.engine(partition)
                 for event in batch:
                     _, alert = scorer.score(event, partition)
@@ -239,6 +267,7 @@ def create_app(settings: Settings) -> faust.App:
         return (alerts, alert.fingerprint.encode(), doc, ALERTS_PARTITION)
 
     if "score" in roles:
+        app.agent(normalized, name="score")(score)
 
         @app.timer(interval=_FLUSH_SECONDS)  # type: ignore[misc]
         async def flush_alerts() -> None:
@@ -247,29 +276,21 @@ def create_app(settings: Settings) -> faust.App:
             if sends:
                 await deliver(sends)
 
-    async def alert(stream: Any) -> None:
-        async for value in stream:
-            doc = orjson.loads(value)
-            await asyncio.to_thread(upsert_alert, es, doc, settings.elasticsearch.alerts_index)
-
-    for role, topic, agent in (("score", normalized, score), ("alert", alerts, alert)):
-        if role in roles:
-            app.agent(topic, name=role)(agent)
+    groups = [(normalize_group(settings), [topics.raw(f) for f in topics.families], ""),
+              (worker.app_id, [topics.normalized], ""),
+              (index_group(settings), [topics.events], ""),
+              (incident_group(settings), [topics.alerts], "@incidents")]  # fmt: skip
+    groups += [(delivery_group(settings, stage.name), [stage.topic], f"@{stage.name}")
+               for stage in stages if isinstance(stage, DeliveryLoop)]  # fmt: skip
 
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:
         conf = settings.kafka.client_config()
-        raw_topics = [topics.raw(f) for f in topics.families]
-        own = [topics.normalized, topics.alerts]
+        found: dict[tuple[str, int], int] = {}
         try:
-            found = await asyncio.to_thread(measure_lag, conf, normalize_group(settings),
-                                            raw_topics)  # fmt: skip
-            found |= await asyncio.to_thread(measure_lag, conf, worker.app_id, own)
-            incident_lag = await asyncio.to_thread(measure_lag, conf, incident_group(settings),
-                                                   [topics.alerts])  # fmt: skip
-            found |= {(f"{t}@incidents", p): v for (t, p), v in incident_lag.items()}
-            found |= await asyncio.to_thread(measure_lag, conf, index_group(settings),
-                                             [topics.events])  # fmt: skip
+            for group, group_topics, suffix in groups:
+                measured = await asyncio.to_thread(measure_lag, conf, group, group_topics)
+                found |= {(f"{t}{suffix}", p): v for (t, p), v in measured.items()}
         except Exception as exc:  # a metric must never stop the pipeline
             log.warning("consumer lag not measured: %s", exc)
             return
@@ -278,27 +299,32 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        """Liveness: the process answers and its normalize, index and incident threads run."""
-        for loop in loops:
-            if loop.failed is not None:
-                error = f"the {loop.name} stage stopped: {loop.failed!r}"
+        """Liveness: no stage stopped for good. A stage waiting for a dependency is
+        healthy: it will go on when the dependency answers."""
+        for stage in stages:
+            if stage.failed is not None:
+                error = f"the {stage.name} stage stopped: {stage.failed}"
                 return web.json({"status": "failed", "error": error}, status=500)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Readiness: templates installed and a model active."""
-        status = 200 if ready["templates"] else 503
+        """Readiness: every stage running, none waiting; each stage says what it waits
+        on, why and since when."""
+        report = {stage.name: stage.status() for stage in stages}
+        ready = all(r["state"] == "running" or (name == "templates" and r["state"] == "stopped"
+                                                 and not r.get("error"))
+                    for name, r in report.items())  # fmt: skip
         body = {
-            "ready": status == 200,
+            "ready": ready,
             "model": scorer.model.model.name,
             "model_version": scorer.model.version,
-            "published_version": watcher.latest.version if watcher.latest is not None else None,
-            "refused_models": len(watcher.refused),
-            "partitions": ready["partitions"],  # of the normalized topic: whose state is here
-            "incidents": incidents.status() if incidents is not None else None,
+            "published_version": models.latest.version if models.latest is not None else None,
+            "refused_models": len(models.refused),
+            "partitions": partitions,  # of the normalized topic: whose state is here
+            "stages": report,
         }
-        return web.json(body, status=status)
+        return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

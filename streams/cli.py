@@ -211,6 +211,7 @@ def es_setup(config: ConfigOption = None) -> None:
     from elasticsearch import ApiError, Elasticsearch, TransportError
 
     from streams.elastic import install_templates
+    from streams.errors import SegwatchError
 
     settings = _settings(config)
     client = Elasticsearch(**settings.elasticsearch.client_kwargs())
@@ -220,7 +221,7 @@ def es_setup(config: ConfigOption = None) -> None:
             lifecycle=settings.elasticsearch.lifecycle,
             retention=settings.elasticsearch.retention,
         )
-    except (ApiError, TransportError, RuntimeError) as exc:
+    except (ApiError, TransportError, SegwatchError) as exc:
         _err.print(f"[red]Elasticsearch at {settings.elasticsearch.url}:[/red] {escape(str(exc))}",
                    soft_wrap=True)  # fmt: skip
         raise typer.Exit(1) from None

@@ -1,43 +1,32 @@
-"""Elasticsearch: the templates (installed idempotently) and the bulk sinks.
+"""Elasticsearch: the index templates, installed idempotently (the sinks that write
+there are in :mod:`streams.sinks`).
 
 Templates are data in ``deploy/elasticsearch/`` (``component-*.json``,
 ``index-*.json``). ``install_templates`` adapts them to what the server has:
 ``match_only_text`` falls back to ``text`` (without norms) where the server
 lacks it; the events' retention is set with data stream lifecycle or ILM,
 whichever the server runs (or as configured), and the report says which.
-
-The events sink indexes into the data stream with ``op_type: create`` and ids
-derived from the source record (topic/partition/offset): a replay finds the
-document there (409) and counts it as done, so nothing is duplicated. Items
-refused for their content (mapping errors) are handed back with the reason,
-for the dead-letter topic; 429 and 5xx are retried with backoff; nothing is
-dropped.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, Elasticsearch
+
+from streams.errors import Fatal
 
 __all__ = [
     "ILM_POLICY",
-    "BulkResult",
-    "EventsSink",
     "TemplateReport",
     "choose_lifecycle",
     "install_templates",
     "load_templates",
-    "upsert",
-    "upsert_alert",
 ]
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "deploy" / "elasticsearch"
@@ -73,15 +62,15 @@ ILM_POLICY = "segwatch-events"
 def choose_lifecycle(wanted: str, dsl: bool, ilm: bool) -> tuple[str, str]:
     """(dsl | ilm | none, why) for the events data stream, given what the server runs.
 
-    :raises RuntimeError: ``wanted`` names a mechanism the server does not run.
+    :raises Fatal: ``wanted`` names a mechanism the server does not run.
     """
     if wanted == "none":
         return "none", "elasticsearch.lifecycle is none: events are kept until deleted"
     if wanted in ("dsl", "ilm"):
         if not (dsl if wanted == "dsl" else ilm):
             name = "data stream lifecycle" if wanted == "dsl" else "ILM"
-            raise RuntimeError(f"elasticsearch.lifecycle is {wanted}, but this server does not "
-                               f"run {name}; set it to auto or none")  # fmt: skip
+            raise Fatal("elasticsearch", f"elasticsearch.lifecycle is {wanted}, but this "
+                        f"server does not run {name}; set it to auto or none")  # fmt: skip
         return wanted, f"elasticsearch.lifecycle is {wanted}"
     if dsl:
         return "dsl", "the server runs data stream lifecycle"
@@ -106,11 +95,12 @@ def install_templates(
     server, and set the events' retention with the lifecycle mechanism the server runs
     (``lifecycle``: auto, dsl, ilm or none; see :func:`choose_lifecycle`).
 
-    :raises RuntimeError: the server is not 8.x or 9.x, or lacks the lifecycle asked for.
+    :raises Fatal: the server is not 8.x or 9.x, or lacks the lifecycle asked for.
     """
     version = _server_version(client)
     if version.split(".")[0] not in ("8", "9"):
-        raise RuntimeError(f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x")
+        raise Fatal("elasticsearch", f"Elasticsearch {version} is not supported: segwatch "
+                    "needs 8.x or 9.x")
     report = TemplateReport(version)
     dsl = _runs(client.indices.get_data_lifecycle_stats)
     ilm = _runs(client.ilm.get_status)
@@ -164,119 +154,3 @@ def _retype(node: Any, text_type: str) -> Any:
             return {"type": text_type, "norms": False}
         return {k: _retype(v, text_type) for k, v in node.items()}
     return node
-
-
-@dataclass
-class BulkResult:
-    """Per flush: written (incl. already there), rejected (doc id, reason) for the DLQ."""
-
-    written: int = 0
-    duplicates: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    attempts: int = 0
-
-
-@dataclass
-class EventsSink:
-    """Buffers documents and writes them with the bulk API; retries until acknowledged."""
-
-    client: Elasticsearch
-    target: str = EVENTS_STREAM
-    batch_size: int = 2000
-    max_backoff: float = 30.0
-    sleep: Callable[[float], None] = time.sleep
-    buffer: list[tuple[str, dict[str, Any] | bytes]] = field(default_factory=list)
-
-    def add(self, doc_id: str, document: dict[str, Any] | bytes) -> BulkResult | None:
-        """Queue one document; flushes (and returns the result) when the batch is full."""
-        self.buffer.append((doc_id, document))
-        return self.flush() if len(self.buffer) >= self.batch_size else None
-
-    def flush(self) -> BulkResult:
-        """Write everything queued; returns only when every item is written or rejected."""
-        result = BulkResult()
-        pending = self.buffer
-        self.buffer = []
-        delay = 0.5
-        while pending:
-            result.attempts += 1
-            lines: list[bytes] = []  # NDJSON by orjson: the client's own JSON is far slower
-            for doc_id, document in pending:
-                lines.append(orjson.dumps({"create": {"_index": self.target, "_id": doc_id}}))
-                lines.append(document if isinstance(document, bytes) else orjson.dumps(document))
-            try:
-                response = self.client.bulk(
-                    operations=b"\n".join(lines) + b"\n",  # type: ignore[arg-type]
-                    refresh=False,
-                    filter_path="errors,items.*.status,items.*.error",
-                )
-            except (TransportError, ApiError) as exc:
-                status = getattr(exc, "status_code", None)
-                if (
-                    isinstance(exc, ApiError)
-                    and status is not None
-                    and status < 500
-                    and status != 429
-                ):
-                    raise  # a request-level refusal (auth, bad target): not the documents' fault
-                self.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            retry: list[tuple[str, dict[str, Any] | bytes]] = []
-            for (doc_id, document), item in zip(pending, response["items"], strict=True):
-                outcome = item["create"]
-                status = outcome.get("status", 500)
-                if status in (200, 201):
-                    result.written += 1
-                elif status == 409:  # written before: a replay
-                    result.written += 1
-                    result.duplicates += 1
-                elif status == 429 or status >= 500:
-                    retry.append((doc_id, document))
-                else:
-                    error = outcome.get("error", {})
-                    reason = f"{error.get('type', status)}: {error.get('reason', '')}"
-                    cause = error.get("caused_by", {}).get("reason")
-                    result.rejected.append((doc_id, reason + (f" ({cause})" if cause else "")))
-            pending = retry
-            if pending:
-                self.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, self.max_backoff)
-        return result
-
-
-def upsert_alert(
-    client: Elasticsearch,
-    document: dict[str, Any],
-    index: str = ALERTS_INDEX,
-    sleep: Callable[[float], None] = time.sleep,
-    max_backoff: float = 30.0,
-) -> None:
-    """Write an alert by fingerprint (the latest state replaces the older one); retries
-    with backoff while the node is unreachable or busy, so no alert is dropped."""
-    upsert(client, index, document["segwatch"]["alert"]["fingerprint"], document, sleep,
-           max_backoff)  # fmt: skip
-
-
-def upsert(
-    client: Elasticsearch,
-    index: str,
-    doc_id: str,
-    document: dict[str, Any],
-    sleep: Callable[[float], None] = time.sleep,
-    max_backoff: float = 30.0,
-) -> None:
-    """Write a document by id (an alert by fingerprint, an incident by its id: the latest
-    state replaces the older one); retries with backoff while the node is unreachable or
-    busy. A refusal for the document itself (4xx but 429) is raised."""
-    delay = 0.5
-    while True:
-        try:
-            client.index(index=index, id=doc_id, document=document)
-            return
-        except (TransportError, ApiError) as exc:
-            status = getattr(exc, "status_code", None)
-            if isinstance(exc, ApiError) and status is not None and status < 500 and status != 429:
-                raise
-            sleep(random.uniform(0, delay))
-            delay = min(delay * 2, max_backoff)

@@ -7,27 +7,29 @@ events as they are: each array is split into its elements' raw bytes and their
 serialized again. Two bulks are in flight at once, so Elasticsearch works while
 the next one is read; their offsets are committed in order, each only once its
 bulk was acknowledged item by item and its refused documents are in the
-dead-letter topic. An outage of Elasticsearch holds the loop (the sink retries
-with backoff); the consumer may sit unpolled for up to an hour before Kafka
-moves its partitions (then the batches are read again: the ids make that
-harmless).
+dead-letter topic. Before the first bulk it waits for the index templates
+(:class:`~streams.deliver.TemplateGate`). An outage of Elasticsearch holds the
+loop: the bulk in hand is retried under the retry policy while the consumer
+keeps its group membership with its partitions paused, and ``/readyz`` says the
+stage waits for Elasticsearch; nothing else of the worker waits with it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import msgspec
 import orjson
 from confluent_kafka import Consumer, Message, Producer
 from elasticsearch import Elasticsearch
 
-from streams.elastic import BulkResult, EventsSink
+from streams.deliver import TemplateGate
 from streams.loop import StageLoop
 from streams.metrics import METRICS
 from streams.pipeline import dead_letter, parse_source_id
 from streams.settings import Settings
+from streams.sinks import Item, Sink, deliver, make_sink
 
 __all__ = ["IndexLoop", "index_group"]
 
@@ -51,7 +53,8 @@ class _Event(msgspec.Struct):
 _RAW = msgspec.json.Decoder(list[msgspec.Raw])
 _IDS = msgspec.json.Decoder(list[_Event])
 
-_Bulk = tuple["Future[BulkResult]", dict[tuple[str, int], int], dict[str, bytes], list[bytes]]
+_Refused = list[tuple[Item, str]]
+_Bulk = tuple["Future[tuple[_Refused, int]]", dict[tuple[str, int], int], int, list[bytes]]
 
 
 class IndexLoop(StageLoop):
@@ -59,10 +62,16 @@ class IndexLoop(StageLoop):
 
     name = "index"
 
+    def __init__(self, settings: Settings, gate: TemplateGate) -> None:
+        super().__init__(settings)
+        self.gate = gate
+
     def _loop(self) -> None:
         settings = self.settings
-        target = settings.elasticsearch.events_stream
-        es = Elasticsearch(**settings.elasticsearch.client_kwargs())
+        self.gate.wait(self)
+        es = settings.elasticsearch
+        sink = make_sink("elasticsearch-events", Elasticsearch(**es.client_kwargs()),
+                         es.events_stream)  # fmt: skip
         consumer = self._consumer(index_group(settings), **{"max.poll.interval.ms": 3_600_000})
         producer = self._producer()
         consumer.subscribe([settings.topics.events])
@@ -72,10 +81,9 @@ class IndexLoop(StageLoop):
             while not self._stop.is_set():
                 messages = consumer.consume(MESSAGES_PER_BULK, timeout=0.2)
                 if messages:
-                    docs, last, bad = self._read(messages)
-                    sink = EventsSink(es, target=target)
-                    sink.buffer = list(docs.items())
-                    inflight.append((pool.submit(self._flush, sink), last, docs, bad))
+                    items, last, bad = self._read(messages)
+                    bulk = pool.submit(self._flush, sink, items)
+                    inflight.append((bulk, last, len(items), bad))
                 # finish the oldest bulk when the window is full, or all when idle
                 while inflight and (len(inflight) >= IN_FLIGHT or not messages):
                     self._finish(consumer, producer, *inflight.popleft())
@@ -84,14 +92,13 @@ class IndexLoop(StageLoop):
         finally:
             pool.shutdown(wait=True)
             consumer.close()
-            es.close()
+            sink.close()
 
-    def _read(
-        self, messages: list[Message]
-    ) -> tuple[dict[str, bytes], dict[tuple[str, int], int], list[bytes]]:
-        """({event id: raw event}, {(topic, partition): last offset}, dead letters for
+    def _read(self, messages: list[Message]
+              ) -> tuple[list[Item], dict[tuple[str, int], int], list[bytes]]:  # fmt: skip
+        """(the events as items, {(topic, partition): last offset}, dead letters for
         messages that are not arrays of events) of the messages."""
-        docs: dict[str, bytes] = {}
+        items: list[Item] = []
         last: dict[tuple[str, int], int] = {}
         bad: list[bytes] = []
         for message in messages:
@@ -109,40 +116,41 @@ class IndexLoop(StageLoop):
                 letter = dead_letter(value, topic, partition, offset, "index", why)
                 bad.append(orjson.dumps(letter))
                 continue
-            docs.update((e.event.id, bytes(raw)) for e, raw in zip(ids, raws, strict=True))
+            items += (Item(e.event.id, bytes(raw), position)
+                      for e, raw in zip(ids, raws, strict=True))  # fmt: skip
             METRICS.records_in.labels(topic).inc(len(raws))
-        return docs, last, bad
+        return items, last, bad
 
-    @staticmethod
-    def _flush(sink: EventsSink) -> BulkResult:
+    def _flush(self, sink: Sink, items: list[Item]) -> tuple[_Refused, int]:
         with METRICS.sink_batch_seconds.time():
-            return sink.flush()
+            return deliver(sink, items, self.policy, self.waiting)
 
     def _finish(
         self,
         consumer: Consumer,
         producer: Producer,
-        bulk: Future[BulkResult],
+        bulk: Future[tuple[_Refused, int]],
         last: dict[tuple[str, int], int],
-        docs: dict[str, bytes],
+        count: int,
         letters: list[bytes],
     ) -> None:
-        """Wait for a bulk, dead-letter what it refused (and the unreadable messages),
-        then commit its offsets."""
-        result = bulk.result()
-        METRICS.records_out.labels(self.settings.elasticsearch.events_stream).inc(result.written)
-        METRICS.bulk_rejected.inc(len(result.rejected))
-        for doc_id, reason in result.rejected:
-            topic, partition, offset = parse_source_id(doc_id)
-            letter = dead_letter(docs[doc_id], topic, partition, offset, "index",
-                                 f"Elasticsearch refused the document: {reason}")  # fmt: skip
+        """Wait for a bulk (the group keeps this member meanwhile), dead-letter what it
+        refused (and the unreadable messages), then commit its offsets."""
+        wait([bulk], timeout=5.0)
+        while not bulk.done():  # Elasticsearch is slow or away: keep the membership
+            self._idle(consumer, 1.0)
+        refused, _ = bulk.result()  # Stopped or Fatal from the bulk stops the loop
+        METRICS.records_out.labels(self.settings.elasticsearch.events_stream).inc(
+            count - len(refused))
+        METRICS.bulk_rejected.inc(len(refused))
+        for item, reason in refused:
+            try:  # where the event came from: the raw record
+                source = parse_source_id(item.id)
+            except ValueError:
+                source = item.source
+            letter = dead_letter(item.body, *source, "index", reason)
             letters.append(orjson.dumps(letter))
-        self._dead_letters(producer, letters)
-        self._commit(consumer, last)
-
-    def _dead_letters(self, producer: Producer, letters: list[bytes]) -> None:
-        """Write them and wait for Kafka's acknowledgement: the batch's offsets must not
-        be committed before."""
         self._write(producer, self.settings.topics.dlq, [(None, v) for v in letters],
                     "dead letters")  # fmt: skip
         METRICS.dlq_writes.labels("index").inc(len(letters))
+        self._commit(consumer, last)

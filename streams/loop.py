@@ -1,10 +1,18 @@
-"""A pipeline stage on confluent-kafka in a thread of the worker (normalize, index).
+"""A pipeline stage on confluent-kafka in a thread of the worker (normalize, index,
+incidents, each sink's delivery).
 
 Stateless stages need nothing of faust's, and they are where raw client speed
 matters: a faust agent pays about 100 us per Kafka message and runs on the one
 event loop that also scores. Each such stage consumes in batches, writes what it
 makes, waits until that was acknowledged and only then commits the batch's
 offsets: at least once, never lost.
+
+A stage is supervised: while a dependency cannot take its work it waits (the
+retry policy, :mod:`streams.retry`), keeping its consumer group membership, and
+says on what (``status()``, the worker's ``/readyz``); an unexpected error starts
+its loop again after a backoff (counted, logged); only a
+:class:`~streams.errors.Fatal` error stops it for good (``failed``: the worker's
+``/healthz`` fails).
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams.errors import Fatal, Unavailable
+from streams.metrics import METRICS
+from streams.retry import RetryPolicy, Stopped, Waiting
 from streams.settings import Settings
 
 __all__ = ["StageLoop", "produce"]
 
 
 class StageLoop(abc.ABC):
-    """Runs :meth:`_loop` in its own thread; :meth:`stop` ends it after the batch in
-    hand. ``failed`` holds what stopped it otherwise (the worker's /healthz says so)."""
+    """Runs :meth:`_loop` in its own thread, supervised; :meth:`stop` ends it after the
+    batch in hand. ``failed`` holds the fatal error that stopped it, if one did."""
 
     name = "stage"
 
@@ -35,6 +46,9 @@ class StageLoop(abc.ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
+        self.waiting = Waiting(self.name)
+        self.policy = RetryPolicy(settings.retry, self._stop)
+        self.restarts = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -45,12 +59,43 @@ class StageLoop(abc.ABC):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def status(self) -> dict[str, Any]:
+        """For /readyz: running, waiting (on what, why, since when) or failed."""
+        waiting = self.waiting.report()
+        state = "failed" if self.failed else "waiting" if waiting else (
+            "running" if self.running else "stopped")  # fmt: skip
+        body: dict[str, Any] = {"state": state, "restarts": self.restarts}
+        if waiting:
+            body["waiting"] = waiting
+        if self.failed is not None:
+            body["error"] = str(self.failed)
+        return body
+
     def _run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:  # reported by the worker's health, never silent
-            self.failed = exc
-            self.log.exception("the %s stage stopped", self.name)
+        delay = self.settings.retry.initial_seconds
+        while not self._stop.is_set():
+            try:
+                self._loop()
+                return
+            except Stopped:
+                return
+            except Fatal as exc:  # nothing changes until an operator does
+                self.failed = exc
+                self.log.critical("the %s stage stopped: %s", self.name, exc)
+                return
+            except Exception as exc:  # a surprise: start again, never silently
+                self.restarts += 1
+                METRICS.stage_restarts.labels(self.name).inc()
+                self.waiting.begin("restart", f"{type(exc).__name__}: {exc}")
+                self.log.exception("the %s stage failed; starting it again in %.0f s",
+                                   self.name, delay)  # fmt: skip
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.settings.retry.max_seconds)
+                self.waiting.end()
 
     @abc.abstractmethod
     def _loop(self) -> None:
@@ -82,23 +127,46 @@ class StageLoop(abc.ABC):
         what: str,
     ) -> None:
         """Write ``(key, value)`` messages and wait for Kafka's acknowledgement of each,
-        writing the failed ones again until it comes (what follows — a commit — must
-        not run before). ``what`` names them in the log."""
-        while messages:
+        writing the failed ones again (under the retry policy) until it comes: what
+        follows — a commit — must not run before. ``what`` names them in the log."""
+        pending = messages
+
+        def attempt() -> None:
+            nonlocal pending
             failed: list[tuple[bytes | None, bytes]] = []
+            errors: list[str] = []
 
-            def delivered(err: KafkaError | None, msg: Message, failed: Any = failed) -> None:
+            def delivered(err: KafkaError | None, msg: Message) -> None:
                 if err is not None:
-                    failed.append((msg.key(), msg.value()))
+                    failed.append((msg.key(), msg.value() or b""))
+                    errors.append(err.str())
 
-            for key, value in messages:
+            for key, value in pending:
                 produce(producer, topic, key, value, delivered)
             while producer.flush(1.0) > 0:
-                pass
+                pass  # the producer retries by itself while the broker is away
+            pending = failed
             if failed:
-                self.log.error("%d %s not delivered; trying again", len(failed), what)
-                time.sleep(1.0)
-            messages = failed
+                raise Unavailable("kafka", f"{len(failed)} {what} not delivered to {topic}: "
+                                  f"{errors[0]}")  # fmt: skip
+
+        if pending:
+            self.policy.call(f"{self.name}-kafka", "kafka", attempt, self.waiting)
+
+    def _idle(self, consumer: Consumer, seconds: float) -> None:
+        """Wait, polling with the partitions paused: the group keeps this member (a
+        wait longer than ``max.poll.interval.ms`` would make it leave)."""
+        assignment = consumer.assignment()
+        consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                message = consumer.poll(min(left, 1.0))
+                position = self._position(message) if message is not None else None
+                if position is not None:  # of a partition assigned meanwhile: read it later
+                    consumer.seek(TopicPartition(*position))
+        finally:
+            consumer.resume(consumer.assignment())
 
     def _consumer(self, group: str, **extra: Any) -> Consumer:
         return Consumer({
@@ -127,11 +195,12 @@ def produce(
     key: bytes | None,
     value: bytes,
     on_delivery: Callable[[KafkaError | None, Message], None],
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
     """Queue one message, waiting for room when the local queue is full."""
     while True:
         try:
-            producer.produce(topic, value, key=key, on_delivery=on_delivery)
+            producer.produce(topic, value, key=key, on_delivery=on_delivery, headers=headers)
             return
         except BufferError:  # the local queue is full: let deliveries drain
             producer.poll(0.1)

@@ -42,10 +42,16 @@ class Metrics:
             "segwatch_pages_sent", "Incident pages delivered (index: documents upserted)",
             ["target", "action"], registry=r,
         )  # fmt: skip
-        self.outbox = Gauge("segwatch_outbox", "Deliveries waiting for their target",
-                            ["target"], registry=r)  # fmt: skip
-        self.webhook_failures = Counter("segwatch_webhook_failures", "Deliveries to retry",
-                                        ["target"], registry=r)  # fmt: skip
+        self.retries = Counter("segwatch_retries", "Calls to a dependency tried again",
+                               ["sink"], registry=r)  # fmt: skip
+        self.refused = Counter("segwatch_refused", "Items a target refused (dead-lettered)",
+                               ["sink"], registry=r)  # fmt: skip
+        self.stage_waiting = Gauge("segwatch_stage_waiting",
+                                   "1 while a stage waits for a dependency", ["stage"],
+                                   registry=r)  # fmt: skip
+        self.stage_restarts = Counter("segwatch_stage_restarts",
+                                      "A stage's loop started again after an unexpected error",
+                                      ["stage"], registry=r)  # fmt: skip
         self.model_reload_failures = Counter("segwatch_model_reload_failures",
                                              "Published models refused", registry=r)  # fmt: skip
         self.consumer_lag = Gauge("segwatch_consumer_lag", "Records not yet consumed",

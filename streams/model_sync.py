@@ -4,10 +4,16 @@
 with its version) to the compacted ``segmentation.model`` topic. Every worker
 reads that topic from the beginning with its own reader (not through the
 consumer group: every worker needs every model), validates what it reads,
-and offers the newest valid model; the scorer switches to it before its next
-event. An invalid model is refused: the old one stays active, the error is
-logged and counted. Without Kafka (single node), ``watch_file`` reloads the
-model file when it changes.
+and offers the newest valid model. An invalid model is refused: the old one
+stays active, the error is logged and counted. Without Kafka (single node),
+``watch_file`` reloads the model file when it changes.
+
+**One model everywhere.** The normalize stage keys each batch by the newest
+model (:meth:`ModelWatcher.current`) and stamps the messages it writes with that
+model's version (header ``segwatch-model``); the score stage switches to the
+model a message was keyed by (:meth:`ModelWatcher.get`) before it scores it. So
+in a worker that runs one stage or both, keying and verdicts change at the same
+point of the stream, wherever each stage runs.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from detector.model import CompiledModel, ModelError, compile_model, load_model,
 from streams.metrics import METRICS
 from streams.settings import KafkaSettings
 
-__all__ = ["ModelWatcher", "publish_model"]
+__all__ = ["MODEL_HEADER", "ModelWatcher", "publish_model"]
 
 log = logging.getLogger("segwatch.model")
 KEY = b"segmentation-model"
+MODEL_HEADER = "segwatch-model"  # on flows.normalized: the version the batch was keyed by
+_KEPT = 16  # versions kept for stages that are behind
 
 
 def publish_model(kafka: KafkaSettings, topic: str, path: Path) -> str:
@@ -63,9 +71,26 @@ class ModelWatcher:
     file: Path | None = None
     watch_file: bool = False
     latest: CompiledModel | None = None
+    initial: CompiledModel | None = None  # the model file's, until a newer one comes
     refused: list[str] = field(default_factory=list)
+    versions: dict[str, CompiledModel] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial is not None:
+            self.versions[self.initial.version] = self.initial
+
+    def current(self) -> CompiledModel:
+        """The newest valid model (the initial one until another comes)."""
+        model = self.latest or self.initial
+        if model is None:
+            raise RuntimeError("no model: give the watcher an initial one")
+        return model
+
+    def get(self, version: str) -> CompiledModel | None:
+        """The model of that version, if it was seen (the last few are kept)."""
+        return self.versions.get(version)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
@@ -84,6 +109,9 @@ class ModelWatcher:
             return
         if self.latest is None or model.version != self.latest.version:
             log.warning("model %s version %s is ready", model.model.name, model.version)
+        self.versions[model.version] = model
+        while len(self.versions) > _KEPT:
+            del self.versions[next(iter(self.versions))]
         self.latest = model
 
     def _run(self) -> None:

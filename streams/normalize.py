@@ -27,9 +27,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from detector.model import CompiledModel
 from detector.parsers import ParseOptions
 from streams.loop import StageLoop, produce
 from streams.metrics import METRICS, group_lag
+from streams.model_sync import MODEL_HEADER
 from streams.pipeline import Normalizer, batches
 from streams.settings import Settings
 
@@ -51,11 +53,11 @@ class NormalizeLoop(StageLoop):
     def __init__(
         self,
         settings: Settings,
-        zone_of: Callable[[Any], str | None],
+        model: Callable[[], CompiledModel],
         scored: Callable[[], Collection[int]] | None = None,
     ) -> None:
         super().__init__(settings)
-        self.zone_of = zone_of  # the active model's, read on every event
+        self.model = model  # the newest model, read once per batch
         self.scored = scored  # the normalized partitions this worker scores, if it scores
         self.sent_messages = self.sent_events = 0  # to the normalized topic
         topics = settings.topics
@@ -94,6 +96,8 @@ class NormalizeLoop(StageLoop):
             if err is not None:
                 failures.append(str(err))
 
+        model = self.model()  # the whole batch is keyed by one model, named in its messages
+        headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, model.version.encode())]
         by_zone: dict[bytes, list[dict[str, Any]]] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
@@ -111,7 +115,7 @@ class NormalizeLoop(StageLoop):
             for event in events:
                 # one source zone's flows meet one scorer: zone-level state (new paths,
                 # profiles) and per-source windows (scans) stay whole
-                key = (self.zone_of(event.get("source")) or "").encode()
+                key = (model.zone_of(event.get("source")) or "").encode()
                 by_zone.setdefault(key, []).append(event)
             if dead:
                 METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
@@ -122,7 +126,7 @@ class NormalizeLoop(StageLoop):
             METRICS.records_in.labels(topic).inc(count)
         for key, events in by_zone.items():
             for batch in batches(events):
-                produce(producer, topics.normalized, key, batch, delivered)
+                produce(producer, topics.normalized, key, batch, delivered, headers)
                 self.sent_messages += 1
             self.sent_events += len(events)
         while producer.flush(1.0) > 0:

@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from detector.detect.base import DetectorSettings
 from detector.incidents import IncidentSettings
+from streams.retry import RetrySettings
 from streams.webhooks import WebhookTarget
 
 __all__ = [
@@ -83,6 +84,7 @@ class TopicSettings(BaseModel):
     families: tuple[str, ...] = FAMILIES
     events: str = "flows.events"
     alerts: str = "flows.alerts"
+    incidents: str = "flows.incidents"
     dlq: str = "flows.dlq"
     normalized: str = "flows.normalized"
     model: str = "segmentation.model"
@@ -233,6 +235,7 @@ class Settings(BaseSettings):
     detectors: DetectorSettings = DetectorSettings()
     incidents: IncidentSettings = IncidentSettings()
     webhooks: tuple[WebhookTarget, ...] = ()
+    retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
 
     @classmethod

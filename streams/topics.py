@@ -51,6 +51,13 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
             purpose="alerts (new or changed), keyed by fingerprint, "
             "on one partition: the incident stage reads them all in order",
         ),
+        TopicSpec(
+            topics.incidents,
+            1,
+            r,
+            purpose="incident changes keyed by incident: the latest documents for the "
+            "incidents index and the pages, each read by its own sink's consumer group",
+        ),
         TopicSpec(topics.dlq, p, r, purpose="records that failed, with the raw bytes and reason"),
         TopicSpec(
             topics.model,

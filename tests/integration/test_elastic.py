@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
@@ -13,7 +14,10 @@ from detector.detect import DetectorSettings, Engine
 from detector.files import iter_records
 from detector.model import compile_model, load_model
 from detector.parsers import ParseOptions, make_parser
-from streams.elastic import EventsSink, install_templates, load_templates, upsert_alert
+from streams.elastic import install_templates, load_templates
+from streams.errors import Fatal
+from streams.retry import RetryPolicy
+from streams.sinks import Item, deliver, make_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -70,17 +74,10 @@ def test_every_family_indexes_without_mapping_errors_and_queries_work(
         "segwatch.calico",
         "segwatch.hubble",
     }
-    sink = EventsSink(es, target=stream, batch_size=50)
-    written = 0
-    for doc_id, event in events:
-        result = sink.add(doc_id, event)
-        if result is not None:
-            assert result.rejected == []
-            written += result.written
-    final = sink.flush()
-    assert final.rejected == []
-    written += final.written
-    assert written == len(events)
+    sink = make_sink("elasticsearch-events", es, stream)
+    items = [Item(doc_id, orjson.dumps(event)) for doc_id, event in events]
+    for start in range(0, len(items), 50):
+        assert deliver(sink, items[start:start + 50], RetryPolicy()) == ([], 0)
     es.indices.refresh(index=stream)
     assert es.count(index=stream)["count"] == len(events)
     cidr = es.count(index=stream, query={"term": {"source.ip": "10.0.0.0/8"}})["count"]
@@ -101,11 +98,8 @@ def test_every_family_indexes_without_mapping_errors_and_queries_work(
     assert aggs["aggregations"]["v"]["buckets"] and aggs["aggregations"]["z"]["buckets"]
     addresses = [b["key"] for b in aggs["aggregations"]["ip"]["buckets"]]
     assert any(":" in a for a in addresses) and any("." in a for a in addresses)  # v4 and v6
-    # a replay writes nothing twice
-    for doc_id, event in events:
-        sink.add(doc_id, event)
-    replay = sink.flush()
-    assert replay.duplicates == len(events)
+    # a replay writes nothing twice: each 409 counts as written
+    assert deliver(sink, items, RetryPolicy()) == ([], 0)
     es.indices.refresh(index=stream)
     assert es.count(index=stream)["count"] == len(events)
 
@@ -114,17 +108,16 @@ def test_a_document_the_mapping_refuses_comes_back_with_the_reason(
     es: Elasticsearch, installed: Any, unique: str
 ) -> None:
     stream = f"segwatch-events-test-{unique}"
-    sink = EventsSink(es, target=stream)
+    sink = make_sink("elasticsearch-events", es, stream)
     good = {"@timestamp": "2026-11-25T10:00:00.000Z", "destination": {"port": 443}}
     bad = {"@timestamp": "2026-11-25T10:00:00.000Z", "destination": {"port": "https"}}
-    sink.add("good", good)
-    sink.add("bad", bad)
-    result = sink.flush()
-    assert result.written == 1
-    ((doc_id, reason),) = result.rejected
-    assert doc_id == "bad"
+    refused, _ = deliver(sink, [Item("good", good), Item("bad", bad)], RetryPolicy())
+    ((item, reason),) = refused
+    assert item.id == "bad"
     assert "parsing_exception" in reason
     assert "destination.port" in reason
+    es.indices.refresh(index=stream)
+    assert es.count(index=stream)["count"] == 1
 
 
 def test_alerts_are_upserted_by_fingerprint(es: Elasticsearch, installed: Any, unique: str) -> None:
@@ -135,14 +128,17 @@ def test_alerts_are_upserted_by_fingerprint(es: Elasticsearch, installed: Any, u
         "rule": {"id": "r", "name": "R"},
         "segwatch": {"alert": {"fingerprint": "abc", "count": 1, "severity": "high"}},
     }
-    upsert_alert(es, doc, index)
-    doc["segwatch"]["alert"]["count"] = 7
-    upsert_alert(es, doc, index)
+    sink = make_sink("elasticsearch-docs", es, index)
+    assert deliver(sink, [Item("abc", dict(doc))], RetryPolicy()) == ([], 0)
+    later = {**doc, "segwatch": {"alert": {**doc["segwatch"]["alert"], "count": 7}}}
+    newest = {**doc, "segwatch": {"alert": {**doc["segwatch"]["alert"], "count": 9}}}
+    # a later state replaces the older one; within a batch the last one wins
+    assert deliver(sink, [Item("abc", later), Item("abc", newest)], RetryPolicy()) == ([], 0)
     es.indices.refresh(index=index)
     hits = es.search(index=index, query={"term": {"segwatch.alert.fingerprint": "abc"}})["hits"][
         "hits"
     ]
-    assert len(hits) == 1 and hits[0]["_source"]["segwatch"]["alert"]["count"] == 7
+    assert len(hits) == 1 and hits[0]["_source"]["segwatch"]["alert"]["count"] == 9
     es.indices.delete(index=index)
 
 
@@ -169,7 +165,7 @@ def test_the_lifecycle_used_is_detected_and_said(es: Elasticsearch, installed: A
     # asking for what the server does not run is refused, naming the setting
     missing = "ilm" if not runs_ilm else "dsl" if not runs_dsl else None
     if missing is not None:
-        with pytest.raises(RuntimeError, match=f"elasticsearch.lifecycle is {missing}"):
+        with pytest.raises(Fatal, match=f"elasticsearch.lifecycle is {missing}"):
             install_templates(es, lifecycle=missing)
     none = install_templates(es, lifecycle="none")
     assert none.lifecycle == "none"

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
+from streams.deliver import TemplateGate
 from streams.index import IndexLoop, index_group
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics, pipeline_topics
@@ -66,7 +67,9 @@ def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
     producer.produce(settings.topics.events, b'{"not": "a batch"}', key=b"zone")  # a stranger's
     producer.flush(10)
     stream = settings.elasticsearch.events_stream
-    loop = IndexLoop(settings)
+    gate = TemplateGate(settings)
+    gate.start()
+    loop = IndexLoop(settings, gate)
     loop.start()
     try:
         assert _wait_count(es, stream, 499) == 499
@@ -86,7 +89,7 @@ def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
     assert len(letters) == 2
     # read again from the start (a replay after a crash): nothing is written twice
     again = _settings_with_group(settings, f"segwatch-ix{unique}-again")
-    replay = IndexLoop(again)
+    replay = IndexLoop(again, gate)
     replay.start()
     try:
         deadline = time.time() + 30

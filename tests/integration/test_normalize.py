@@ -4,6 +4,8 @@ many messages of the normalized topic left to read, and goes on once it catches 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
@@ -46,6 +48,11 @@ def _shipped(tag: str) -> Settings:
     return settings
 
 
+def _office() -> Any:
+    """A model that puts every address in the zone office."""
+    return SimpleNamespace(zone_of=lambda source: "office", version="office-1")
+
+
 def _partition_of(settings: Settings, key: bytes) -> int:
     """Where the producer's partitioner (murmur2, as Kafka's Java client) puts ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % settings.topics.partitions
@@ -53,7 +60,7 @@ def _partition_of(settings: Settings, key: bytes) -> int:
 
 def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
     settings = _shipped(f"nz{unique}")
-    loop = NormalizeLoop(settings, lambda source: "office")
+    loop = NormalizeLoop(settings, _office)
     # the score stage's group, committing nothing yet
     score = Consumer({**settings.kafka.client_config(), "group.id": settings.worker.app_id,
                       "enable.auto.commit": False})  # fmt: skip
@@ -90,7 +97,7 @@ def test_normalize_waits_only_for_its_own_scorer(unique: str) -> None:
     settings = _shipped(f"no{unique}")
     office = _partition_of(settings, b"office")
     others = [p for p in range(settings.topics.partitions) if p != office]
-    loop = NormalizeLoop(settings, lambda source: "office", scored=lambda: others)
+    loop = NormalizeLoop(settings, _office, scored=lambda: others)
     score = Consumer({**settings.kafka.client_config(), "group.id": settings.worker.app_id,
                       "enable.auto.commit": False})  # fmt: skip
     loop.start()

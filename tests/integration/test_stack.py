@@ -63,6 +63,7 @@ def test_topic_creation_is_idempotent(kafka: KafkaSettings, unique: str) -> None
         raw_prefix=f"test.{unique}.raw.",
         events=f"test.{unique}.events",
         alerts=f"test.{unique}.alerts",
+        incidents=f"test.{unique}.incidents",
         dlq=f"test.{unique}.dlq",
         model=f"test.{unique}.model",
         normalized=f"test.{unique}.normalized",
@@ -79,6 +80,7 @@ def test_topic_creation_is_idempotent(kafka: KafkaSettings, unique: str) -> None
         assert existing[topics.raw("vpcflow")] == 2
         assert existing[topics.model] == 1
         assert existing[topics.alerts] == 1  # the incident stage reads them all
+        assert existing[topics.incidents] == 1
 
         admin = AdminClient(kafka.client_config())
         from confluent_kafka.admin import ConfigResource, ResourceType

@@ -77,6 +77,7 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
         "SEGWATCH_TOPICS__NORMALIZED": f"{tag}.normalized",
         "SEGWATCH_TOPICS__EVENTS": f"{tag}.events",
         "SEGWATCH_TOPICS__ALERTS": f"{tag}.alerts",
+        "SEGWATCH_TOPICS__INCIDENTS": f"{tag}.incidents",
         "SEGWATCH_TOPICS__DLQ": f"{tag}.dlq",
         "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
         "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",

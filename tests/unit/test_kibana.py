@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.elastic import choose_lifecycle
+from streams.errors import Fatal
 from streams.kibana import (
     SAVED_OBJECTS,
     KibanaError,
@@ -181,7 +182,7 @@ def test_the_lifecycle_is_the_one_asked_for_or_the_best_the_server_runs(
 
 def test_a_lifecycle_the_server_does_not_run_is_refused() -> None:
     with pytest.raises(
-        RuntimeError, match=r"elasticsearch\.lifecycle is ilm, but this server does not run ILM"
+        Fatal, match=r"elasticsearch\.lifecycle is ilm, but this server does not run ILM"
     ):
         choose_lifecycle("ilm", True, False)
 

@@ -1,0 +1,105 @@
+"""The worker's errors: one root, a class per way a dependency can fail, and the one
+place where the clients' own exceptions (confluent-kafka, elasticsearch, httpx)
+become ours.
+
+What a stage does with an error follows from its class alone:
+
+- :class:`Unavailable` — the dependency cannot take it *now* (connection refused,
+  timeout, 429, 5xx, a Kafka transport error): retried with backoff, forever,
+  while the stage reports what it waits on. ``retry_after`` carries a server's
+  ``Retry-After``.
+- :class:`Refused` — the dependency will never take *this record* (a mapping
+  error, 400, 413, 422): the record goes to the dead-letter topic with the reason.
+- :class:`Fatal` — nothing will change until an operator does (an Elasticsearch
+  version segwatch does not speak, a lifecycle the server does not run): the
+  stage stops and ``/healthz`` fails.
+
+A 409 on a create is not an error at all: the document was written before (a
+replay), and the sinks count it as written.
+"""
+
+from __future__ import annotations
+
+import httpx
+from confluent_kafka import KafkaError, KafkaException
+from elasticsearch import ApiError, TransportError
+
+__all__ = [
+    "Fatal",
+    "Refused",
+    "SegwatchError",
+    "Unavailable",
+    "is_retryable",
+    "status_class",
+    "translate",
+]
+
+
+class SegwatchError(Exception):
+    """The root of the worker's errors; ``dependency`` names what failed."""
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        self.dependency, self.reason = dependency, reason
+        super().__init__(f"{dependency}: {reason}")
+
+
+class Unavailable(SegwatchError):
+    """The dependency cannot take it now: try again later (``retry_after`` seconds, if
+    it said)."""
+
+    def __init__(self, dependency: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(dependency, reason)
+        self.retry_after = retry_after
+
+
+class Refused(SegwatchError):
+    """The dependency will not take this record, now or ever: dead-letter it."""
+
+
+class Fatal(SegwatchError):
+    """Nothing will change until an operator does: the stage stops."""
+
+
+def status_class(status: int) -> type[SegwatchError] | None:
+    """What an HTTP status means for a delivery: None (taken; 409 on a create is a
+    replay), Unavailable (408, 429, 5xx; 401/403 too: credentials and permissions
+    are fixed without dropping what waits) or Refused (any other 4xx)."""
+    if status < 300 or status == 409:
+        return None
+    if status in (401, 403, 408, 429) or status >= 500:
+        return Unavailable
+    return Refused
+
+
+def translate(exc: BaseException, dependency: str) -> SegwatchError:
+    """Our error for a client's exception (anything else: Unavailable, with its type)."""
+    if isinstance(exc, SegwatchError):
+        return exc
+    if isinstance(exc, ApiError):
+        cls = status_class(exc.status_code) or Unavailable
+        return cls(dependency, f"HTTP {exc.status_code} {_es_reason(exc)}")
+    if isinstance(exc, TransportError):
+        return Unavailable(dependency, f"unreachable ({type(exc).__name__}: {exc.message})")
+    if isinstance(exc, httpx.HTTPError):
+        return Unavailable(dependency, f"unreachable ({type(exc).__name__}: {exc})")
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError):
+            cls = Fatal if error.fatal() else Unavailable
+            return cls(dependency, f"{error.name()}: {error.str()}")
+        return Unavailable(dependency, str(exc))
+    return Unavailable(dependency, f"{type(exc).__name__}: {exc}")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a retry may succeed: only :class:`Unavailable`, and the clients'
+    exceptions that translate to it."""
+    return isinstance(translate(exc, ""), Unavailable)
+
+
+def _es_reason(exc: ApiError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type', '')}: {error.get('reason', '')}".strip(": ")
+    return str(exc.message)
