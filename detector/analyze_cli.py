@@ -350,14 +350,16 @@ def evaluate_cmd(
     incidents per 100k flows after the learning period; and the risk of benign and
     attack findings. Exit status 1 if a scenario went undetected."""
     from detector.analyze import Analysis
-    from detector.evaluate import evaluate
+    from detector.evaluate import evaluate, parse_labels
 
     compiled = load_compiled(model)
     labels_path = labels or flows.with_name(flows.name + ".labels.json")
     try:
-        truth = orjson.loads(labels_path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        fail(f"{labels_path}: cannot read the labels: {exc}")
+        truth = parse_labels(labels_path.read_bytes(), str(labels_path))
+    except OSError as exc:
+        fail(f"{labels_path}: cannot read the labels: {exc.strerror or exc}")
+    except ValueError as exc:
+        fail(str(exc))
     run = Analysis(compiled, build_engine(compiled, rules, ml, learning))
     year = datetime.fromtimestamp(min((lb["start"] for lb in truth), default=0) or 0, UTC).year
     parser = build_parser(family, year=year if truth else None)

@@ -41,6 +41,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    # an unexpected error is one line (streams.cli.main), never a traceback with locals
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
 )
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
 from detector.analyze import Analysis
 from detector.detect import event_time
 from detector.events import parse_stamp
@@ -94,6 +96,40 @@ class Evaluation:
             "risk_of_findings": self.risk,
             "incident_severities": self.severities,
         }
+
+
+class _Label(BaseModel):
+    """One scenario of a labels file, as ``segwatch simulate`` writes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scenario: str
+    description: str
+    start: float
+    end: float
+    lines: list[int]
+    expect: str = ""
+
+
+_LABELS = TypeAdapter(list[_Label])
+LABELS_SHAPE = ("a JSON array of {scenario, description, start, end, lines: [line numbers], "
+                "expect}, as `segwatch simulate` writes it next to the flows")  # fmt: skip
+
+
+def parse_labels(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The labels in ``data`` (the text of a labels file named ``where``).
+
+    :raises ValueError: it is not JSON of that shape; the message says where and what
+        shape is expected.
+    """
+    try:
+        labels = _LABELS.validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise ValueError(f"{where}: labels{place}: {first['msg']} ({exc.error_count()} "
+                         f"problem(s)); expected {LABELS_SHAPE}") from None  # fmt: skip
+    return [label.model_dump() for label in labels]
 
 
 def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],

@@ -13,6 +13,7 @@ from rich.markup import escape
 from detector import analyze_cli  # noqa: F401  (registers analyze, simulate, evaluate, train)
 from detector.cli import app
 from detector.model_cli import model_app
+from streams.errors import mask_url, mask_urls
 from streams.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -32,11 +33,25 @@ ConfigOption = Annotated[
 ]
 
 
+def _safe(text: str) -> str:
+    """Text for the console: URLs' credentials masked, rich markup escaped."""
+    return escape(mask_urls(text))
+
+
+def _masked(data: Any) -> Any:
+    """A settings dump with every URL in it masked."""
+    if isinstance(data, dict):
+        return {k: _masked(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_masked(v) for v in data]
+    return mask_urls(data) if isinstance(data, str) else data
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except SettingsError as exc:
-        _err.print(f"[red]configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
+        _err.print(f"[red]configuration error:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -72,7 +87,7 @@ def topics_create(config: ConfigOption = None) -> None:
         results = ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     except KafkaException as exc:
         _err.print(
-            f"[red]Kafka at {settings.kafka.bootstrap_servers} refused:[/red] {escape(str(exc))}",
+            f"[red]Kafka at {settings.kafka.bootstrap_servers} refused:[/red] {_safe(str(exc))}",
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
@@ -103,7 +118,8 @@ def config_show(
 ) -> None:
     """Print the effective configuration (file + environment + defaults), secrets masked."""
     settings = _settings(config)
-    data: dict[str, Any] = json.loads(settings.model_dump_json())  # SecretStr dumps as '**********'
+    # SecretStr dumps as '**********'; URLs can carry credentials too
+    data: dict[str, Any] = _masked(json.loads(settings.model_dump_json()))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -127,10 +143,10 @@ def model_publish(
         version = publish_model(settings.kafka, settings.topics.model, model)
     except ModelError as exc:
         for problem in exc.problems:
-            _err.print(escape(str(problem)), soft_wrap=True)
+            _err.print(_safe(str(problem)), soft_wrap=True)
         raise typer.Exit(2) from None
     except RuntimeError as exc:
-        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        _err.print(f"[red]{_safe(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     typer.echo(f"published {model} version {version} to {settings.topics.model}")
 
@@ -159,10 +175,10 @@ def worker_cmd(
     try:
         app = create_app(settings)
     except (ValueError, OSError) as exc:
-        _err.print(f"[red]cannot start the worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        _err.print(f"[red]cannot start the worker:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as exc:  # a bad model: ModelError lists every problem
-        _err.print(f"[red]cannot start the worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        _err.print(f"[red]cannot start the worker:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     from streams.logs import logging_config
 
@@ -195,7 +211,7 @@ def demo_cmd(
     try:
         run_demo(settings, model, rate, cycle, worker_url)
     except RuntimeError as exc:
-        _err.print(f"[red]{escape(str(exc))}[/red]")
+        _err.print(f"[red]{_safe(str(exc))}[/red]")
         raise typer.Exit(1) from None
 
 
@@ -222,10 +238,11 @@ def es_setup(config: ConfigOption = None) -> None:
             retention=settings.elasticsearch.retention,
         )
     except (ApiError, TransportError, SegwatchError) as exc:
-        _err.print(f"[red]Elasticsearch at {settings.elasticsearch.url}:[/red] {escape(str(exc))}",
-                   soft_wrap=True)  # fmt: skip
+        where = mask_url(settings.elasticsearch.url)
+        _err.print(f"[red]Elasticsearch at {where}:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Elasticsearch {report.server_version} at {settings.elasticsearch.url}:")
+    typer.echo(f"Elasticsearch {report.server_version} at "
+               f"{mask_url(settings.elasticsearch.url)}:")
     for line in report.installed:
         typer.echo(f"  installed {line}")
     for line in report.adaptations:
@@ -289,7 +306,7 @@ def kibana_import(
     kibana = settings.kibana.model_copy(update={k: v for k, v in update.items() if v is not None})
     if kibana.username and kibana.password is None and kibana.api_key is None:
         if not sys.stdin.isatty():
-            user = escape(kibana.username)
+            user = _safe(kibana.username)
             _err.print(f"[red]no password for Kibana user {user}:[/red] set "
                        "SEGWATCH_KIBANA__PASSWORD")  # fmt: skip
             raise typer.Exit(2)
@@ -299,9 +316,10 @@ def kibana_import(
     try:
         done = import_objects(kibana.url, _saved_objects(files), **kwargs)
     except KibanaError as exc:
-        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        _err.print(f"[red]{_safe(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
-    where = f"{kibana.url} (space {kibana.space})" if kibana.space else kibana.url
+    url = mask_url(kibana.url)
+    where = f"{url} (space {kibana.space})" if kibana.space else url
     typer.echo(f"imported into {where}:")
     for line in done:
         typer.echo(f"  {line}")
@@ -340,7 +358,7 @@ def kibana_check(
     try:
         found = find_panels(load_objects(_saved_objects(files)))
     except KibanaError as exc:
-        _err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        _err.print(f"[red]{_safe(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     mapped = mapped_fields()
     elastic = settings.elasticsearch
@@ -441,7 +459,7 @@ def ship_cmd(
                 for _, raw in iter_records(path):
                     yield raw
             except OSError as exc:
-                _err.print(f"{escape(path)}: cannot read: {exc.strerror or exc}")
+                _err.print(f"{_safe(path)}: cannot read: {exc.strerror or exc}")
                 raise typer.Exit(2) from None
 
     with progress_bar(files, "shipping") as advance:
@@ -452,7 +470,7 @@ def ship_cmd(
         err=True,
     )
     for error in result.errors:
-        _err.print(f"  [red]failed:[/red] {escape(error)}", soft_wrap=True)
+        _err.print(f"  [red]failed:[/red] {_safe(error)}", soft_wrap=True)
     if result.failed:
         raise typer.Exit(1)
 
@@ -473,14 +491,54 @@ def status(config: ConfigOption = None) -> None:
     ):
         ok &= healthy
         mark = "[green]up[/green]" if healthy else "[red]DOWN[/red]"
-        _out.print(f"{name:<14} {mark}  {escape(detail)}", soft_wrap=True)
+        _out.print(f"{name:<14} {mark}  {_safe(detail)}", soft_wrap=True)
     if not ok:
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Entry point of the ``segwatch`` console script."""
-    app(prog_name="segwatch")
+def explain(exc: BaseException) -> str:
+    """One line for an error no command handled: what failed, credentials masked —
+    never a traceback or local variables (``--debug`` prints the traceback)."""
+    import httpx
+    from confluent_kafka import KafkaException
+    from elasticsearch import ApiError, TransportError
+
+    from streams.errors import SegwatchError, translate
+
+    for cls, name in ((KafkaException, "Kafka"), ((ApiError, TransportError), "Elasticsearch"),
+                      (httpx.HTTPError, "HTTP")):  # fmt: skip
+        if isinstance(exc, cls):
+            exc = translate(exc, name)
+            break
+    if isinstance(exc, SegwatchError):
+        return mask_urls(str(exc))
+    text = mask_urls(str(exc))[:500]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``segwatch`` console script. ``--debug`` (anywhere, or
+    ``SEGWATCH_DEBUG=1``) prints the traceback of an unexpected error, without locals."""
+    import os
+    import sys
+    import traceback
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("SEGWATCH_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="segwatch")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)  # plain: no local variables
+        hint = "" if debug else " (run again with --debug for the traceback)"
+        _err.print(f"[red]error:[/red] {_safe(explain(exc))}{_safe(hint)}", soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ replay), and the sinks count it as written.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit, urlunsplit
+
 import httpx
 from confluent_kafka import KafkaError, KafkaException
 from elasticsearch import ApiError, TransportError
@@ -30,6 +33,8 @@ __all__ = [
     "SegwatchError",
     "Unavailable",
     "is_retryable",
+    "mask_url",
+    "mask_urls",
     "status_class",
     "translate",
 ]
@@ -103,3 +108,38 @@ def _es_reason(exc: ApiError) -> str:
     if isinstance(error, dict):
         return f"{error.get('type', '')}: {error.get('reason', '')}".strip(": ")
     return str(exc.message)
+
+
+# --- secrets in URLs ---------------------------------------------------------------
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{16,}$")  # a path segment that is a key, not a name
+_MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with what can be a credential masked: the password of its user info,
+    every query value, path segments that look like keys (16+ characters of key
+    alphabet, e.g. a Slack webhook's), and everything after the host of a Slack,
+    Discord or Teams webhook. ``http://es:9200`` stays as it is."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:{_MASK}@{host}" if ":" in user else f"{_MASK}@{host}"
+    host = (parts.hostname or "").lower()
+    if host.endswith(("hooks.slack.com", "discord.com", "webhook.office.com")):
+        path = "/" + _MASK if parts.path.strip("/") else parts.path
+    else:
+        path = "/".join(_MASK if _TOKEN.match(seg) else seg for seg in parts.path.split("/"))
+    query = "&".join(f"{pair.split('=', 1)[0]}={_MASK}" if "=" in pair else _MASK
+                     for pair in parts.query.split("&")) if parts.query else ""  # fmt: skip
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def mask_urls(text: str) -> str:
+    """``text`` with every URL in it masked (:func:`mask_url`)."""
+    return _URL.sub(lambda match: mask_url(match.group(0)), text)

@@ -18,8 +18,8 @@ def check_kafka(
 
     :param topics: the configured topic names, to list which pipeline topics exist.
     """
-    admin = AdminClient(kafka.client_config())
-    try:
+    try:  # librdkafka's own log is quiet: the answer says what went wrong
+        admin = AdminClient({**kafka.client_config(), "log_level": 0})
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         return False, f"{kafka.bootstrap_servers}: no metadata answer ({exc})"

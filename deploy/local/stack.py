@@ -2,7 +2,7 @@
 """The local stack: a real Apache Kafka broker and a real Elasticsearch node, no Docker.
 
     python deploy/local/stack.py up       [--only kafka|elasticsearch]
-    python deploy/local/stack.py down     [--only ...]
+    python deploy/local/stack.py down     [--only ...] [--kill]
     python deploy/local/stack.py status
     python deploy/local/stack.py logs     [--only ...] [-n LINES]
 
@@ -209,14 +209,16 @@ class Service(ABC):
         # the pid file may be written a moment after the launcher starts (Elasticsearch)
         return time.time() - self.pid_file.stat().st_mtime > 5
 
-    def down(self) -> None:
+    def down(self, kill: bool = False) -> None:
+        """Stop it: SIGTERM (SIGKILL after a minute), or with ``kill`` SIGKILL at once (a
+        crash, for the fault tests)."""
         pid = self.pid()
         if pid is None:
             _log(f"{self.name}: not running (no live process from {self.pid_file})")
             self.pid_file.unlink(missing_ok=True)
             return
-        _log(f"{self.name}: stopping pid {pid}")
-        os.kill(pid, signal.SIGTERM)
+        _log(f"{self.name}: {'killing' if kill else 'stopping'} pid {pid}")
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + 60
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -522,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status", "logs"])
     parser.add_argument("--only", choices=["kafka", "elasticsearch"])
     parser.add_argument("-n", "--lines", type=int, default=40, help="log lines for `logs`")
+    parser.add_argument("--kill", action="store_true",
+                        help="`down` with SIGKILL at once: a crash, for fault tests")
     args = parser.parse_args(argv)
     cache = Path(_env("SEGWATCH_CACHE", str(REPO / ".cache"))).resolve()
     services = _services(cache, args.only)
@@ -532,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                 svc.up(timeout)
         elif args.action == "down":
             for svc in reversed(services):
-                svc.down()
+                svc.down(kill=args.kill)
         elif args.action == "status":
             rows = [svc.status() for svc in services]
             for row in rows:

@@ -352,7 +352,7 @@ def _stack(*args: str) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
+def test_elasticsearch_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
     kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
 ) -> None:
     env = _env(f"e{unique}")
@@ -385,10 +385,11 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
         assert _segwatch("ship", "-f", "vpcflow", str(logs[0]), env=env).returncode == 0
         first = len(logs[0].read_text().splitlines())
         assert _wait_count(es, stream, first) == first
-        _stack("down", "--only", "elasticsearch")
+        _stack("down", "--only", "elasticsearch", "--kill")
         try:
             assert _segwatch("ship", "-f", "vpcflow", str(logs[1]), env=env).returncode == 0
             time.sleep(10)  # the indexer keeps retrying while the node is gone
+            assert worker.poll() is None
         finally:
             _stack("up", "--only", "elasticsearch")
         got = _wait_count(es, stream, expected, seconds=180)
@@ -399,6 +400,7 @@ def test_elasticsearch_stopped_mid_stream_and_restarted_loses_and_duplicates_not
             aggs={"d": {"terms": {"field": "event.id", "min_doc_count": 2, "size": 10}}},
         )  # exact, unlike cardinality
         assert twice["aggregations"]["d"]["buckets"] == []  # no event written twice
+        assert worker.poll() is None  # the same worker, never restarted
     finally:
         _stop(worker)
 
