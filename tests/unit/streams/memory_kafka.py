@@ -1,0 +1,136 @@
+"""An in-memory stand-in for the few confluent-kafka calls a stage loop makes, so the
+loops' logic (batches, waits, dead letters, commits) is unit-tested without a broker.
+The integration tests run the same loops against the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+
+@dataclass
+class Message:
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes
+    _key: bytes | None = None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class Broker:
+    """Topics of one partition each, and every group's committed offsets."""
+
+    topics: dict[str, list[Message]] = field(default_factory=dict)
+    committed: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic)
+    consumers: list[MemoryConsumer] = field(default_factory=list)  # every one made
+
+    def append(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        log = self.topics.setdefault(topic, [])
+        log.append(Message(topic, 0, len(log), value, key))
+
+    def values(self, topic: str) -> list[bytes]:
+        return [m.value() for m in self.topics.get(topic, [])]
+
+
+class MemoryConsumer:
+    def __init__(self, broker: Broker, group: str) -> None:
+        self.broker, self.group = broker, group
+        self.position: dict[str, int] = {}
+        self.paused = False
+        self.pauses = 0
+        broker.consumers.append(self)
+
+    def subscribe(self, topics: list[str], **_: Any) -> None:
+        for topic in topics:
+            self.position[topic] = self.broker.committed.get((self.group, topic), 0)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, 0) for t in self.position]
+
+    def consume(self, num: int = 1, timeout: float = 0) -> list[Message]:
+        if self.paused:
+            return []
+        out: list[Message] = []
+        for topic, at in self.position.items():
+            taken = self.broker.topics.get(topic, [])[at:at + num - len(out)]
+            self.position[topic] = at + len(taken)
+            out += taken
+        return out
+
+    def poll(self, timeout: float = 0) -> Message | None:
+        found = self.consume(1)
+        return found[0] if found else None
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused = False
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.position[tp.topic] = tp.offset
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = False) -> None:
+        for tp in offsets:
+            self.broker.committed[(self.group, tp.topic)] = tp.offset
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryProducer:
+    def __init__(self, broker: Broker, fail_first: int = 0) -> None:
+        self.broker = broker
+        self.fail_first = fail_first  # deliveries that fail before any succeeds
+        self._pending: list[tuple[Callable[..., None], str, bytes, bytes | None]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None,
+                on_delivery: Callable[..., None] | None = None, **_: Any) -> None:  # fmt: skip
+        self._pending.append((on_delivery or (lambda *a: None), topic, value, key))
+
+    def flush(self, timeout: float = 0) -> int:
+        from confluent_kafka import KafkaError
+
+        for callback, topic, value, key in self._pending:
+            message = Message(topic, 0, -1, value, key)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                callback(KafkaError(KafkaError._MSG_TIMED_OUT), message)
+            else:
+                self.broker.append(topic, value, key)
+                callback(None, message)
+        self._pending.clear()
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def in_memory(stage: Any, broker: Broker, **producer: Any) -> Any:
+    """Give a stage loop the in-memory transport instead of confluent-kafka's."""
+    stage._consumer = lambda group, **_: MemoryConsumer(broker, group)
+    stage._producer = lambda: MemoryProducer(broker, **producer)
+    return stage

@@ -1,0 +1,184 @@
+"""The worker's stages on an in-memory transport: a delivery stage waits (paused, its
+wait reported) while its sink cannot take a batch, dead-letters what the sink refuses,
+commits only after; a stage's loop is started again after a surprise and stopped for
+good only by a fatal error; the stages a worker runs follow its roles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.app import worker_stages
+from streams.deliver import DeliveryLoop, TemplateGate, alert_items, document_items, page_items
+from streams.errors import Fatal, Unavailable
+from streams.loop import StageLoop
+from streams.metrics import METRICS
+from streams.model_sync import ModelWatcher
+from streams.retry import RetrySettings, Stopped
+from streams.settings import Settings
+from streams.sinks import Item, Sink, Written
+from streams.webhooks import WebhookTarget
+
+from .memory_kafka import Broker, MemoryProducer, in_memory
+
+FAST = RetrySettings(initial_seconds=0.01, max_seconds=0.02)
+
+
+def _settings(**extra: Any) -> Settings:
+    return Settings(retry=FAST, **extra)
+
+
+class FlakySink(Sink):
+    """Cannot take anything for its first ``down`` attempts; refuses items named bad."""
+
+    kind = "memory"
+
+    def __init__(self, down: int, stage: list[StageLoop]) -> None:
+        self.name, self.dependency = "flaky", "memory target"
+        self.down, self.stage = down, stage
+        self.taken: list[str] = []
+        self.seen_waiting: list[dict[str, Any] | None] = []
+
+    def write(self, items: Sequence[Item]) -> Written:
+        self.seen_waiting.append(self.stage[0].waiting.report())
+        if self.down > 0:
+            self.down -= 1
+            raise Unavailable(self.dependency, "connection refused")
+        written = Written()
+        for item in items:
+            if item.id.startswith("bad"):
+                written.refused.append((item, "the target refuses bad ones"))
+            else:
+                self.taken.append(item.id)
+        return written
+
+
+def _until(condition: Any, seconds: float = 10) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_delivery_stage_waits_for_its_target_then_delivers_dead_letters_and_commits() -> None:
+    settings = _settings()
+    broker = Broker()
+    for fingerprint in ("a", "bad-b", "c"):
+        doc = {"segwatch": {"alert": {"fingerprint": fingerprint}}}
+        broker.append("alerts", orjson.dumps(doc))
+    broker.append("alerts", b"not an alert")
+    holder: list[StageLoop] = []
+    sink = FlakySink(down=3, stage=holder)
+    stage = DeliveryLoop(settings, "alerts-index", "alerts", lambda: sink, alert_items)
+    holder.append(in_memory(stage, broker))
+    before = METRICS.retries.labels("flaky")._value.get()  # type: ignore[attr-defined]
+    stage.start()
+    try:
+        _until(lambda: broker.committed.get(("segwatch-alerts-index", "alerts")) == 4)
+    finally:
+        stage.stop()
+    assert sink.taken == ["a", "c"]  # in order, each once
+    assert sink.seen_waiting[0] is None and sink.seen_waiting[-1] is not None
+    waited = sink.seen_waiting[-1]
+    assert waited["on"] == "memory target" and waited["retries"] == 3
+    assert "connection refused" in waited["reason"]
+    assert stage.waiting.report() is None  # the wait ended with the delivery
+    assert METRICS.retries.labels("flaky")._value.get() == before + 3  # type: ignore[attr-defined]
+    assert broker.consumers[0].pauses == 3  # each wait kept the membership, partitions paused
+    letters = [orjson.loads(v) for v in broker.values(settings.topics.dlq)]
+    assert [(d["stage"], d["reason"][:24]) for d in letters] == [
+        ("alerts-index", "not what alerts-index ta"), ("alerts-index", "the target refuses bad o")]
+    assert orjson.loads(letters[1]["raw"])["segwatch"]["alert"]["fingerprint"] == "bad-b"
+    assert stage.failed is None and stage.restarts == 0
+
+
+def test_dead_letters_are_written_again_until_kafka_takes_them() -> None:
+    settings = _settings()
+    broker = Broker()
+    stage = in_memory(DeliveryLoop(settings, "x", "in", lambda: FlakySink(0, []), alert_items),
+                      broker)  # fmt: skip
+    before = METRICS.retries.labels("x-kafka")._value.get()  # type: ignore[attr-defined]
+    stage._write(MemoryProducer(broker, fail_first=2), "dlq", [(None, b"letter")], "dead letters")
+    assert broker.values("dlq") == [b"letter"]  # once, after two failed deliveries
+    assert METRICS.retries.labels("x-kafka")._value.get() == before + 2  # type: ignore[attr-defined]
+
+
+class _Surprised(StageLoop):
+    name = "surprised"
+
+    def __init__(self, settings: Settings, errors: list[BaseException]) -> None:
+        super().__init__(settings)
+        self.errors = errors
+        self.runs = 0
+
+    def _loop(self) -> None:
+        self.runs += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_a_stage_starts_again_after_a_surprise_and_stops_only_for_a_fatal_error() -> None:
+    stage = _Surprised(_settings(), [RuntimeError("a bug"), KeyError("another")])
+    stage.start()
+    _until(lambda: not stage.running)
+    assert stage.runs == 3 and stage.restarts == 2 and stage.failed is None
+    fatal = _Surprised(_settings(), [Fatal("elasticsearch", "version 7 is not supported")])
+    fatal.start()
+    _until(lambda: not fatal.running)
+    assert fatal.runs == 1 and fatal.status()["state"] == "failed"
+    assert "version 7 is not supported" in fatal.status()["error"]
+
+
+def test_stages_wait_for_the_templates_and_stop_with_the_gate() -> None:
+    settings = _settings()
+    gate = TemplateGate(settings)
+    stage = _Surprised(settings, [])
+    threading.Timer(0.2, gate.ready.set).start()
+    gate.wait(stage)  # returns once the templates are in
+    assert stage.waiting.report() is None
+    failed = TemplateGate(settings)
+    failed.failed = Fatal("elasticsearch", "lifecycle ilm is not run here")
+    with pytest.raises(Fatal, match="templates cannot be installed"):
+        failed.wait(stage)
+    stopped = _Surprised(settings, [])
+    stopped._stop.set()
+    with pytest.raises(Stopped):
+        TemplateGate(settings).wait(stopped)
+
+
+def test_the_stages_follow_the_roles() -> None:
+    hooks = tuple(WebhookTarget(name=n, kind="slack", url="https://hooks.example/x")
+                  for n in ("a", "b"))  # fmt: skip
+    models = ModelWatcher(None, "model")
+
+    def names(*roles: str) -> list[str]:
+        settings = _settings(webhooks=hooks, worker={"roles": roles})
+        return [s.name for s in worker_stages(settings, models, None)]
+
+    assert names("normalize") == ["normalize"]
+    assert names("score") == []  # faust's agent
+    assert names("index") == ["templates", "index"]
+    assert names("alert") == ["templates", "incidents", "alerts-index", "incidents-index",
+                              "page-a", "page-b"]  # fmt: skip
+
+
+def test_what_each_delivery_stage_takes_of_its_topic() -> None:
+    doc = {"segwatch": {"incident": {"id": "i1", "severity": "high"}}}
+    page = {"id": "i1-2-trigger", "incident": "i1", "action": "trigger", "why": "", "doc": doc}
+    index = {"id": "i1-2", "incident": "i1", "action": "index", "why": "", "doc": doc}
+    where = ("t", 0, 5)
+    assert [i.id for i in page_items(orjson.dumps(page), where)] == ["i1-2-trigger"]
+    assert page_items(orjson.dumps(index), where) == []
+    (item,) = document_items(orjson.dumps(index), where)
+    assert item.id == "i1" and orjson.loads(item.body) == doc and item.source == where
+    assert document_items(orjson.dumps(page), where) == []
+    for bad in (b"[]", b'{"action": "trigger", "doc": [1]}', b"{"):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            page_items(bad, where)
+    with pytest.raises((KeyError, TypeError)):
+        alert_items(b'{"segwatch": {}}', where)
