@@ -102,10 +102,12 @@ class ModelWatcher:
     def _offer(self, text: str, where: str) -> None:
         try:
             model = compile_model(model_from_text(text, where))
-        except ModelError as exc:
-            self.refused.append(str(exc))
+        except Exception as exc:  # whatever a published text can cause, it is refused
+            why = str(exc) if isinstance(exc, ModelError) else (
+                f"{where}: {type(exc).__name__}: {str(exc)[:300]}")  # fmt: skip
+            self.refused.append(why)
             METRICS.model_reload_failures.inc()
-            log.error("model refused, the active one stays: %s", exc)
+            log.error("model refused, the active one stays: %s", why)
             return
         if self.latest is None or model.version != self.latest.version:
             log.warning("model %s version %s is ready", model.model.name, model.version)

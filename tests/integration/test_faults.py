@@ -218,3 +218,82 @@ def test_a_failing_target_delays_no_other_and_gets_every_page_once_when_back(
         _stop(worker)
         broken.shutdown()
         healthy.shutdown()
+
+
+def _normalized(kafka: KafkaSettings, topic: str, seconds: float = 15) -> list[tuple[bytes, str]]:
+    """(key, model version header) of every message of the normalized topic."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"read-{topic}-{time.time()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    out: list[tuple[bytes, str]] = []
+    deadline, idle = time.time() + seconds, 0
+    try:
+        while time.time() < deadline and idle < 3:
+            message = consumer.poll(1.0)
+            if message is None:
+                idle += 1 if out else 0
+            elif message.error() is None:
+                headers = dict(message.headers() or [])
+                out.append((message.key() or b"", (headers.get("segwatch-model") or b"").decode()))
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.timeout(500)
+def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
+    kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """A normalize-only worker and a worker for the other stages; a published model
+    moves 10.0.1.10 from dmz to a new zone allowed into the database: after the switch
+    its flows are keyed by the new zone and judged by the new model."""
+    from tests.integration.test_worker import ROOT, _free_port
+
+    tag = f"fm{unique}"
+    env = _env(tag)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    old = tmp_path / "old.yaml"
+    old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
+    new = tmp_path / "new.yaml"
+    new.write_text(old.read_text().replace("zones:\n", "zones:\n  - name: jump\n    cidrs: "
+                                           "[10.0.1.10/32]\n    tags: {sensitivity: medium}\n", 1)
+                   + "  - {id: jump-to-db, from: jump, to: db, protocol: tcp, ports: [5432]}\n")
+    t = int(time.time()) - 600
+
+    def batch(name: str, first: int) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(f"2 123456789012 eni-1 10.0.1.10 10.0.3.30 {first + i} 5432 6 1 "
+                                f"60 {t} {t + 30} ACCEPT OK\n" for i in range(20)))  # fmt: skip
+        return path
+
+    ports = [_free_port(), _free_port()]
+    roles = ['["normalize"]', '["score","index","alert"]']
+    workers = [_start_worker(old, {**env, "SEGWATCH_WORKER__WEB_PORT": str(port),
+                                   "SEGWATCH_WORKER__ROLES": role}, tmp_path / f"w{i}.log")
+               for i, (port, role) in enumerate(zip(ports, roles, strict=True))]  # fmt: skip
+    stream = f"segwatch-events-{tag}"
+    try:
+        assert _segwatch("ship", "-f", "vpcflow", str(batch("one.log", 40000)),
+                         env=env).returncode == 0  # fmt: skip
+        assert _wait_count(es, stream, 20) == 20
+        published = _segwatch("model", "publish", str(new), env=env)
+        assert published.returncode == 0, published.stderr
+        version = published.stdout.split(" version ")[1].split()[0]
+        for port in ports:  # both workers have read it
+            assert _wait(lambda p=port: _get(p, "/readyz")[1].get("published_version")
+                         == version, 60)  # fmt: skip
+        assert _segwatch("ship", "-f", "vpcflow", str(batch("two.log", 50000)),
+                         env=env).returncode == 0  # fmt: skip
+        assert _wait_count(es, stream, 40) == 40
+        docs = [h["_source"] for h in es.search(index=stream, size=100)["hits"]["hits"]]
+        judged = {(d["source"]["port"] >= 50000, d["segmentation"]["source_zone"],
+                   d["segmentation"]["verdict"], d["segmentation"]["model_version"] == version)
+                  for d in docs}  # fmt: skip
+        assert judged == {(False, "dmz", "violation", False), (True, "jump", "allowed", True)}
+        keyed = _normalized(kafka, env["SEGWATCH_TOPICS__NORMALIZED"])
+        assert {(key, v == version) for key, v in keyed} == {(b"dmz", False), (b"jump", True)}
+        assert all(v for _, v in keyed)  # every message names the model it was keyed by
+        assert all(w.poll() is None for w in workers)
+    finally:
+        for worker in workers:
+            _stop(worker)

@@ -593,8 +593,10 @@ def _readyz(port: int) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
             return dict(json.loads(response.read()))
-    except (OSError, urllib.error.HTTPError):
-        return {}  # not up yet (or not ready: 503)
+    except urllib.error.HTTPError as exc:  # not ready (503): a stage waits, it says on what
+        return dict(json.loads(exc.read()))
+    except OSError:
+        return {}  # not up yet
 
 
 def _records_in(port: int) -> dict[str, float]:
