@@ -161,10 +161,13 @@ def test_a_worker_started_while_elasticsearch_is_down_scores_pages_and_then_inde
         assert stages["incidents"]["state"] == "running" and stages["incidents"]["active"]
         assert _get(port, "/healthz") == (200, {"status": "ok"})  # a wait is not a failure
         assert worker.poll() is None
+        paged_while_down = len(hook.accepted)
     finally:
         _stack("up", "--only", "elasticsearch")
+    back = time.time()
     try:
         got = _wait_count(es, stream, shipped, seconds=240)
+        caught_up = time.time() - back
         assert got == shipped, worker_log.read_text()[-3000:]
         _no_duplicates(es, stream)
         paged = {d for _, d, action in hook.accepted if action == "trigger"}
@@ -172,6 +175,12 @@ def test_a_worker_started_while_elasticsearch_is_down_scores_pages_and_then_inde
         assert _wait(lambda: _get(port, "/readyz")[0] == 200, 60), _get(port, "/readyz")
         assert worker.poll() is None  # the same process throughout
         assert len(hook.deliveries()) == len(set(hook.deliveries()))  # each page once
+        written = _written_at(kafka, env["SEGWATCH_TOPICS__INCIDENTS"])
+        assert set(hook.deliveries()) == set(written)
+        latency = [at - written[d] for at, d, _ in hook.accepted]
+        print(f"Elasticsearch down at start: {shipped} events indexed exactly once "
+              f"{caught_up:.0f} s after it came back; {paged_while_down} page(s) while it was "
+              f"down, {len(latency)} in all, page latency worst {max(latency):.3f} s")
     finally:
         _stop(worker)
         hook.shutdown()
@@ -255,8 +264,8 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
     old = tmp_path / "old.yaml"
     old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
     new = tmp_path / "new.yaml"
-    new.write_text(old.read_text().replace("zones:\n", "zones:\n  - name: jump\n    cidrs: "
-                                           "[10.0.1.10/32]\n    tags: {sensitivity: medium}\n", 1)
+    jump = "  - name: jump\n    cidrs: [10.0.1.10/32]\n    within: dmz\n    tags: {sensitivity: medium}\n"
+    new.write_text(old.read_text().replace("zones:\n", "zones:\n" + jump, 1)
                    + "  - {id: jump-to-db, from: jump, to: db, protocol: tcp, ports: [5432]}\n")
     t = int(time.time()) - 600
 

@@ -401,6 +401,7 @@ def test_elasticsearch_killed_mid_stream_and_restarted_loses_and_duplicates_noth
         )  # exact, unlike cardinality
         assert twice["aggregations"]["d"]["buckets"] == []  # no event written twice
         assert worker.poll() is None  # the same worker, never restarted
+        print(f"Elasticsearch SIGKILLed mid-stream: {got} of {expected} events, none twice")
     finally:
         _stop(worker)
 
