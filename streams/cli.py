@@ -241,8 +241,7 @@ def es_setup(config: ConfigOption = None) -> None:
         where = mask_url(settings.elasticsearch.url)
         _err.print(f"[red]Elasticsearch at {where}:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Elasticsearch {report.server_version} at "
-               f"{mask_url(settings.elasticsearch.url)}:")
+    typer.echo(f"Elasticsearch {report.server_version} at {mask_url(settings.elasticsearch.url)}:")
     for line in report.installed:
         typer.echo(f"  installed {line}")
     for line in report.adaptations:

@@ -99,8 +99,9 @@ def install_templates(
     """
     version = _server_version(client)
     if version.split(".")[0] not in ("8", "9"):
-        raise Fatal("elasticsearch", f"Elasticsearch {version} is not supported: segwatch "
-                    "needs 8.x or 9.x")
+        raise Fatal(
+            "elasticsearch", f"Elasticsearch {version} is not supported: segwatch needs 8.x or 9.x"
+        )
     report = TemplateReport(version)
     dsl = _runs(client.indices.get_data_lifecycle_stats)
     ilm = _runs(client.ilm.get_status)

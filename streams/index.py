@@ -141,7 +141,8 @@ class IndexLoop(StageLoop):
             self._idle(consumer, 1.0)
         refused, _ = bulk.result()  # Stopped or Fatal from the bulk stops the loop
         METRICS.records_out.labels(self.settings.elasticsearch.events_stream).inc(
-            count - len(refused))
+            count - len(refused)
+        )
         METRICS.bulk_rejected.inc(len(refused))
         for item, reason in refused:
             try:  # where the event came from: the raw record

@@ -84,8 +84,10 @@ class WebhookTarget(BaseModel):
                 raise ValueError(f"webhook {self.name}: secret_file {self.secret_file} cannot "
                                  f"be read ({type(exc).__name__})") from None  # fmt: skip
             if not text:
-                raise ValueError(f"webhook {self.name}: secret_file {self.secret_file} is "
-                                 "empty (an empty key verifies what anyone signs with it)")
+                raise ValueError(
+                    f"webhook {self.name}: secret_file {self.secret_file} is "
+                    "empty (an empty key verifies what anyone signs with it)"
+                )
         return self
 
     def secret_value(self) -> str:

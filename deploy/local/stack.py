@@ -524,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status", "logs"])
     parser.add_argument("--only", choices=["kafka", "elasticsearch"])
     parser.add_argument("-n", "--lines", type=int, default=40, help="log lines for `logs`")
-    parser.add_argument("--kill", action="store_true",
-                        help="`down` with SIGKILL at once: a crash, for fault tests")
+    parser.add_argument(
+        "--kill", action="store_true", help="`down` with SIGKILL at once: a crash, for fault tests"
+    )
     args = parser.parse_args(argv)
     cache = Path(_env("SEGWATCH_CACHE", str(REPO / ".cache"))).resolve()
     services = _services(cache, args.only)

@@ -77,7 +77,7 @@ def test_every_family_indexes_without_mapping_errors_and_queries_work(
     sink = make_sink("elasticsearch-events", es, stream)
     items = [Item(doc_id, orjson.dumps(event)) for doc_id, event in events]
     for start in range(0, len(items), 50):
-        assert deliver(sink, items[start:start + 50], RetryPolicy()) == ([], 0)
+        assert deliver(sink, items[start : start + 50], RetryPolicy()) == ([], 0)
     es.indices.refresh(index=stream)
     assert es.count(index=stream)["count"] == len(events)
     cidr = es.count(index=stream, query={"term": {"source.ip": "10.0.0.0/8"}})["count"]

@@ -178,9 +178,11 @@ def test_a_worker_started_while_elasticsearch_is_down_scores_pages_and_then_inde
         written = _written_at(kafka, env["SEGWATCH_TOPICS__INCIDENTS"])
         assert set(hook.deliveries()) == set(written)
         latency = [at - written[d] for at, d, _ in hook.accepted]
-        print(f"Elasticsearch down at start: {shipped} events indexed exactly once "
-              f"{caught_up:.0f} s after it came back; {paged_while_down} page(s) while it was "
-              f"down, {len(latency)} in all, page latency worst {max(latency):.3f} s")
+        print(
+            f"Elasticsearch down at start: {shipped} events indexed exactly once "
+            f"{caught_up:.0f} s after it came back; {paged_while_down} page(s) while it was "
+            f"down, {len(latency)} in all, page latency worst {max(latency):.3f} s"
+        )
     finally:
         _stop(worker)
         hook.shutdown()
@@ -211,13 +213,17 @@ def test_a_failing_target_delays_no_other_and_gets_every_page_once_when_back(
         assert set(healthy.deliveries()) == set(written)
         assert broken.failed >= 2 and not broken.accepted
         latency = [at - written[d] for at, d, _ in healthy.accepted]
-        print(f"healthy target: {len(latency)} pages while the other failed "
-              f"{broken.failed} times; page latency worst {max(latency):.3f} s, "
-              f"median {sorted(latency)[len(latency) // 2]:.3f} s")
+        print(
+            f"healthy target: {len(latency)} pages while the other failed "
+            f"{broken.failed} times; page latency worst {max(latency):.3f} s, "
+            f"median {sorted(latency)[len(latency) // 2]:.3f} s"
+        )
         assert max(latency) < 2.0  # not held behind the failing target's retries
         broken.failing.clear()
         assert _wait(lambda: set(broken.deliveries()) == set(written), 60), (
-            broken.deliveries(), written)
+            broken.deliveries(),
+            written,
+        )
         time.sleep(3)
         assert sorted(broken.deliveries()) == sorted(set(broken.deliveries()))  # once each
         order = [d for _, d, _ in healthy.accepted]
@@ -265,8 +271,10 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
     old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
     new = tmp_path / "new.yaml"
     jump = "  - name: jump\n    cidrs: [10.0.1.10/32]\n    within: dmz\n    tags: {sensitivity: medium}\n"
-    new.write_text(old.read_text().replace("zones:\n", "zones:\n" + jump, 1)
-                   + "  - {id: jump-to-db, from: jump, to: db, protocol: tcp, ports: [5432]}\n")
+    new.write_text(
+        old.read_text().replace("zones:\n", "zones:\n" + jump, 1)
+        + "  - {id: jump-to-db, from: jump, to: db, protocol: tcp, ports: [5432]}\n"
+    )
     t = int(time.time()) - 600
 
     def batch(name: str, first: int) -> Path:

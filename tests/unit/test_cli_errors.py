@@ -64,9 +64,17 @@ def test_client_errors_are_translated_and_credentials_masked(
 
 def test_urls_lose_their_credentials_and_tokens_but_keep_their_place() -> None:
     assert mask_url("http://127.0.0.1:9200") == "http://127.0.0.1:9200"
-    assert mask_url("https://elastic:changeme@es.example:9243/") == "https://elastic:***@es.example:9243/"
-    assert mask_url("https://hooks.slack.com/services/T0/B0/abcdef") == "https://hooks.slack.com/***"
-    assert mask_url("https://hooks.example/segwatch?token=abc") == "https://hooks.example/segwatch?token=***"
+    assert (
+        mask_url("https://elastic:changeme@es.example:9243/")
+        == "https://elastic:***@es.example:9243/"
+    )
+    assert (
+        mask_url("https://hooks.slack.com/services/T0/B0/abcdef") == "https://hooks.slack.com/***"
+    )
+    assert (
+        mask_url("https://hooks.example/segwatch?token=abc")
+        == "https://hooks.example/segwatch?token=***"
+    )
     assert mask_url("https://x.example/h/0123456789abcdefXYZ/in") == "https://x.example/h/***/in"
     assert mask_urls("at http://a:b@h/ and http://c/") == "at http://a:***@h/ and http://c/"
 

@@ -193,7 +193,7 @@ def test_a_refusal_is_not_retried_and_comes_back_with_the_reason(
 
 
 def test_a_target_that_never_answers_is_retried_until_the_worker_stops(
-    alert: dict[str, Any]
+    alert: dict[str, Any],
 ) -> None:
     target = WebhookTarget(name="gone", kind="json", url="http://127.0.0.1:9/", secret=SECRET,
                            timeout=0.2)  # fmt: skip
@@ -299,8 +299,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[str]]]:
     connections time out after half a second."""
     monkeypatch.setattr(webhooks, "RECEIVER_TIMEOUT", 0.5)
     lines: list[str] = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), webhooks.receiver(SECRET,
-                                                                                 lines.append))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), webhooks.receiver(SECRET, lines.append)
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1], lines
     server.shutdown()

@@ -74,7 +74,7 @@ class MemoryConsumer:
             return []
         out: list[Message] = []
         for topic, at in self.position.items():
-            taken = self.broker.topics.get(topic, [])[at:at + num - len(out)]
+            taken = self.broker.topics.get(topic, [])[at : at + num - len(out)]
             self.position[topic] = at + len(taken)
             out += taken
         return out

@@ -92,7 +92,9 @@ def test_a_delivery_stage_waits_for_its_target_then_delivers_dead_letters_and_co
     assert broker.consumers[0].pauses == 3  # each wait kept the membership, partitions paused
     letters = [orjson.loads(v) for v in broker.values(settings.topics.dlq)]
     assert [(d["stage"], d["reason"][:24]) for d in letters] == [
-        ("alerts-index", "not what alerts-index ta"), ("alerts-index", "the target refuses bad o")]
+        ("alerts-index", "not what alerts-index ta"),
+        ("alerts-index", "the target refuses bad o"),
+    ]
     assert orjson.loads(letters[1]["raw"])["segwatch"]["alert"]["fingerprint"] == "bad-b"
     assert stage.failed is None and stage.restarts == 0
 
