@@ -138,8 +138,16 @@ def parse_cmd(
     parser = build_parser(family, vpc_format, year, timezone, max_record_bytes, original)
     out = sys.stdout.buffer
     counts = {"records": 0, "events": 0, "errors": 0}
-    for _, event in parse_files(files, parser, keep_going, counts):
-        out.write(orjson.dumps(event) + b"\n")
+    for where, event in parse_files(files, parser, keep_going, counts):
+        try:
+            out.write(orjson.dumps(event) + b"\n")
+        except TypeError as exc:  # a value JSON cannot carry (an integer beyond 64 bits)
+            counts["events"] -= 1
+            counts["errors"] += 1
+            typer.echo(f"{where}: the event cannot be written as JSON: {exc}", err=True)
+            if not keep_going:
+                _summary(counts)
+                raise typer.Exit(1) from None
     out.flush()
     _summary(counts)
 
@@ -172,6 +180,7 @@ def parse_files(
                             yield f"{Path(path).name}:{number}", result
                     advance(len(raw) + 1)
             except OSError as exc:
+                _summary(counts)  # what was written before stays accounted for
                 fail(f"{path}: cannot read: {exc.strerror or exc}")
 
 

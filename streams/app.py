@@ -249,15 +249,35 @@ def create_app(settings: Settings) -> faust.App:
                 METRICS.records_in.labels(topics.normalized).inc(len(batch))
                 await switch_to(_model_header(record))
                 engine = scorer.engine(partition)
+                scored: list[dict[str, Any]] = []
                 for event in batch:
-                    _, alert = scorer.score(event, partition)
+                    try:
+                        _, alert = scorer.score(event, partition)
+                    except Exception as exc:  # what one event causes stays with that event
+                        sends.append(_refused(event, record, exc))
+                        continue
+                    scored.append(event)
                     if alert is not None:
                         sends.append(_alert(alert))
-                if batch:
-                    sends += [_alert(a) for a in engine.flush(event_time(batch[-1]))]
+                if scored:
+                    sends += [_alert(a) for a in engine.flush(event_time(scored[-1]))]
                 state.save(partition, engine)
-                sends += [(events, record.key, scored, None) for scored in batches(batch)]
+                sends += [(events, record.key, b, None) for b in batches(scored)]
             await deliver(sends)
+
+    def _refused(event: dict[str, Any], record: Any, exc: Exception) -> Send:
+        """A dead letter for an event the scorer could not place or score."""
+        METRICS.dlq_writes.labels("score").inc()
+        why = f"the event could not be scored: {type(exc).__name__}: {str(exc)[:300]}"
+        log.error("%s (%s)", why, (event.get("event") or {}).get("id"))
+        try:
+            raw = orjson.dumps(event)
+        except TypeError:  # not even JSON: its text, as far as Python can tell
+            raw = repr(event)[:65536].encode()
+        message = record.message
+        letter = dead_letter(raw, topics.normalized, message.partition, message.offset, "score",
+                             why)  # fmt: skip
+        return (dlq, None, orjson.dumps(letter), None)
 
     def _alert(alert: Alert) -> Send:
         """An alert (new or changed) for flows.alerts: all on one partition, keyed by

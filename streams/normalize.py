@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 import orjson
 from confluent_kafka import (
@@ -32,7 +31,7 @@ from detector.parsers import ParseOptions
 from streams.loop import StageLoop, produce
 from streams.metrics import METRICS, group_lag
 from streams.model_sync import MODEL_HEADER
-from streams.pipeline import Normalizer, batches
+from streams.pipeline import Normalizer, dead_letter, pack
 from streams.settings import Settings
 
 __all__ = ["NormalizeLoop", "normalize_group"]
@@ -98,7 +97,7 @@ class NormalizeLoop(StageLoop):
 
         model = self.model()  # the whole batch is keyed by one model, named in its messages
         headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, model.version.encode())]
-        by_zone: dict[bytes, list[dict[str, Any]]] = {}
+        by_zone: dict[bytes, list[bytes]] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
@@ -111,12 +110,20 @@ class NormalizeLoop(StageLoop):
             last[(topic, partition)] = offset
             counts[topic] = counts.get(topic, 0) + 1
             normalizer = self._normalizers[topic]
-            events, dead = normalizer.normalize(message.value() or b"", topic, partition, offset)
+            raw = message.value() or b""
+            events, dead = normalizer.normalize(raw, topic, partition, offset)
             for event in events:
-                # one source zone's flows meet one scorer: zone-level state (new paths,
-                # profiles) and per-source windows (scans) stay whole
-                key = (model.zone_of(event.get("source")) or "").encode()
-                by_zone.setdefault(key, []).append(event)
+                try:
+                    # one source zone's flows meet one scorer: zone-level state (new paths,
+                    # profiles) and per-source windows (scans) stay whole
+                    key = (model.zone_of(event.get("source")) or "").encode()
+                    encoded = orjson.dumps(event)
+                except Exception as exc:  # what the event carries cannot travel: this record
+                    why = f"the event cannot be carried: {type(exc).__name__}: {exc}"
+                    dead.append(dead_letter(raw, topic, partition, offset, "normalize", why,
+                                            normalizer.family))  # fmt: skip
+                    continue
+                by_zone.setdefault(key, []).append(encoded)
             if dead:
                 METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
                 METRICS.dlq_writes.labels("normalize").inc(len(dead))
@@ -124,11 +131,11 @@ class NormalizeLoop(StageLoop):
                     produce(producer, topics.dlq, None, orjson.dumps(letter), delivered)
         for topic, count in counts.items():
             METRICS.records_in.labels(topic).inc(count)
-        for key, events in by_zone.items():
-            for batch in batches(events):
+        for key, encoded_events in by_zone.items():
+            for batch in pack(encoded_events):
                 produce(producer, topics.normalized, key, batch, delivered, headers)
                 self.sent_messages += 1
-            self.sent_events += len(events)
+            self.sent_events += len(encoded_events)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
         if failures:

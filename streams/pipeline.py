@@ -19,7 +19,8 @@ from detector.errors import ParseError
 from detector.model import CompiledModel
 from detector.parsers import ParseOptions, make_parser
 
-__all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "parse_source_id", "source_id"]
+__all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "pack", "parse_source_id",
+           "source_id"]  # fmt: skip
 
 MAX_BATCH_BYTES = 512 * 1024  # half Kafka's default message.max.bytes
 
@@ -27,10 +28,14 @@ MAX_BATCH_BYTES = 512 * 1024  # half Kafka's default message.max.bytes
 def batches(events: Iterable[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
     """The events as JSON arrays of at most ``limit`` bytes each (an event larger than
     that travels alone), so batched messages never exceed what the broker takes."""
+    return pack((orjson.dumps(event) for event in events), limit)
+
+
+def pack(encoded: Iterable[bytes], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
+    """Encoded events as JSON arrays of at most ``limit`` bytes each (see :func:`batches`)."""
     parts: list[bytes] = []
     size = 2
-    for event in events:
-        part = orjson.dumps(event)
+    for part in encoded:
         if parts and size + len(part) + 1 > limit:
             yield b"[" + b",".join(parts) + b"]"
             parts, size = [], 2

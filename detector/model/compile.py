@@ -221,8 +221,10 @@ class CompiledModel:
         v6 = ":" in ip
         try:
             packed = _pton(_INET6 if v6 else _INET, ip)
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             return None
+        if v6 and packed[:12] == _V4_MAPPED:  # ::ffff:10.0.2.7 is 10.0.2.7 (RFC 4291 2.5.5.2)
+            return self._lookup_ip(_ntop(_INET, packed[12:]))
         zone = (self._v6 if v6 else self._v4).lookup(_from_bytes(packed, "big"))
         if zone is None and self.defaults.internet and not _is_local(ip):
             return INTERNET
@@ -514,12 +516,14 @@ def _reply_reason(
     return f"reply on {a} -> {b} {service}, which no flow allows ({reason})"
 
 
-_pton, _INET, _INET6, _from_bytes = (
+_pton, _ntop, _INET, _INET6, _from_bytes = (
     socket.inet_pton,
+    socket.inet_ntop,
     socket.AF_INET,
     socket.AF_INET6,
     int.from_bytes,
 )
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in LOCAL_NETWORKS)
 
 

@@ -23,6 +23,7 @@ from detector.parsers._common import (
     check_raw,
     to_bytes,
 )
+from detector.parsers._guard import Guarded, check_event
 from detector.parsers.calico import CalicoParser
 from detector.parsers.hubble import HubbleParser
 from detector.parsers.iptables import IptablesParser
@@ -37,6 +38,7 @@ __all__ = [
     "ParseOptions",
     "ParseResult",
     "Parser",
+    "check_event",
     "detect_family",
     "make_parser",
 ]
@@ -135,10 +137,12 @@ class AutoParser:
 
 
 def make_parser(family: str, options: ParseOptions | None = None) -> Parser:
-    """A parser for ``family`` (a key of :data:`PARSERS`, or ``auto``).
+    """A parser for ``family`` (a key of :data:`PARSERS`, or ``auto``), guarded: nothing
+    a record causes raises out of it, and its events have the shapes the pipeline
+    relies on (:mod:`detector.parsers._guard`).
 
     :raises KeyError: an unknown family.
     """
     if family == "auto":
-        return AutoParser(options)
-    return PARSERS[family](options)  # type: ignore[call-arg]
+        return Guarded(AutoParser(options))
+    return Guarded(PARSERS[family](options))  # type: ignore[call-arg]

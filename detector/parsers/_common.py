@@ -146,6 +146,9 @@ def parse_int(value: str, name: str, lo: int, hi: int) -> int:
 
 def parse_ip(value: str, name: str) -> str:
     """A valid IPv4 or IPv6 address as written, or FieldError."""
+    if not isinstance(value, str):
+        raise FieldError(f"{name} is a {type(value).__name__}, expected an IPv4 or IPv6 "
+                         "address", name)  # fmt: skip
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in value else socket.AF_INET, value)
     except (OSError, ValueError):

@@ -15,6 +15,7 @@ def test_every_pipeline_topic_is_declared() -> None:
         "flows.normalized",
         "flows.events",
         "flows.alerts",
+        "flows.incidents",
         "flows.dlq",
         "segmentation.model",
     ]
@@ -24,6 +25,7 @@ def test_partitions_and_replication_come_from_settings() -> None:
     specs = pipeline_topics(TopicSettings(partitions=12, replication_factor=3))
     by_name = {s.name: s for s in specs}
     assert by_name["flows.events"].partitions == 12
+    assert by_name["flows.alerts"].partitions == by_name["flows.incidents"].partitions == 1
     assert all(s.replication_factor == 3 for s in specs)
     model = by_name["segmentation.model"]
     assert model.partitions == 1, "the model topic is one ordered log"

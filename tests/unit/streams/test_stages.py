@@ -184,3 +184,52 @@ def test_what_each_delivery_stage_takes_of_its_topic() -> None:
             page_items(bad, where)
     with pytest.raises((KeyError, TypeError)):
         alert_items(b'{"segwatch": {}}', where)
+
+
+def test_the_normalize_stage_dead_letters_what_a_record_causes_and_goes_on() -> None:
+    """Poison pills from the hostile-input review, among good records: each bad one is
+    a dead letter with its reason, the good ones are keyed and carried, the batch is
+    committed, and the stage never restarts."""
+    from pathlib import Path
+
+    from detector.model import compile_model, load_model
+    from streams.normalize import NormalizeLoop
+
+    root = Path(__file__).resolve().parents[3]
+    model = compile_model(load_model(root / "rules" / "models" / "three_tier_vpc.yaml"))
+    settings = _settings(worker={"normalize_ahead": 0})
+    topics = settings.topics
+    broker = Broker()
+    t = 1764064800
+    good = f"2 123456789012 eni-1 10.0.1.10 10.0.2.20 40000 8080 6 1 60 {t} {t + 30} ACCEPT OK"
+    kernel = "Nov 25 09:00:00 host kernel: DROP: IN=eth0 OUT= SRC=10.0.1.10 DST=10.0.3.5 LEN=60 "
+    poison = {
+        topics.raw("iptables"): [
+            kernel + "PROTO=TCP SPT=40000 DPT=22 MARK=0x" + "f" * 20,  # beyond 64 bits
+            orjson.dumps({"__REALTIME_TIMESTAMP": "1" * 20,
+                          "MESSAGE": "DROP: IN=eth0 SRC=10.0.0.5 DST=10.0.0.6 PROTO=UDP"}).decode(),
+        ],
+        topics.raw("calico"): [
+            orjson.dumps({"start_time": t, "end_time": t + 1, "source_ip": "10.0.1.1",
+                          "dest_ip": "10.0.2.2", "proto": "6", "action": "allow",
+                          "source_namespace": ["shop"], "reporter": "src"}).decode(),
+            "[" * 1000 + "]" * 1000,
+        ],
+        topics.raw("vpcflow"): [good, good.replace("40000", "9" * 5000)],
+    }  # fmt: skip
+    for topic, records in poison.items():
+        for record in records:
+            broker.append(topic, record.encode())
+    stage = in_memory(NormalizeLoop(settings, lambda: model), broker)
+    stage.start()
+    try:
+        _until(lambda: sum(v for (g, _), v in broker.committed.items()
+                           if g.endswith("-normalize")) == 6)  # fmt: skip
+    finally:
+        stage.stop()
+    letters = [orjson.loads(v) for v in broker.values(topics.dlq)]
+    assert len(letters) == 5 and all(d["reason"] and d["raw"] for d in letters)
+    assert any("cannot be carried" in d["reason"] for d in letters)  # the 64-bit mark
+    (carried,) = broker.topics[topics.normalized]
+    assert carried.key() == b"dmz" and len(orjson.loads(carried.value())) == 1
+    assert stage.restarts == 0 and stage.failed is None
