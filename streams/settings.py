@@ -23,6 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from detector import yamlsafe
 from detector.detect.base import DetectorSettings
 from detector.incidents import IncidentSettings
 from streams.retry import RetrySettings
@@ -218,6 +219,17 @@ class WorkerSettings(BaseModel):
     )
 
 
+class _StrictYaml(YamlConfigSettingsSource):
+    """The settings file, read by segwatch's strict loader (no aliases, no duplicate
+    keys, bounded nesting)."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        data = yamlsafe.load(file_path.read_text(encoding="utf-8"))
+        if data is not None and not isinstance(data, dict):
+            raise yaml.YAMLError(f"{file_path}: the settings file is not a mapping of sections")
+        return data or {}
+
+
 class Settings(BaseSettings):
     """segwatch's whole configuration."""
 
@@ -250,7 +262,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = _config_file.get()
         if config_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            sources.append(_StrictYaml(settings_cls, yaml_file=config_file))
         return (*sources, file_secret_settings)
 
 

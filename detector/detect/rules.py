@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+import re2
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from detector.model.compile import CompiledModel
 from detector.model.load import ModelError, ModelProblem, load_yaml
@@ -48,6 +49,10 @@ def _seconds(value: Any) -> Any:
 Duration = Annotated[int, BeforeValidator(_seconds), Field(ge=0)]
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised, with the rule's file and line
+
+
 class Condition(BaseModel):
     """One test on one field; give exactly one operator."""
 
@@ -65,6 +70,7 @@ class Condition(BaseModel):
     matches: str | None = None
     equals_field: str | None = None
     not_equals_field: str | None = None
+    _regex: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
@@ -75,7 +81,13 @@ class Condition(BaseModel):
                 f"(got {', '.join(given) or 'none'})"
             )
         if self.matches is not None:
-            re.compile(self.matches)
+            try:  # RE2: linear time in the input, whatever the pattern
+                self._regex = re2.compile(self.matches, _RE2_OPTIONS)
+            except Exception as exc:  # re2.error: the pattern, not the rule file, is wrong
+                why = b"".join(a for a in exc.args if isinstance(a, bytes)).decode(errors="replace")
+                raise ValueError(f"matches: {self.matches[:80]!r} is not a regular expression "
+                                 f"RE2 runs ({why or exc}); RE2 has no backreferences or "
+                                 "lookaround") from None  # fmt: skip
         return self
 
     def test(self, get: Callable[[str], Any]) -> bool:
@@ -98,8 +110,8 @@ class Condition(BaseModel):
             return isinstance(value, int | float) and value >= self.gte
         if self.lte is not None:
             return isinstance(value, int | float) and value <= self.lte
-        if self.matches is not None:
-            return re.search(self.matches, str(value)) is not None
+        if self._regex is not None:
+            return self._regex.search(str(value)) is not None
         other = get(self.equals_field or self.not_equals_field or "")
         same = other is not None and value == other
         return same if self.equals_field is not None else (other is not None and not same)
@@ -239,7 +251,15 @@ def load_rules(directory: str | Path) -> list[DetectionRule]:
     rules: list[DetectionRule] = []
     problems: list[ModelProblem] = []
     seen: dict[str, str] = {}
-    for path in sorted(Path(directory).glob("*.yaml")):
+    folder = Path(directory)
+    if not folder.is_dir():
+        what = "is a file, not a folder of rules" if folder.exists() else "does not exist"
+        raise ModelError([ModelProblem(str(folder), None, "", f"the rules folder {what}")])
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise ModelError([ModelProblem(str(folder), None, "", "the rules folder has no *.yaml "
+                                       "rule files")])  # fmt: skip
+    for path in paths:
         try:
             data, lines = load_yaml(path)
         except ModelError as exc:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from detector.errors import DetectorError
 from detector.model.schema import ANY_ZONE, INTERNET, Flow, ModelDocument, inside
+from detector.yamlsafe import StrictLoader
 
 __all__ = [
     "ModelError",
@@ -373,32 +374,8 @@ def _slug(text: str) -> str:
 # --- YAML with positions -----------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 numbers (``19:00`` stays a string)."""
-
-
-_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(  # type: ignore[no-untyped-call]
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(  # type: ignore[no-untyped-call]
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
-    loader = _Loader(text)
+    loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
         data = (

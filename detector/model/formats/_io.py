@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import yaml
 
+from detector import yamlsafe
 from detector.model.formats._derive import ImportProblem
 
 __all__ = ["Document", "read_documents"]
@@ -34,7 +35,7 @@ def read_documents(paths: Sequence[str | Path]) -> Iterator[Document]:
             if text.lstrip()[:1] in ("{", "["):
                 docs: list[Any] = [orjson.loads(text)]
             else:
-                docs = [d for d in yaml.safe_load_all(text) if d is not None]
+                docs = [d for d in yamlsafe.load_all(text) if d is not None]
         except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{name}:{mark.line + 1}" if mark is not None else name
