@@ -7,6 +7,7 @@ Registered on :data:`detector.cli.app`. Nothing here needs a running service.
 from __future__ import annotations
 
 import gc
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -199,6 +200,7 @@ def import_cmd(
     name: Annotated[str, typer.Option(help="metadata.name of the model.")] = "",
 ) -> None:
     """Derive a native model from the policies you already have (README "Import and export")."""
+    from detector.model import ModelError
     from detector.model.formats import IMPORTERS, ImportProblem
 
     if source not in IMPORTERS:
@@ -207,11 +209,26 @@ def import_cmd(
         model, warnings = IMPORTERS[source](files, name or f"imported-{source}")
     except ImportProblem as exc:
         fail(str(exc))
+    except ModelError as exc:  # the policies translate to a model segwatch cannot use
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        fail(f"{', '.join(files)}: the derived model has {len(exc.problems)} problem(s)")
+    except RecursionError:
+        fail(f"{', '.join(files)}: the policies are nested too deeply to translate")
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a field of a shape
+        # no policy has (a list where a selector goes, say): the files are not what --from says
+        fail(
+            f"{', '.join(files)}: not {source} policies segwatch can read "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        )
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     write_text(output, model.to_yaml())
     doc = model.document
     typer.echo(f"segwatch: {len(doc.zones)} zones, {len(doc.flows)} flows -> {output}", err=True)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,250}")
 
 
 @model_app.command("export")
@@ -229,6 +246,12 @@ def export_cmd(
     files, warnings = EXPORTERS[target](load_compiled(model))
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
+    unsafe = [name for name in files if not _SAFE_NAME.fullmatch(name) or name in (".", "..")]
+    if unsafe:  # a namespace such as ../x or /etc must not become a path
+        fail(
+            f"refusing to write {', '.join(repr(n) for n in unsafe[:3])}: an exported file name "
+            f"must be one plain name inside {output} (check the namespaces in the model)"
+        )
     output.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         text = (

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +24,20 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespace_name(value: str) -> str:
+    """A Kubernetes namespace name (an RFC 1123 label): also what keeps it safe as the
+    file name an export writes."""
+    if not _DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a Kubernetes namespace name (lowercase letters, "
+            "digits and '-', at most 63, starting and ending alphanumeric)"
+        )
+    return value
+
 
 __all__ = [
     "ANY_ZONE",
@@ -198,7 +213,7 @@ class PodSelector(_Frozen):
     its own labels match ``podSelector`` (if given).
     """
 
-    namespaces: tuple[str, ...] = ()
+    namespaces: tuple[Annotated[str, AfterValidator(_namespace_name)], ...] = ()
     namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
     pod_selector: LabelSelector | None = Field(default=None, alias="podSelector")
 

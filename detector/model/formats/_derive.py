@@ -28,6 +28,7 @@ __all__ = [
     "ImportProblem",
     "add_address_zones",
     "build_model",
+    "namespace_of",
     "representative_address",
     "selector_labels",
     "slug",
@@ -49,6 +50,22 @@ class ImportProblem(DetectorError):
         self.where = where
         self.reason = reason
         super().__init__(f"{where}: {reason}")
+
+
+def namespace_of(meta: Any, where: str) -> str:
+    """A policy's ``metadata.namespace`` (``default`` if none), checked: a name such
+    as ``../x`` is refused, here, with the file and policy named.
+
+    :raises ImportProblem: not a Kubernetes namespace name.
+    """
+    namespace = (meta.get("namespace") if isinstance(meta, dict) else None) or "default"
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ImportProblem(where, f"metadata.namespace {str(namespace)[:80]!r} is not a "
+                            "Kubernetes namespace name")  # fmt: skip
+    return namespace
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass

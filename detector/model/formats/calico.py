@@ -39,6 +39,7 @@ from detector.model.formats._derive import (
     ImportProblem,
     add_address_zones,
     build_model,
+    namespace_of,
     slug,
     unique,
     zone_worthy,
@@ -142,7 +143,9 @@ class _Policy:
         spec = doc.get("spec") or {}
         kind = doc.get("kind")
         self.namespace = (
-            str(meta.get("namespace") or "default") if kind == "NetworkPolicy" else None
+            namespace_of(meta, f"{where}: {kind} {meta.get('name')}")
+            if kind == "NetworkPolicy"
+            else None
         )
         name = str(meta.get("name"))
         self.name = name

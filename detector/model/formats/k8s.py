@@ -38,6 +38,7 @@ from detector.model.formats._derive import (
     ImportProblem,
     add_address_zones,
     build_model,
+    namespace_of,
     selector_labels,
     slug,
     unique,
@@ -76,7 +77,7 @@ class _Policy:
         meta = doc.get("metadata") or {}
         spec = doc.get("spec") or {}
         self.where = f"{where}: NetworkPolicy {meta.get('namespace', 'default')}/{meta.get('name')}"
-        self.namespace = str(meta.get("namespace") or "default")
+        self.namespace = namespace_of(meta, self.where)
         self.pod_selector = spec.get("podSelector") or {}
         self.ingress = spec.get("ingress") or []
         self.egress = spec.get("egress") or []
@@ -88,17 +89,23 @@ class _Policy:
         if unknown:
             raise ImportProblem(self.where, f"policyTypes {sorted(unknown)} are not Ingress/Egress")
 
+        self._selectors: dict[int, LabelSelector] = {}  # parsed once each, by identity
+
     def selects(self, zone: DerivedZone) -> bool:
         k8s = zone.endpoint.get("kubernetes")
         return (
             k8s is not None
             and k8s["namespace"] == self.namespace
-            and _matches(self.pod_selector, k8s["labels"])
+            and self.matches(self.pod_selector, k8s["labels"])
         )
 
-
-def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-    return LabelSelector.model_validate(selector or {}).matches(labels)
+    def matches(self, selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+        """Does a selector of this policy's document match the labels? (Each selector is
+        validated once: an import compares every zone with every other.)"""
+        parsed = self._selectors.get(id(selector))
+        if parsed is None:
+            parsed = self._selectors[id(selector)] = LabelSelector.model_validate(selector or {})
+        return parsed.matches(labels)
 
 
 def _peer_matches(peer: dict[str, Any], policy: _Policy, zone: DerivedZone) -> bool:
@@ -118,9 +125,9 @@ def _peer_matches(peer: dict[str, Any], policy: _Policy, zone: DerivedZone) -> b
     ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
     if ns_sel is None and k8s["namespace"] != policy.namespace:
         return False
-    if ns_sel is not None and not _matches(ns_sel, k8s["namespace_labels"]):
+    if ns_sel is not None and not policy.matches(ns_sel, k8s["namespace_labels"]):
         return False
-    return pod_sel is None or _matches(pod_sel, k8s["labels"])
+    return pod_sel is None or policy.matches(pod_sel, k8s["labels"])
 
 
 def _rule_services(rule: dict[str, Any], where: str) -> Services:
@@ -152,25 +159,45 @@ def _rule_services(rule: dict[str, Any], where: str) -> Services:
     return out
 
 
-def _side(
-    policies: list[_Policy], zone: DerivedZone, peer: DerivedZone, direction: str
-) -> Services:
-    """What ``zone``'s own policies let it exchange with ``peer`` in one direction."""
-    if zone.endpoint.get("kubernetes") is None:
-        return ALL  # not a pod: Kubernetes does not restrict it
-    kind = "Ingress" if direction == "ingress" else "Egress"
-    selecting = [p for p in policies if kind in p.types and p.selects(zone)]
-    if not selecting:
-        return ALL
-    allowed: Services = {}
-    for policy in selecting:
-        rules = policy.ingress if direction == "ingress" else policy.egress
+class _Sides:
+    """What a zone's own policies let it exchange with a peer, one direction at a time,
+    with what does not depend on the pair worked out once: the policies selecting
+    each zone, and whether each rule reaches each peer."""
+
+    def __init__(self, policies: list[_Policy]) -> None:
+        self.policies = policies
+        self._selecting: dict[tuple[str, str], list[_Policy]] = {}
+        self._reaches: dict[tuple[int, str], bool] = {}
+
+    def side(self, zone: DerivedZone, peer: DerivedZone, direction: str) -> Services:
+        if zone.endpoint.get("kubernetes") is None:
+            return ALL  # not a pod: Kubernetes does not restrict it
+        kind = "Ingress" if direction == "ingress" else "Egress"
+        selecting = self._selecting.get((zone.name, kind))
+        if selecting is None:
+            selecting = self._selecting[(zone.name, kind)] = [
+                p for p in self.policies if kind in p.types and p.selects(zone)
+            ]
+        if not selecting:
+            return ALL
+        allowed: Services = {}
         key = "from" if direction == "ingress" else "to"
-        for i, rule in enumerate(rules):
+        for policy in selecting:
+            rules = policy.ingress if direction == "ingress" else policy.egress
+            for i, rule in enumerate(rules):
+                if self._reach(policy, rule, key, peer):
+                    allowed = union(
+                        allowed, _rule_services(rule, f"{policy.where} {direction}[{i}]")
+                    )
+        return allowed
+
+    def _reach(self, policy: _Policy, rule: dict[str, Any], key: str, peer: DerivedZone) -> bool:
+        found = self._reaches.get((id(rule), peer.name))
+        if found is None:
             peers = rule.get(key)
-            if not peers or any(_peer_matches(p, policy, peer) for p in peers):
-                allowed = union(allowed, _rule_services(rule, f"{policy.where} {direction}[{i}]"))
-    return allowed
+            found = not peers or any(_peer_matches(p, policy, peer) for p in peers)
+            self._reaches[(id(rule), peer.name)] = found
+        return found
 
 
 def import_k8s(paths: list[str], name: str = "imported-k8s") -> tuple[SegmentationModel, list[str]]:
@@ -191,11 +218,13 @@ def import_k8s(paths: list[str], name: str = "imported-k8s") -> tuple[Segmentati
     warnings: list[str] = []
     zones = _zones(policies, warnings)
 
+    sides = _Sides(policies)
+
     def governed(a: DerivedZone, b: DerivedZone) -> bool:
         return a.endpoint.get("kubernetes") is not None or b.endpoint.get("kubernetes") is not None
 
     def allowed(a: DerivedZone, b: DerivedZone) -> Services:
-        return intersect(_side(policies, a, b, "egress"), _side(policies, b, a, "ingress"))
+        return intersect(sides.side(a, b, "egress"), sides.side(b, a, "ingress"))
 
     model = build_model(
         name,

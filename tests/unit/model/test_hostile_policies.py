@@ -1,0 +1,75 @@
+"""Policies and models a careless or hostile author wrote: namespaces that would be
+paths, documents of absurd shapes, an export that would write outside its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from detector.model import ModelError, load_model
+from streams.cli import app
+
+ROOT = Path(__file__).resolve().parents[3]
+POLICY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: db, namespace: {namespace}}}
+spec:
+  podSelector: {podselector}
+  ingress:
+    - from: [{{podSelector: {{matchLabels: {{app: api}}}}}}]
+      ports: [{{port: 5432}}]
+"""
+
+
+def _import(tmp_path: Path, namespace: str = "shop", podselector: str = "{matchLabels: {app: db}}"
+            ) -> Any:  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(namespace=namespace, podselector=podselector))
+    return CliRunner(mix_stderr=False).invoke(
+        app, ["model", "import", "--from", "k8s", str(policy), "-o", str(tmp_path / "m.yaml")]
+    )
+
+
+@pytest.mark.parametrize("namespace", ['"../x"', '"/etc"', '"a/b"', '"UPPER"', '"-x"'])
+def test_a_namespace_that_is_not_a_name_is_refused_with_its_policy(
+    tmp_path: Path, namespace: str
+) -> None:
+    done = _import(tmp_path, namespace=namespace)
+    assert done.exit_code == 2 and "is not a Kubernetes namespace name" in done.stderr
+    assert "p.yaml: NetworkPolicy" in done.stderr and not (tmp_path / "m.yaml").exists()
+
+
+@pytest.mark.parametrize("podselector", ["[1, 2]", '"app=db"', "{matchLabels: [app]}",
+                                         "{matchExpressions: {key: app}}"])  # fmt: skip
+def test_a_policy_of_an_absurd_shape_is_refused_in_one_line(
+    tmp_path: Path, podselector: str
+) -> None:
+    done = _import(tmp_path, podselector=podselector)
+    assert done.exit_code == 2, done.stderr
+    assert "p.yaml" in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_model_namespace_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    text = (ROOT / "rules" / "models" / "kubernetes_dns.yaml").read_text()
+    model = tmp_path / "m.yaml"
+    model.write_text(text.replace("namespaces: [shop]", 'namespaces: ["../../tmp/x"]', 1))
+    with pytest.raises(ModelError, match=r"m\.yaml:\d+: zones\[0\]\.kubernetes\[0\]\.namespaces"):
+        load_model(model)
+
+
+def test_an_export_never_writes_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detector.model import formats
+
+    monkeypatch.setitem(formats.EXPORTERS, "k8s",
+                        lambda model: ({"../escaped.yaml": [{}], "ok.yaml": [{}]}, []))  # fmt: skip
+    out = tmp_path / "out"
+    done = CliRunner(mix_stderr=False).invoke(app, [
+        "model", "export", "-m", str(ROOT / "rules" / "models" / "kubernetes_dns.yaml"),
+        "--to", "k8s", "-o", str(out)])  # fmt: skip
+    assert done.exit_code == 2 and "refusing to write '../escaped.yaml'" in done.stderr
+    assert not (tmp_path / "escaped.yaml").exists() and not out.exists()
