@@ -165,6 +165,8 @@ def parse_files(
 
     with progress_bar(files) as advance:
         for path in files:
+            if hasattr(parser, "use_layout"):
+                parser.use_layout(None)  # a VPC header line holds for its own file only
             try:
                 for number, raw in iter_records(path):
                     counts["records"] += 1

@@ -442,8 +442,11 @@ def ship_cmd(
     Batched and lz4-compressed; every delivery is confirmed. Exits 1 if any
     record was not acknowledged, 2 on bad usage.
     """
+    import socket
+
     from detector.cli import progress_bar
     from detector.files import iter_records
+    from detector.parsers.vpcflow import is_header
     from streams.ship import ship
 
     settings = _settings(config)
@@ -452,11 +455,18 @@ def ship_cmd(
         raise typer.Exit(2)
     target = topic or settings.topics.raw(family)
 
+    host = socket.gethostname()
+
     def records() -> Any:
         for path in files:
+            key = None  # no key: the records spread over the partitions
             try:
-                for _, raw in iter_records(path):
-                    yield raw
+                for number, raw in iter_records(path):
+                    if number == 1 and family == "vpcflow" and is_header(raw):
+                        # the header declares the layout of this file's lines: they go
+                        # keyed by the file, in order, to one partition, header first
+                        key = f"{host}:{Path(path).resolve() if path != '-' else '-'}".encode()
+                    yield key, raw
             except OSError as exc:
                 _err.print(f"{_safe(path)}: cannot read: {exc.strerror or exc}")
                 raise typer.Exit(2) from None

@@ -111,7 +111,7 @@ class NormalizeLoop(StageLoop):
             counts[topic] = counts.get(topic, 0) + 1
             normalizer = self._normalizers[topic]
             raw = message.value() or b""
-            events, dead = normalizer.normalize(raw, topic, partition, offset)
+            events, dead = normalizer.normalize(raw, topic, partition, offset, message.key())
             for event in events:
                 try:
                     # one source zone's flows meet one scorer: zone-level state (new paths,

@@ -23,6 +23,8 @@ __all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "pack", "parse_sour
            "source_id"]  # fmt: skip
 
 MAX_BATCH_BYTES = 512 * 1024  # half Kafka's default message.max.bytes
+MAX_LAYOUTS = 4096  # VPC header layouts kept, one per producer
+Normalized = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (events, dead letters)
 
 
 def batches(events: Iterable[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
@@ -81,25 +83,46 @@ def dead_letter(
 
 @dataclass
 class Normalizer:
-    """Raw records of one family -> events (with ids) and dead letters."""
+    """Raw records of one family -> events (with ids) and dead letters.
+
+    A VPC header line changes the layout of the lines after it *from the same
+    producer*: the layout is kept per message key (the producer or file; `segwatch
+    ship` keys a file with a header by host and path), at most :data:`MAX_LAYOUTS`
+    of them, and a header in a message without a key applies to that message only
+    — never to another producer's records."""
 
     family: str
     options_factory: Any = None  # () -> ParseOptions; "now" moves on in a long-running worker
     refresh_seconds: float = 60.0
     _parser: Any = None
     _made: float = 0.0
+    _layouts: dict[bytes, Any] = field(default_factory=dict)
+    _stateful: bool = False
 
     def parser(self) -> Any:
         now = time.time()
         if self._parser is None or now - self._made > self.refresh_seconds:
             options = self.options_factory() if self.options_factory else ParseOptions()
             self._parser, self._made = make_parser(self.family, options), now
+            self._stateful = hasattr(self._parser, "use_layout")  # VPC: header lines
         return self._parser
 
-    def normalize(self, raw: bytes, topic: str, partition: int,
-                  offset: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    def normalize(self, raw: bytes, topic: str, partition: int, offset: int,
+                  key: bytes | None = None) -> Normalized:  # fmt: skip
+        """(events, dead letters) of one raw record; ``key`` is its message key."""
+        parser = self.parser()
+        stateful = self._stateful
+        if stateful:
+            parser.use_layout(self._layouts.get(key) if key else None)
+        results = parser.parse(raw)
+        if stateful and key:
+            layout = parser.layout()
+            if layout is not None and self._layouts.get(key) != layout:
+                if len(self._layouts) >= MAX_LAYOUTS:
+                    del self._layouts[next(iter(self._layouts))]
+                self._layouts[key] = layout
         events, dead = [], []
-        for index, result in enumerate(self.parser().parse(raw)):
+        for index, result in enumerate(results):
             if isinstance(result, ParseError):
                 dead.append(dead_letter(raw, topic, partition, offset, "normalize",
                                         result.reason, result.family, result.position))  # fmt: skip

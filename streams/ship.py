@@ -44,12 +44,13 @@ def producer_config(kafka: KafkaSettings, timeout_ms: int = 60_000) -> dict[str,
 def ship(
     kafka: KafkaSettings,
     topic: str,
-    records: Iterable[bytes],
+    records: Iterable[bytes | tuple[bytes | None, bytes]],
     progress: Callable[[int], None] = lambda n: None,
     timeout_ms: int = 60_000,
 ) -> ShipResult:
     """Produce every record to ``topic`` and wait for every delivery report.
 
+    :param records: raw records, or (key, record) pairs.
     :param progress: called with the byte count of each record queued.
     """
     result = ShipResult()
@@ -64,10 +65,11 @@ def ship(
         if reason not in result.errors and len(result.errors) < 5:
             result.errors.append(reason)
 
-    for record in records:
+    for item in records:
+        key, record = item if isinstance(item, tuple) else (None, item)
         while True:
             try:
-                producer.produce(topic, record, on_delivery=report)
+                producer.produce(topic, record, key=key, on_delivery=report)
                 break
             except BufferError:  # the local queue is full: let deliveries drain
                 producer.poll(0.1)

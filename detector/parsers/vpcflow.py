@@ -143,6 +143,12 @@ def compile_format(spec: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def is_header(record: bytes) -> bool:
+    """Whether a record is a header line (``version account-id ...``)."""
+    first = record.split(None, 1)[0].decode("ascii", "replace").lower() if record.strip() else ""
+    return first in KNOWN or first.replace("_", "-") in KNOWN
+
+
 class VpcFlowParser:
     """Parses VPC and Transit Gateway flow-log records; remembers header lines.
 
@@ -158,6 +164,15 @@ class VpcFlowParser:
             compile_format(self.options.vpc_format) if self.options.vpc_format else None
         )
         self._header: tuple[str, ...] | None = None
+
+    def layout(self) -> tuple[str, ...] | None:
+        """The layout the last header line declared (None: none seen)."""
+        return self._header
+
+    def use_layout(self, layout: tuple[str, ...] | None) -> None:
+        """Parse what follows with ``layout`` (a header of this producer seen before; None:
+        no header). The stream keeps one per producer, a file run one per file."""
+        self._header = layout
 
     def parse(self, raw: bytes | str) -> list[ParseResult]:
         """One raw record -> its events (several for an envelope, none for a header)."""

@@ -233,3 +233,27 @@ def test_the_normalize_stage_dead_letters_what_a_record_causes_and_goes_on() -> 
     (carried,) = broker.topics[topics.normalized]
     assert carried.key() == b"dmz" and len(orjson.loads(carried.value())) == 1
     assert stage.restarts == 0 and stage.failed is None
+
+
+def test_a_vpc_header_holds_for_its_own_producer_only() -> None:
+    """One producer declares a custom layout (destination first); another's records,
+    and keyless ones, keep the default layout: a header is never global."""
+    from streams.pipeline import Normalizer
+
+    normalizer = Normalizer("vpcflow")
+    t = 1764064800
+    header = b"version dstaddr srcaddr account-id interface-id srcport dstport protocol packets " \
+             b"bytes start end action log-status"  # fmt: skip
+    custom = f"2 10.0.2.20 10.0.1.10 123456789012 eni-1 40000 443 6 1 60 {t} {t + 1} ACCEPT OK"
+    plain = f"2 123456789012 eni-1 10.0.1.10 10.0.2.20 40000 443 6 1 60 {t} {t + 1} ACCEPT OK"
+
+    def source_of(raw: str, key: bytes | None) -> str:
+        (event,), _ = normalizer.normalize(raw.encode(), "t", 0, 1, key)
+        return str(event["source"]["ip"])
+
+    assert normalizer.normalize(header, "t", 0, 0, b"host-a:/var/log/a.log") == ([], [])
+    assert source_of(custom, b"host-a:/var/log/a.log") == "10.0.1.10"  # its header applies
+    assert source_of(plain, b"host-b:/var/log/b.log") == "10.0.1.10"  # another producer's does not
+    assert source_of(plain, None) == "10.0.1.10"  # nor a keyless record's
+    assert normalizer.normalize(header, "t", 0, 2) == ([], [])  # a keyless header ...
+    assert source_of(plain, None) == "10.0.1.10"  # ... holds for nothing after it
