@@ -14,10 +14,12 @@ the zones and rules concerned, and a hint to fix them.
 | SW007 | warning | DNS is allowed (defaults.dns or a flow to 53) |
 | SW008 | error | flows declared one_way are not allowed the other way by any rule |
 | SW009 | warning | no exception has expired (remove it, or extend it with a new ticket) |
-| SW010 | warning | no flow into a restricted zone allows any port |
+| SW010 | warning | no flow into a restricted zone allows every port (none listed, or ranges |
+|       |         | covering 1-65535) |
 | SW011 | error | zones of different tenants do not reach each other (no tenant: may) |
 | SW012 | info | zones in monitor mode (violations reported at lower severity) |
 | SW013 | info | zones no flow mentions |
+| SW014 | error | no zone claims every address (0.0.0.0/0, ::/0): it would shadow internet |
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ class Finding:
     def __str__(self) -> str:
         where = ", ".join([*(f"zone {z}" for z in self.zones), *(f"flow {r}" for r in self.rules)])
         return f"{self.severity:7} {self.id} {self.message}" + (f" [{where}]" if where else "")
+
+
+def _every_port(ports: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> bool:
+    """No ports listed, or ranges that together cover 1-65535."""
+    covered = 1
+    for lo, hi in sorted(ports):
+        if lo > covered:
+            return False
+        covered = max(covered, hi + 1)
+    return not ports or covered > 65535
 
 
 def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
@@ -164,7 +176,11 @@ def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
 
     for rule in model.rules:
         target = zones.get(rule.destination)
-        if target is not None and target.tags.sensitivity == "restricted" and not rule.ports:
+        if (
+            target is not None
+            and target.tags.sensitivity == "restricted"
+            and _every_port(rule.ports)
+        ):
             add(Finding(
                 "SW010", "warning",
                 f"{rule.id} allows every port into restricted zone {rule.destination}",
@@ -199,6 +215,17 @@ def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
                 add(Finding("SW013", "info", f"no flow mentions zone {name}",
                             "fine if it talks only to itself; otherwise declare its flows",
                             (name,)))  # fmt: skip
+
+    for zone_doc in doc.zones:
+        for cidr in zone_doc.cidrs:
+            if cidr.prefixlen == 0:
+                add(Finding(
+                    "SW014", "error",
+                    f"zone {zone_doc.name} claims every address ({cidr}): no address is ever "
+                    f"in internet, so no flow from or to internet can match",
+                    "list the zone's own networks; the Internet is what no zone claims",
+                    (zone_doc.name,),
+                ))  # fmt: skip
 
     order = {"error": 0, "warning": 1, "info": 2}
     unique = list(dict.fromkeys(findings))

@@ -250,6 +250,12 @@ def _header(
     rest = header[m.end() :]
     host = None
     if m["v5424"]:
+        if when is None:  # the timestamp field is there, but not a time: never "now"
+            stamp = rest.split(" ", 1)[0]
+            raise FieldError("RFC 5424 record has no timestamp (-): its time is unknown"
+                             if stamp == "-" else
+                             f"RFC 5424 timestamp {stamp[:40]!r} is not a valid date",
+                             "timestamp")  # fmt: skip
         parts = rest.split(" ", 5)  # HOST APP PROCID MSGID SD MSG
         host = parts[0] if parts and parts[0] != "-" else None
         rest = parts[5] if len(parts) == 6 else ""

@@ -29,6 +29,7 @@ __all__ = [
     "add_address_zones",
     "build_model",
     "namespace_of",
+    "port_range",
     "representative_address",
     "selector_labels",
     "slug",
@@ -63,6 +64,19 @@ def namespace_of(meta: Any, where: str) -> str:
         raise ImportProblem(where, f"metadata.namespace {str(namespace)[:80]!r} is not a "
                             "Kubernetes namespace name")  # fmt: skip
     return namespace
+
+
+def port_range(first: int, last: int, where: str) -> tuple[int, int]:
+    """A policy's port range, checked: reversed, negative or beyond 65535 is refused
+    (the platform would refuse it too), never dropped silently.
+
+    :raises ImportProblem: not a range of ports.
+    """
+    if not 0 <= first <= last <= 65535:
+        what = f"port {first}" if first == last else f"port range {first}-{last}"
+        raise ImportProblem(where, f"{what} is not within 0-65535 (a range's first port "
+                            "no more than its last)")  # fmt: skip
+    return first, last
 
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

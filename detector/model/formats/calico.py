@@ -40,6 +40,7 @@ from detector.model.formats._derive import (
     add_address_zones,
     build_model,
     namespace_of,
+    port_range,
     slug,
     unique,
     zone_worthy,
@@ -238,10 +239,10 @@ class _Policy:
         text = str(value)
         if ":" in text:
             lo, hi = text.split(":", 1)
-            if lo.isdigit() and hi.isdigit():
-                return int(lo), int(hi)
-        elif text.isdigit():
-            return int(text), int(text)
+            if lo.isdigit() and hi.isdigit() and len(lo) <= 5 and len(hi) <= 5:
+                return port_range(int(lo), int(hi), f"{self.where} {where}")
+        elif text.isdigit() and len(text) <= 5:
+            return port_range(int(text), int(text), f"{self.where} {where}")
         elif text in NAMED_PORTS:
             return NAMED_PORTS[text], NAMED_PORTS[text]
         raise ImportProblem(

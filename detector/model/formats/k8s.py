@@ -39,6 +39,7 @@ from detector.model.formats._derive import (
     add_address_zones,
     build_model,
     namespace_of,
+    port_range,
     selector_labels,
     slug,
     unique,
@@ -153,9 +154,14 @@ def _rule_services(rule: dict[str, Any], where: str) -> Services:
                     f"its number (known names: {', '.join(sorted(NAMED_PORTS))})",
                 )
             value = NAMED_PORTS[value]
-        first = int(value)
-        last = int(port.get("endPort") or first)
-        out = union(out, {proto.lower(): [(first, last)]})
+        end = port.get("endPort")
+        try:
+            first = int(value)
+            last = int(end) if end is not None else first
+        except (TypeError, ValueError):
+            raise ImportProblem(f"{where} ports[{i}]", f"port {value!r} / endPort {end!r} is "
+                                "not a number") from None  # fmt: skip
+        out = union(out, {proto.lower(): [port_range(first, last, f"{where} ports[{i}]")]})
     return out
 
 

@@ -73,3 +73,41 @@ def test_an_export_never_writes_outside_its_folder(
         "--to", "k8s", "-o", str(out)])  # fmt: skip
     assert done.exit_code == 2 and "refusing to write '../escaped.yaml'" in done.stderr
     assert not (tmp_path / "escaped.yaml").exists() and not out.exists()
+
+
+@pytest.mark.parametrize("ports, problem", [
+    ("{port: 9000, endPort: 8000}", "port range 9000-8000 is not within 0-65535"),
+    ("{port: -5}", "port -5 is not within"),
+    ("{port: 70000}", "port 70000 is not within"),
+    ("{port: [80]}", "is not a number"),
+])  # fmt: skip
+def test_a_port_range_no_platform_takes_is_refused_not_dropped(
+    tmp_path: Path, ports: str, problem: str
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(namespace="shop", podselector="{matchLabels: {app: db}}")
+                      .replace("ports: [{port: 5432}]", f"ports: [{ports}]"))  # fmt: skip
+    done = CliRunner(mix_stderr=False).invoke(
+        app, ["model", "import", "--from", "k8s", str(policy), "-o", str(tmp_path / "m.yaml")]
+    )
+    assert done.exit_code == 2 and problem in done.stderr and "ingress[0] ports[0]" in done.stderr
+
+
+def test_a_reversed_calico_range_is_refused(tmp_path: Path) -> None:
+    policy = tmp_path / "c.yaml"
+    policy.write_text("""apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  selector: app == 'db'
+  types: [Ingress]
+  ingress:
+    - action: Allow
+      protocol: TCP
+      source: {selector: app == 'api'}
+      destination: {ports: ["9000:8000"]}
+""")
+    done = CliRunner(mix_stderr=False).invoke(
+        app, ["model", "import", "--from", "calico", str(policy), "-o", str(tmp_path / "m.yaml")]
+    )
+    assert done.exit_code == 2 and "port range 9000-8000 is not within" in done.stderr

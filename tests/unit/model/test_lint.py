@@ -57,6 +57,9 @@ def test_the_clean_model_has_no_errors_or_warnings() -> None:
             lambda t: t + "  - {id: old, from: app, to: db, ports: [22], expires: 2020-01-01}\n",
         ),
         ("SW010", lambda t: t + "  - {id: any, from: app, to: db, protocol: any}\n"),
+        ("SW010", lambda t: t + "  - {id: all, from: app, to: db, ports: [1-65535]}\n"),
+        ("SW010", lambda t: t + "  - {id: two, from: app, to: db, ports: [1-1024, 1000-65535]}\n"),
+        ("SW014", lambda t: t.replace("zones:\n", "zones:\n  - {name: v6, cidrs: ['::/0']}\n")),
         ("SW011", lambda t: t + "  - {id: cross, from: t1, to: t2, ports: [80]}\n"),
         ("SW012", lambda t: t.replace("name: app, cidrs", "name: app, mode: monitor, cidrs")),
         ("SW013", lambda t: t.replace("  - {id: dev-self, from: dev, to: dev}\n", "")),
@@ -65,6 +68,18 @@ def test_the_clean_model_has_no_errors_or_warnings() -> None:
 def test_each_check_fires(finding: str, change: object) -> None:
     assert finding not in ids(CLEAN)
     assert finding in ids(change(CLEAN)), finding  # type: ignore[operator]
+
+
+def test_a_zone_of_every_address_shadows_the_internet() -> None:
+    text = HEAD + "zones:\n  - {name: corp, cidrs: [0.0.0.0/0]}\nflows:\n" \
+        "  - {id: in, from: internet, to: corp, ports: [443]}\n"  # fmt: skip
+    (found,) = [f for f in lint(compiled(text)) if f.id == "SW014"]
+    assert found.severity == "error" and found.zones == ("corp",)
+    assert "no address is ever in internet" in found.message
+
+
+def test_most_ports_into_a_restricted_zone_are_not_every_port() -> None:
+    assert "SW010" not in ids(CLEAN + "  - {id: wide, from: app, to: db, ports: [2-65535]}\n")
 
 
 def test_transitive_exposure_is_information_with_the_path() -> None:

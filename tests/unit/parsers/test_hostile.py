@@ -132,3 +132,15 @@ def test_an_ipv4_mapped_ipv6_address_is_placed_in_its_ipv4_zone() -> None:
     assert tiers.zone_of_ip("::ffff:10.0.3.7") == tiers.zone_of_ip("10.0.3.7") == "db"
     assert tiers.zone_of_ip("::ffff:8.8.8.8") == "internet"
     assert tiers.zone_of_ip("::ffff:0a00:0307") == "db"  # the same address, written in hex
+
+
+@pytest.mark.parametrize("stamp, reason", [
+    ("2026-13-45T99:00:00Z", "is not a valid date"),
+    ("yesterday", "RFC 5424 timestamp 'yesterday' is not a valid date"),
+    ("-", "RFC 5424 record has no timestamp (-)"),
+])  # fmt: skip
+def test_an_rfc5424_time_that_cannot_be_read_is_an_error_never_now(stamp: str, reason: str) -> None:
+    line = (f"<4>1 {stamp} host kernel - - - DROP: IN=eth0 OUT= SRC=10.0.0.5 DST=10.0.0.6 "
+            "LEN=60 PROTO=TCP SPT=1 DPT=22")  # fmt: skip
+    (error,) = make_parser("iptables").parse(line.encode())
+    assert isinstance(error, ParseError) and reason in error.reason
