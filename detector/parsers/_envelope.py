@@ -28,6 +28,7 @@ class Inner:
     timestamp: datetime | None = None
     host: str | None = None
     account_id: str | None = None
+    where: str | None = None  # its place in the envelope (``logEvents[3]``), for errors
 
 
 class EnvelopeError(Exception):
@@ -85,6 +86,7 @@ def unwrap_json(doc: Any) -> list[Inner] | None:
                     item["message"],
                     _from_millis(item.get("timestamp")),
                     account_id=owner,
+                    where=f"logEvents[{i}]",
                 )
             )
         return inners

@@ -209,7 +209,10 @@ class VpcFlowParser:
             return [ParseError(FAMILY, "JSON record has no 'message' or 'logEvents'", data)]
         out: list[ParseResult] = []
         for inner in inners:
-            out += self._parse_line(inner.text, inner)
+            for result in self._parse_line(inner.text, inner):
+                if isinstance(result, ParseError) and inner.where:  # which entry of the envelope
+                    result.position = f"{inner.where} {result.position or ''}".rstrip()
+                out.append(result)
         return out
 
     def _parse_line(self, line: str, inner: _envelope.Inner | None) -> list[ParseResult]:

@@ -144,3 +144,15 @@ def test_an_rfc5424_time_that_cannot_be_read_is_an_error_never_now(stamp: str, r
             "LEN=60 PROTO=TCP SPT=1 DPT=22")  # fmt: skip
     (error,) = make_parser("iptables").parse(line.encode())
     assert isinstance(error, ParseError) and reason in error.reason
+
+
+def test_an_error_inside_a_cloudwatch_envelope_names_its_entry() -> None:
+    good = (
+        "2 123456789012 eni-1 10.0.1.10 10.0.2.20 40000 443 6 1 60 1764064800 1764064830 ACCEPT OK"
+    )
+    envelope = {"messageType": "DATA_MESSAGE", "logEvents": [
+        {"id": str(i), "timestamp": 1764064800000, "message": good.replace("10.0.2.20", ip)}
+        for i, ip in enumerate(["10.0.2.20", "10.0.2.20", "10.0.2.999"])]}  # fmt: skip
+    *events, error = make_parser("vpcflow").parse(json.dumps(envelope).encode())
+    assert len(events) == 2 and isinstance(error, ParseError)
+    assert error.position is not None and error.position.startswith("logEvents[2] field 5")
