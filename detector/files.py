@@ -44,14 +44,7 @@ def iter_records(path: str, limit: int = MAX_RECORD_BYTES) -> Iterator[Record]:
         if first.lstrip()[:1] in (b"{", b"[") and not _is_json(first):
             yield from _json_documents(first, stream, limit)
             return
-        number = 1
-        line = first
-        while line:
-            record = line.rstrip(b"\r\n")
-            if record.strip():
-                yield number, record
-            number += 1
-            line = _line(stream, limit)
+        yield from _lines(first, stream, 1, limit)
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()
@@ -141,10 +134,14 @@ def _rest_as_lines(text: str, stream: BinaryIO, line: int, limit: int) -> Iterat
         if record.strip():
             yield number, record.rstrip(b"\r")
         number += 1
-    chunk = partial + _line(stream, limit)
-    while chunk:
-        record = chunk.rstrip(b"\r\n")
+    yield from _lines(partial + _line(stream, limit), stream, number, limit)
+
+
+def _lines(line: bytes, stream: BinaryIO, number: int, limit: int) -> Iterator[Record]:
+    """``line`` (numbered ``number``) and the stream's lines after it, blank ones skipped."""
+    while line:
+        record = line.rstrip(b"\r\n")
         if record.strip():
             yield number, record
         number += 1
-        chunk = _line(stream, limit)
+        line = _line(stream, limit)
