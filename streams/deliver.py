@@ -37,7 +37,7 @@ from streams.sinks import Item, Sink, deliver, make_sink
 from streams.webhooks import WebhookTarget
 
 __all__ = ["DeliveryLoop", "Select", "TemplateGate", "alert_items", "delivery_group",
-           "document_items", "page_items"]  # fmt: skip
+           "document_items", "index_stage", "page_items", "page_stage"]  # fmt: skip
 
 Select = Callable[[bytes, tuple[str, int, int]], list[Item]]
 

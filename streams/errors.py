@@ -32,7 +32,6 @@ __all__ = [
     "Refused",
     "SegwatchError",
     "Unavailable",
-    "is_retryable",
     "mask_url",
     "mask_urls",
     "status_class",
@@ -94,12 +93,6 @@ def translate(exc: BaseException, dependency: str) -> SegwatchError:
             return cls(dependency, f"{error.name()}: {error.str()}")
         return Unavailable(dependency, str(exc))
     return Unavailable(dependency, f"{type(exc).__name__}: {exc}")
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a retry may succeed: only :class:`Unavailable`, and the clients'
-    exceptions that translate to it."""
-    return isinstance(translate(exc, ""), Unavailable)
 
 
 def _es_reason(exc: ApiError) -> str:
