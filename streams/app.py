@@ -24,10 +24,8 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import faust
-import orjson
 
-from detector.detect import Alert, event_time
-from detector.model import compile_model, load_model
+from detector.model import CompiledModel, compile_model, load_model
 from streams.consumer import App
 from streams.deliver import (
     DeliveryLoop,
@@ -38,13 +36,14 @@ from streams.deliver import (
     index_stage,
     page_stage,
 )
-from streams.incidents import ALERTS_PARTITION, IncidentLoop, incident_group
+from streams.incidents import IncidentLoop, incident_group
 from streams.index import IndexLoop, index_group
 from streams.loop import StageLoop
 from streams.metrics import METRICS, measure_lag
 from streams.model_sync import MODEL_HEADER, ModelWatcher
 from streams.normalize import NormalizeLoop, normalize_group
-from streams.pipeline import Scorer, batches, dead_letter
+from streams.pipeline import Scorer
+from streams.score import ScoreStage, Send
 from streams.settings import Settings
 from streams.state import DetectorState
 
@@ -57,17 +56,6 @@ _BATCHES_PER_TAKE = 4  # batches of flows.normalized scored before their sends a
 _FLUSH_SECONDS = 10.0  # how often held-back alert changes are sent while the stream is quiet
 
 log = logging.getLogger("segwatch.worker")
-
-
-def _events_of(value: bytes) -> list[dict[str, Any]] | None:
-    """The events of a ``flows.normalized`` message, or None if it is not an array of them."""
-    try:
-        batch = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(batch, list) and all(isinstance(event, dict) for event in batch):
-        return batch
-    return None
 
 
 def tune_gc() -> None:
@@ -165,15 +153,11 @@ def create_app(settings: Settings) -> faust.App:
     roles = set(worker.roles)
     scored = (lambda: partitions) if "score" in roles else None
     stages = worker_stages(settings, models, scored)
-    raw = bytes
-    normalized = app.topic(topics.normalized, key_type=raw, value_type=raw,
-                           key_serializer="raw", value_serializer="raw")  # fmt: skip
-    events = app.topic(topics.events, key_type=raw, value_type=raw,
-                       key_serializer="raw", value_serializer="raw")  # fmt: skip
-    alerts = app.topic(topics.alerts, key_type=raw, value_type=raw,
-                       key_serializer="raw", value_serializer="raw")  # fmt: skip
-    dlq = app.topic(topics.dlq, key_type=raw, value_type=raw,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    normalized, events, alerts, dlq = (
+        app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                  value_serializer="raw")
+        for name in (topics.normalized, topics.events, topics.alerts, topics.dlq)
+    )  # fmt: skip
 
     @app.task  # type: ignore[misc]
     async def start_stages() -> None:
@@ -195,14 +179,15 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         partitions[:] = sorted(mine)
 
-    Send = tuple[Any, bytes | None, bytes, int | None]  # topic, key, value, partition
+    scoring = ScoreStage(topics, scorer, state)
+    by_name = {topics.events: events, topics.alerts: alerts, topics.dlq: dlq}
 
     async def deliver(sends: list[Send]) -> None:
         """Send them all, then wait for Kafka's acknowledgement of each. faust would
         commit the input's offsets even if a send failed, so a failure stops the worker
         instead: its restart reads the input again from the last commit."""
         try:
-            pending = [await topic.send(key=key, value=value, partition=partition)
+            pending = [await by_name[topic].send(key=key, value=value, partition=partition)
                        for topic, key, value, partition in sends]  # fmt: skip
             for sent in pending:
                 await sent
@@ -212,23 +197,18 @@ def create_app(settings: Settings) -> faust.App:
             await app.crash(exc)
             raise
 
-    async def switch_to(version: str | None) -> None:
-        """Use the model the batch was keyed by (unstamped: the newest one)."""
-        wanted = models.current() if version is None else models.get(version)
-        if wanted is None:  # keyed by a model this worker's reader has not seen yet
-            for _ in range(100):
-                await asyncio.sleep(0.1)
-                if (wanted := models.get(version or "")) is not None:
-                    break
-            else:
-                log.warning("normalized batch keyed by model %s, which this worker does not "
-                            "have; scoring with %s", version, scorer.model.version)  # fmt: skip
-                return
-        if wanted.version != scorer.model.version:
-            METRICS.model_info.labels(scorer.model.model.name, scorer.model.version).set(0)
-            scorer.switch(wanted)
-            METRICS.model_info.labels(wanted.model.name, wanted.version).set(1)
-            log.warning("switched to model %s", wanted.version)
+    async def model_for(version: str | None) -> CompiledModel | None:
+        """The model a batch was keyed by (unstamped: the newest), waiting up to 10 s
+        for this worker's reader to have it."""
+        if version is None:
+            return models.current()
+        for _ in range(100):
+            if (found := models.get(version)) is not None:
+                return found
+            await asyncio.sleep(0.1)
+        log.warning("normalized batch keyed by model %s, which this worker does not have; "
+                    "scoring with %s", version, scorer.model.version)  # fmt: skip
+        return None
 
     async def score(stream: Any) -> None:
         # a few batches at a time, their sends acknowledged together: faust acks them
@@ -237,54 +217,11 @@ def create_app(settings: Settings) -> faust.App:
             sends: list[Send] = []
             for record in records:
                 stream._set_current_event(record)  # its partition is the table's, for writes
-                partition = record.message.partition
-                batch = _events_of(record.value)
-                if batch is None:  # not the normalize stage's
-                    letter = dead_letter(record.value, topics.normalized, partition,
-                                         record.message.offset, "score",
-                                         "not a JSON array of events")  # fmt: skip
-                    sends.append((dlq, None, orjson.dumps(letter), None))
-                    METRICS.dlq_writes.labels("score").inc()
-                    continue
-                METRICS.records_in.labels(topics.normalized).inc(len(batch))
-                await switch_to(_model_header(record))
-                engine = scorer.engine(partition)
-                scored: list[dict[str, Any]] = []
-                for event in batch:
-                    try:
-                        _, alert = scorer.score(event, partition)
-                    except Exception as exc:  # what one event causes stays with that event
-                        sends.append(_refused(event, record, exc))
-                        continue
-                    scored.append(event)
-                    if alert is not None:
-                        sends.append(_alert(alert))
-                if scored:
-                    sends += [_alert(a) for a in engine.flush(event_time(scored[-1]))]
-                state.save(partition, engine)
-                sends += [(events, record.key, b, None) for b in batches(scored)]
+                scoring.switch(await model_for(_model_header(record)))
+                message = record.message
+                sends += scoring.message(record.value, record.key, message.partition,
+                                       message.offset)  # fmt: skip
             await deliver(sends)
-
-    def _refused(event: dict[str, Any], record: Any, exc: Exception) -> Send:
-        """A dead letter for an event the scorer could not place or score."""
-        METRICS.dlq_writes.labels("score").inc()
-        why = f"the event could not be scored: {type(exc).__name__}: {str(exc)[:300]}"
-        log.error("%s (%s)", why, (event.get("event") or {}).get("id"))
-        try:
-            raw = orjson.dumps(event)
-        except TypeError:  # not even JSON: its text, as far as Python can tell
-            raw = repr(event)[:65536].encode()
-        message = record.message
-        letter = dead_letter(raw, topics.normalized, message.partition, message.offset, "score",
-                             why)  # fmt: skip
-        return (dlq, None, orjson.dumps(letter), None)
-
-    def _alert(alert: Alert) -> Send:
-        """An alert (new or changed) for flows.alerts: all on one partition, keyed by
-        fingerprint, so the incident stage sees every one in order."""
-        METRICS.alerts_raised.inc()
-        doc = orjson.dumps(alert.to_document())
-        return (alerts, alert.fingerprint.encode(), doc, ALERTS_PARTITION)
 
     if "score" in roles:
         app.agent(normalized, name="score")(score)
@@ -292,7 +229,7 @@ def create_app(settings: Settings) -> faust.App:
         @app.timer(interval=_FLUSH_SECONDS)  # type: ignore[misc]
         async def flush_alerts() -> None:
             """Send the alerts whose last changes were held back (the stream went quiet)."""
-            sends = [_alert(a) for engine in scorer.engines.values() for a in engine.flush()]
+            sends = scoring.flush()
             if sends:
                 await deliver(sends)
 

@@ -262,66 +262,70 @@ class _Policy:
         return self.selector.matches({**k8s["labels"], NS_LABEL: k8s["namespace"]})
 
 
-def _decide(
-    policies: list[_Policy],
-    zone: DerivedZone,
-    peer: DerivedZone,
-    direction: str,
-    protocol: str,
-    port: int | None,
-) -> bool:
-    kind = "Ingress" if direction == "ingress" else "Egress"
-    selecting = [p for p in policies if kind in p.types and p.selects(zone)]
-    if not selecting:
-        return True  # the profile allows
-    for policy in selecting:
-        for rule in policy.ingress if direction == "ingress" else policy.egress:
-            if rule.protocol is not None and rule.protocol != protocol:
-                continue
-            mine, theirs = (
-                (rule.destination, rule.source)
-                if direction == "ingress"
-                else (rule.source, rule.destination)
-            )
-            if not (
-                mine.matches(zone, policy.namespace) and theirs.matches(peer, policy.namespace)
-            ):
-                continue
-            ports = rule.destination.ports
-            if ports is not None and (
-                port is None or not any(lo <= port <= hi for lo, hi in ports)
-            ):
-                continue
-            if rule.action == "Log":
-                continue
-            return rule.action in ("Allow", "Pass")
-    return False
+class _Sides:
+    """What a zone's policies let it exchange with a peer, one direction at a time; what
+    does not depend on the pair (the policies selecting each zone, the port ranges
+    where any rule changes its mind) is worked out once."""
 
-
-def _side(
-    policies: list[_Policy], zone: DerivedZone, peer: DerivedZone, direction: str
-) -> Services:
-    """Exactly what ``zone`` admits with ``peer`` in one direction, per protocol and port."""
-    out: Services = {}
-    for protocol in PROTOCOLS:
-        if protocol not in ("tcp", "udp"):
-            if _decide(policies, zone, peer, direction, protocol, None):
-                out[protocol] = list(FULL)
-            continue
+    def __init__(self, policies: list[_Policy]) -> None:
+        self.policies = policies
         cuts = {0, 65536}
         for policy in policies:
             for rule in policy.ingress + policy.egress:
                 for lo, hi in rule.destination.ports or []:
                     cuts |= {lo, hi + 1}
-        edges = sorted(c for c in cuts if 0 <= c <= 65536)
-        allowed = [
-            (lo, hi - 1)
-            for lo, hi in pairwise(edges)
-            if _decide(policies, zone, peer, direction, protocol, lo)
-        ]
-        if allowed:
-            out[protocol] = merge(allowed)
-    return out
+        self.edges = sorted(c for c in cuts if 0 <= c <= 65536)
+        self._selecting: dict[tuple[str, str], list[_Policy]] = {}
+
+    def decide(self, zone: DerivedZone, peer: DerivedZone, direction: str, protocol: str,
+               port: int | None) -> bool:  # fmt: skip
+        kind = "Ingress" if direction == "ingress" else "Egress"
+        selecting = self._selecting.get((zone.name, kind))
+        if selecting is None:
+            selecting = self._selecting[(zone.name, kind)] = [
+                p for p in self.policies if kind in p.types and p.selects(zone)
+            ]
+        if not selecting:
+            return True  # the profile allows
+        for policy in selecting:
+            for rule in policy.ingress if direction == "ingress" else policy.egress:
+                if rule.protocol is not None and rule.protocol != protocol:
+                    continue
+                mine, theirs = (
+                    (rule.destination, rule.source)
+                    if direction == "ingress"
+                    else (rule.source, rule.destination)
+                )
+                if not (
+                    mine.matches(zone, policy.namespace) and theirs.matches(peer, policy.namespace)
+                ):
+                    continue
+                ports = rule.destination.ports
+                if ports is not None and (
+                    port is None or not any(lo <= port <= hi for lo, hi in ports)
+                ):
+                    continue
+                if rule.action == "Log":
+                    continue
+                return rule.action in ("Allow", "Pass")
+        return False
+
+    def side(self, zone: DerivedZone, peer: DerivedZone, direction: str) -> Services:
+        """Exactly what ``zone`` admits with ``peer`` in one direction, per protocol and port."""
+        out: Services = {}
+        for protocol in PROTOCOLS:
+            if protocol not in ("tcp", "udp"):
+                if self.decide(zone, peer, direction, protocol, None):
+                    out[protocol] = list(FULL)
+                continue
+            allowed = [
+                (lo, hi - 1)
+                for lo, hi in pairwise(self.edges)
+                if self.decide(zone, peer, direction, protocol, lo)
+            ]
+            if allowed:
+                out[protocol] = merge(allowed)
+        return out
 
 
 def import_calico(
@@ -346,12 +350,13 @@ def import_calico(
     policies.sort(key=lambda p: (p.order, p.name))
     warnings: list[str] = []
     zones = _zones(policies, warnings)
+    sides = _Sides(policies)
 
     def governed(a: DerivedZone, b: DerivedZone) -> bool:
         return a.endpoint.get("kubernetes") is not None or b.endpoint.get("kubernetes") is not None
 
     def allowed(a: DerivedZone, b: DerivedZone) -> Services:
-        return intersect(_side(policies, a, b, "egress"), _side(policies, b, a, "ingress"))
+        return intersect(sides.side(a, b, "egress"), sides.side(b, a, "ingress"))
 
     model = build_model(
         name, f"Imported from {len(policies)} Calico policies", zones, allowed, governed, warnings

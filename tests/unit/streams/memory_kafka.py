@@ -62,9 +62,18 @@ class MemoryConsumer:
         self.pauses = 0
         broker.consumers.append(self)
 
-    def subscribe(self, topics: list[str], **_: Any) -> None:
+    def subscribe(self, topics: list[str], on_assign: Any = None, **_: Any) -> None:
         for topic in topics:
             self.position[topic] = self.broker.committed.get((self.group, topic), 0)
+        if on_assign is not None:  # this member gets every partition at once
+            on_assign(self, self.assignment())
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.position[tp.topic] = max(tp.offset, 0)
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0) -> tuple[int, int]:
+        return 0, len(self.broker.topics.get(tp.topic, []))
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, 0) for t in self.position]

@@ -257,3 +257,85 @@ def test_a_vpc_header_holds_for_its_own_producer_only() -> None:
     assert source_of(plain, None) == "10.0.1.10"  # nor a keyless record's
     assert normalizer.normalize(header, "t", 0, 2) == ([], [])  # a keyless header ...
     assert source_of(plain, None) == "10.0.1.10"  # ... holds for nothing after it
+
+
+def test_the_index_stage_writes_after_the_gate_dead_letters_refusals_and_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams import index
+
+    settings = _settings()
+    broker = Broker()
+    events = settings.topics.events
+    for start in (0, 3):
+        batch = [
+            {"event": {"id": f"flows.raw.vpcflow-0-{i}-0"}, "n": i} for i in range(start, start + 3)
+        ]
+        broker.append(events, orjson.dumps(batch))
+    broker.append(events, b'{"not": "a batch"}')
+    broker.append(events, orjson.dumps([{"event": {"id": "bad-mapping"}, "port": "https"}]))
+    holder: list[StageLoop] = []
+    sink = FlakySink(down=2, stage=holder)
+    monkeypatch.setattr(index, "make_sink", lambda *args: sink)
+    monkeypatch.setattr(index, "Elasticsearch", lambda **kwargs: None)
+    gate = TemplateGate(settings)
+    stage = in_memory(index.IndexLoop(settings, gate), broker)
+    holder.append(stage)
+    stage.start()
+    time.sleep(0.3)
+    assert sink.taken == [] and stage.waiting.report()["on"] == "elasticsearch index templates"
+    gate.ready.set()
+    try:
+        _until(lambda: broker.committed.get(("segwatch-index", events)) == 4)
+    finally:
+        stage.stop()
+    assert sink.taken == [f"flows.raw.vpcflow-0-{i}-0" for i in range(6)]
+    letters = [orjson.loads(v) for v in broker.values(settings.topics.dlq)]
+    assert [d["reason"][:40] for d in letters] == [
+        "not a JSON array of events with event.id", "the target refuses bad ones"]  # fmt: skip
+    assert letters[1]["source"]["offset"] == 3  # where the refused event was read
+    assert orjson.loads(letters[1]["raw"])["port"] == "https"
+    assert stage.failed is None
+
+
+def test_the_incident_stage_pages_once_across_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alerts in; the trigger page and the incident document out on flows.incidents,
+    the book in the state topic, a stranger's message dead-lettered; a new stage takes
+    the state over and pages the same incident's next alert as no second trigger."""
+    from streams import incidents
+    from tests.unit.detect.conftest import MONDAY
+    from tests.unit.test_incidents import alert
+
+    from .memory_kafka import MemoryConsumer
+
+    settings = _settings()
+    topics = settings.topics
+    broker = Broker()
+    monkeypatch.setattr(incidents, "ensure_topics", lambda *args, **kwargs: [])
+    monkeypatch.setattr(incidents, "Consumer",
+                        lambda conf: MemoryConsumer(broker, conf["group.id"]))  # fmt: skip
+    monkeypatch.setattr(incidents, "Producer", lambda conf: MemoryProducer(broker))
+
+    def run(count: int) -> None:
+        stage = in_memory(incidents.IncidentLoop(settings), broker)
+        stage.start()
+        try:
+            _until(lambda: broker.committed.get(("segwatch-incidents", topics.alerts)) == count)
+        finally:
+            stage.stop()
+        assert stage.failed is None and stage.restarts == 0
+
+    scan = dict(src="10.50.10.1", src_zone="dmz", dst_zone="pos", hosts=["10.50.2.1"])
+    broker.append(topics.alerts, orjson.dumps(alert("f1", at=MONDAY, **scan)))
+    broker.append(topics.alerts, b"not an alert")
+    run(2)
+    changes = [orjson.loads(v) for v in broker.values(topics.incidents)]
+    assert [c["action"] for c in changes] == ["trigger", "index"]
+    assert changes[0]["id"].endswith("-trigger") and changes[0]["doc"]["segwatch"]["incident"]
+    (letter,) = [orjson.loads(v) for v in broker.values(topics.dlq)]
+    assert letter["stage"] == "incidents" and "not an alert document" in letter["reason"]
+    assert broker.values(incidents.state_topic(settings))  # the book, before the commit
+    broker.append(topics.alerts, orjson.dumps(alert("f2", at=MONDAY + 60, **scan)))
+    run(3)  # a new stage: the book comes back from the state topic
+    later = [orjson.loads(v)["action"] for v in broker.values(topics.incidents)][2:]
+    assert "trigger" not in later and "index" in later  # the same incident, grown

@@ -1,0 +1,119 @@
+"""The score stage's work, apart from faust: one ``flows.normalized`` message in,
+what to send out (``flows.events``, ``flows.alerts``, ``flows.dlq``).
+
+The faust agent in :mod:`streams.app` feeds it the messages of its partitions and
+sends what it returns, waiting for Kafka's acknowledgement before faust may commit
+them; everything else — the model switch, placing and scoring, dead letters for
+what one event causes, the detector state snapshot — is here, and unit-tested
+without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from detector.detect import Alert, event_time
+from detector.model import CompiledModel
+from streams.incidents import ALERTS_PARTITION
+from streams.metrics import METRICS
+from streams.pipeline import Scorer, batches, dead_letter
+from streams.settings import TopicSettings
+
+__all__ = ["ScoreStage", "Send"]
+
+log = logging.getLogger("segwatch.score")
+
+Send = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
+
+
+class _State(Protocol):
+    def save(self, partition: int, engine: Any) -> None: ...
+
+
+def events_of(value: bytes) -> list[dict[str, Any]] | None:
+    """The events of a ``flows.normalized`` message, or None if it is not an array of them."""
+    try:
+        batch = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(batch, list) and all(isinstance(event, dict) for event in batch):
+        return batch
+    return None
+
+
+@dataclass
+class ScoreStage:
+    """Places and scores normalized messages; ``state`` snapshots each partition's
+    detectors (the faust table)."""
+
+    topics: TopicSettings
+    scorer: Scorer
+    state: _State
+
+    def switch(self, model: CompiledModel | None) -> None:
+        """Score with ``model`` from now on (None, or the model in use: nothing changes)."""
+        current = self.scorer.model
+        if model is None or model.version == current.version:
+            return
+        METRICS.model_info.labels(current.model.name, current.version).set(0)
+        self.scorer.switch(model)
+        METRICS.model_info.labels(model.model.name, model.version).set(1)
+        log.warning("switched to model %s", model.version)
+
+    def message(self, value: bytes, key: bytes | None, partition: int, offset: int) -> list[Send]:
+        """What one message of partition ``partition`` makes: its scored events (a batch
+        of ``flows.events``, keyed as it came), the alerts it opened or changed, and a
+        dead letter for each event that could not be scored (or for the message, if it
+        is not an array of events)."""
+        topics = self.topics
+        batch = events_of(value)
+        if batch is None:  # not the normalize stage's
+            METRICS.dlq_writes.labels("score").inc()
+            letter = dead_letter(value, topics.normalized, partition, offset, "score",
+                                 "not a JSON array of events")  # fmt: skip
+            return [(topics.dlq, None, orjson.dumps(letter), None)]
+        METRICS.records_in.labels(topics.normalized).inc(len(batch))
+        engine = self.scorer.engine(partition)
+        sends: list[Send] = []
+        scored: list[dict[str, Any]] = []
+        for event in batch:
+            try:
+                _, alert = self.scorer.score(event, partition)
+            except Exception as exc:  # what one event causes stays with that event
+                sends.append(self._refused(event, partition, offset, exc))
+                continue
+            scored.append(event)
+            if alert is not None:
+                sends.append(self.alert(alert))
+        if scored:
+            sends += [self.alert(a) for a in engine.flush(event_time(scored[-1]))]
+        self.state.save(partition, engine)
+        sends += [(topics.events, key, b, None) for b in batches(scored)]
+        return sends
+
+    def flush(self) -> list[Send]:
+        """The alert changes held back while the stream was quiet."""
+        return [self.alert(a) for engine in self.scorer.engines.values() for a in engine.flush()]
+
+    def alert(self, alert: Alert) -> Send:
+        """An alert (new or changed) for ``flows.alerts``: all on one partition, keyed by
+        fingerprint, so the incident stage sees every one in order."""
+        METRICS.alerts_raised.inc()
+        doc = orjson.dumps(alert.to_document())
+        return (self.topics.alerts, alert.fingerprint.encode(), doc, ALERTS_PARTITION)
+
+    def _refused(self, event: dict[str, Any], partition: int, offset: int,
+                 exc: Exception) -> Send:  # fmt: skip
+        METRICS.dlq_writes.labels("score").inc()
+        why = f"the event could not be scored: {type(exc).__name__}: {str(exc)[:300]}"
+        log.error("%s (%s)", why, (event.get("event") or {}).get("id"))
+        try:
+            raw = orjson.dumps(event)
+        except TypeError:  # not even JSON: its text, as far as Python can tell
+            raw = repr(event)[:65536].encode()
+        letter = dead_letter(raw, self.topics.normalized, partition, offset, "score", why)
+        return (self.topics.dlq, None, orjson.dumps(letter), None)
