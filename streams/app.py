@@ -46,8 +46,9 @@ from streams.pipeline import Scorer
 from streams.score import ScoreStage, Send
 from streams.settings import Settings
 from streams.state import DetectorState
+from streams.topics import TopicSpec
 
-__all__ = ["create_app", "tune_gc", "worker_stages"]
+__all__ = ["create_app", "internal_topics", "tune_gc", "worker_stages"]
 
 _MAX_STATE_BYTES = 16 * 1024 * 1024  # a partition's state snapshot, compressed
 # flows.normalized and flows.events carry batches (JSON arrays of events): a faust agent
@@ -70,6 +71,22 @@ def tune_gc() -> None:
 def _broker(settings: Settings) -> str:
     hosts = settings.kafka.bootstrap_servers.split(",")
     return ";".join(f"kafka://{h.strip()}" for h in hosts)
+
+
+def internal_topics(settings: Settings) -> list[TopicSpec]:
+    """The topics faust keeps for this worker (the detector-state changelog, the
+    assignor's), created before faust starts: faust declares them itself, but against a
+    broker that has only just come back the declaration can fail, and faust then
+    crashes its agent over a changelog of 0 partitions."""
+    topics, app_id = settings.topics, settings.worker.app_id
+    return [
+        TopicSpec(f"{app_id}-detector-state-changelog", topics.partitions,
+                  topics.replication_factor, {"cleanup.policy": "compact",
+                                              "max.message.bytes": str(_MAX_STATE_BYTES)},
+                  "the detector state per partition of the normalized topic"),
+        TopicSpec(f"{app_id}-__assignor-__leader", 1, topics.replication_factor,
+                  purpose="faust's assignor leader topic"),
+    ]  # fmt: skip
 
 
 def worker_stages(settings: Settings, models: ModelWatcher,

@@ -165,7 +165,7 @@ def worker_cmd(
     stderr."""
     import faust
 
-    from streams.app import create_app, tune_gc
+    from streams.app import create_app, internal_topics, tune_gc
 
     settings = _settings(config)
     if model is not None:
@@ -180,9 +180,17 @@ def worker_cmd(
     except Exception as exc:  # a bad model: ModelError lists every problem
         _err.print(f"[red]cannot start the worker:[/red] {_safe(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    import logging.config
+
+    from streams.health import wait_for_kafka
     from streams.logs import logging_config
 
     level = {"crit": "critical", "warn": "warning"}.get(loglevel, loglevel)
+    logging.config.dictConfig(logging_config(level))  # the wait below logs as the worker will
+    worker = settings.worker
+    web = (worker.web_host, worker.web_port) if worker.web_port is not None else None
+    # faust gives up at once if it cannot bootstrap: wait for the broker (and its topics)
+    wait_for_kafka(settings.kafka, settings.retry, web, internal_topics(settings))
     tune_gc()
     faust.Worker(
         app, loglevel=level, logging_config=logging_config(level), quiet=True

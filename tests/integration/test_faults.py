@@ -4,6 +4,8 @@ everything arrives, exactly once.
 
 - Elasticsearch down when the worker starts: events are scored and incidents paged
   meanwhile; indexing catches up, exactly, once the node is back.
+- The broker down when the worker starts: it waits (healthy, not ready, saying so),
+  then runs; every event arrives once.
 - One webhook target failing for a while: the other target's pages are not delayed;
   the failed one gets every page once when it answers again.
 
@@ -188,6 +190,39 @@ def test_a_worker_started_while_elasticsearch_is_down_scores_pages_and_then_inde
         hook.shutdown()
     text = worker_log.read_text()
     assert "Crashed" not in text and "We experienced a crash" not in text
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_started_while_the_broker_is_down_waits_for_it_then_runs(
+    kafka: KafkaSettings, es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    env = _env(f"fb{unique}", SEGWATCH_RETRY__MAX_SECONDS="3")
+    port = int(env["SEGWATCH_WORKER__WEB_PORT"])
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    log = _simulate(tmp_path, env, ["port-scan"], hours=1)
+    shipped = len(log.read_text().splitlines())
+    worker_log = tmp_path / "worker.log"
+    _stack("down", "--only", "kafka")
+    try:
+        worker = _start_worker(MODEL, env, worker_log)
+        assert _wait(lambda: _get(port, "/healthz")[0] == 200, 60), worker_log.read_text()[-2000:]
+        status, ready = _get(port, "/readyz")
+        assert status == 503 and ready["stages"]["startup"]["waiting"]["on"] == "kafka"
+        time.sleep(5)
+        assert worker.poll() is None  # waiting, not gone
+    finally:
+        _stack("up", "--only", "kafka")
+    try:
+        assert _segwatch("ship", "-f", "vpcflow", str(log), env=env).returncode == 0
+        got = _wait_count(es, f"segwatch-events-fb{unique}", shipped, seconds=240)
+        assert got == shipped, worker_log.read_text()[-3000:]
+        _no_duplicates(es, f"segwatch-events-fb{unique}")
+        assert worker.poll() is None
+        print(
+            f"broker down at start: the worker waited, then {got} of {shipped} events, none twice"
+        )
+    finally:
+        _stop(worker)
 
 
 @pytest.mark.timeout(600)
