@@ -59,6 +59,7 @@ class NormalizeLoop(StageLoop):
         self.model = model  # the newest model, read once per batch
         self.scored = scored  # the normalized partitions this worker scores, if it scores
         self.sent_messages = self.sent_events = 0  # to the normalized topic
+        self._failed_batches = 0  # in a row
         topics = settings.topics
         self._normalizers = {
             topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
@@ -138,13 +139,17 @@ class NormalizeLoop(StageLoop):
             self.sent_events += len(encoded_events)
         while producer.flush(1.0) > 0:
             pass  # the producer retries by itself while the broker is away
-        if failures:
-            self.log.error("%d deliveries failed (%s); doing the batch again", len(failures),
-                           failures[0])  # fmt: skip
+        if failures:  # do the batch again, after the retry policy's wait
             for (topic, partition), offset in first.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
-            time.sleep(1.0)
+            self._failed_batches += 1
+            self.policy.pause("normalize-kafka", "kafka", self._failed_batches,
+                              f"{len(failures)} deliveries failed ({failures[0]}); doing the "
+                              "batch again", self.waiting)  # fmt: skip
             return
+        if self._failed_batches:
+            self._failed_batches = 0
+            self.waiting.end()
         self._commit(consumer, last)
 
 

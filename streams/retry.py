@@ -101,6 +101,12 @@ class _Wait(tenacity.wait.wait_base):
         return wait
 
 
+def _attempt(number: int) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = number
+    return state
+
+
 @dataclass
 class RetryPolicy:
     """Retries calls to dependencies until they answer, or ``stop`` is set."""
@@ -108,6 +114,17 @@ class RetryPolicy:
     settings: RetrySettings = field(default_factory=RetrySettings)
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], Any] | None = None  # default: wait on ``stop``
+
+    def pause(self, sink: str, dependency: str, attempt: int, reason: str,
+              waiting: Waiting | None = None) -> None:  # fmt: skip
+        """The wait before try ``attempt`` + 1 of a loop that retries by itself (the
+        normalize stage redoing a batch): the same backoff, counted and reported as
+        :meth:`call`'s."""
+        METRICS.retries.labels(sink).inc()
+        if waiting is not None:
+            waiting.begin(dependency, reason)
+        log.warning("%s waits for %s: %s", sink, dependency, reason)
+        self._sleep(_Wait(self.settings)(_attempt(attempt)))
 
     def _sleep(self, seconds: float) -> None:
         if self.sleep is not None:

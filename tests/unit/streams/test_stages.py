@@ -339,3 +339,29 @@ def test_the_incident_stage_pages_once_across_a_restart(monkeypatch: pytest.Monk
     run(3)  # a new stage: the book comes back from the state topic
     later = [orjson.loads(v)["action"] for v in broker.values(topics.incidents)][2:]
     assert "trigger" not in later and "index" in later  # the same incident, grown
+
+
+def test_the_normalize_stage_redoes_a_batch_kafka_did_not_take_after_the_policy_wait() -> None:
+    from pathlib import Path
+
+    from detector.model import compile_model, load_model
+    from streams.normalize import NormalizeLoop
+
+    root = Path(__file__).resolve().parents[3]
+    model = compile_model(load_model(root / "rules" / "models" / "three_tier_vpc.yaml"))
+    settings = _settings(worker={"normalize_ahead": 0})
+    broker = Broker()
+    t = 1764064800
+    record = f"2 123456789012 eni-1 10.0.1.10 10.0.2.20 40000 8080 6 1 60 {t} {t + 30} ACCEPT OK"
+    broker.append(settings.topics.raw("vpcflow"), record.encode())
+    before = METRICS.retries.labels("normalize-kafka")._value.get()  # type: ignore[attr-defined]
+    stage = in_memory(NormalizeLoop(settings, lambda: model), broker, fail_first=1)
+    stage.start()
+    try:
+        _until(lambda: broker.committed.get(("segwatch-normalize", "flows.raw.vpcflow")) == 1)
+    finally:
+        stage.stop()
+    assert METRICS.retries.labels("normalize-kafka")._value.get() == before + 1  # type: ignore[attr-defined]
+    (carried,) = broker.topics[settings.topics.normalized]  # the failed delivery, done again
+    assert orjson.loads(carried.value())[0]["event"]["id"] == "flows.raw.vpcflow-0-0-0"
+    assert stage.waiting.report() is None and stage.restarts == 0
