@@ -111,7 +111,7 @@ class DeliveryLoop(StageLoop):
         consumer.subscribe([self.topic])
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(self.batch, timeout=0.5)
+                messages = self._take(consumer, self.batch, 0.5)
                 if messages:
                     self._batch(sink, consumer, producer, messages)
         finally:

@@ -102,7 +102,7 @@ class IncidentLoop(StageLoop):
         self.active = False
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(100, timeout=0.1)
+                messages = self._take(consumer, 100, 0.1)
                 if self._assigned is not None:
                     self._take_over(self._assigned)
                     self._assigned = None

@@ -153,6 +153,16 @@ class StageLoop(abc.ABC):
         if pending:
             self.policy.call(f"{self.name}-kafka", "kafka", attempt, self.waiting)
 
+    @staticmethod
+    def _take(consumer: Consumer, most: int, wait: float) -> list[Message]:
+        """Up to ``most`` messages: the first as soon as one comes (waiting at most
+        ``wait`` seconds), then what is already fetched. (``consume(n, timeout)`` would
+        wait for ``n`` or the timeout: a lone page would wait the whole timeout.)"""
+        first = consumer.poll(wait)
+        if first is None:
+            return []
+        return [first, *consumer.consume(most - 1, timeout=0)] if most > 1 else [first]
+
     def _idle(self, consumer: Consumer, seconds: float) -> None:
         """Wait, polling with the partitions paused: the group keeps this member (a
         wait longer than ``max.poll.interval.ms`` would make it leave)."""
