@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from detector.model.services import Services, to_flow_specs
 __all__ = [
     "DerivedZone",
     "ImportProblem",
+    "Selecting",
     "add_address_zones",
     "build_model",
     "namespace_of",
@@ -64,6 +65,25 @@ def namespace_of(meta: Any, where: str) -> str:
         raise ImportProblem(where, f"metadata.namespace {str(namespace)[:80]!r} is not a "
                             "Kubernetes namespace name")  # fmt: skip
     return namespace
+
+
+class Selecting:
+    """The policies (anything with ``types`` and ``selects(zone)``) that select each
+    zone in one direction, worked out once per zone: an import asks it for every pair
+    of zones."""
+
+    def __init__(self, policies: Sequence[Any]) -> None:
+        self.policies = policies
+        self._found: dict[tuple[str, str], list[Any]] = {}
+
+    def __call__(self, zone: DerivedZone, direction: str) -> list[Any]:
+        kind = "Ingress" if direction == "ingress" else "Egress"
+        found = self._found.get((zone.name, kind))
+        if found is None:
+            found = self._found[(zone.name, kind)] = [
+                p for p in self.policies if kind in p.types and p.selects(zone)
+            ]
+        return found
 
 
 def port_range(first: int, last: int, where: str) -> tuple[int, int]:

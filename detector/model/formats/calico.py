@@ -37,6 +37,7 @@ from detector.model.compile import CompiledModel
 from detector.model.formats._derive import (
     DerivedZone,
     ImportProblem,
+    Selecting,
     add_address_zones,
     build_model,
     namespace_of,
@@ -275,16 +276,11 @@ class _Sides:
                 for lo, hi in rule.destination.ports or []:
                     cuts |= {lo, hi + 1}
         self.edges = sorted(c for c in cuts if 0 <= c <= 65536)
-        self._selecting: dict[tuple[str, str], list[_Policy]] = {}
+        self._selecting = Selecting(policies)
 
     def decide(self, zone: DerivedZone, peer: DerivedZone, direction: str, protocol: str,
                port: int | None) -> bool:  # fmt: skip
-        kind = "Ingress" if direction == "ingress" else "Egress"
-        selecting = self._selecting.get((zone.name, kind))
-        if selecting is None:
-            selecting = self._selecting[(zone.name, kind)] = [
-                p for p in self.policies if kind in p.types and p.selects(zone)
-            ]
+        selecting = self._selecting(zone, direction)
         if not selecting:
             return True  # the profile allows
         for policy in selecting:

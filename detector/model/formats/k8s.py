@@ -36,6 +36,7 @@ from detector.model.compile import CompiledModel
 from detector.model.formats._derive import (
     DerivedZone,
     ImportProblem,
+    Selecting,
     add_address_zones,
     build_model,
     namespace_of,
@@ -172,18 +173,13 @@ class _Sides:
 
     def __init__(self, policies: list[_Policy]) -> None:
         self.policies = policies
-        self._selecting: dict[tuple[str, str], list[_Policy]] = {}
+        self._selecting = Selecting(policies)
         self._reaches: dict[tuple[int, str], bool] = {}
 
     def side(self, zone: DerivedZone, peer: DerivedZone, direction: str) -> Services:
         if zone.endpoint.get("kubernetes") is None:
             return ALL  # not a pod: Kubernetes does not restrict it
-        kind = "Ingress" if direction == "ingress" else "Egress"
-        selecting = self._selecting.get((zone.name, kind))
-        if selecting is None:
-            selecting = self._selecting[(zone.name, kind)] = [
-                p for p in self.policies if kind in p.types and p.selects(zone)
-            ]
+        selecting = self._selecting(zone, direction)
         if not selecting:
             return ALL
         allowed: Services = {}
