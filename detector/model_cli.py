@@ -202,6 +202,7 @@ def import_cmd(
     """Derive a native model from the policies you already have (README "Import and export")."""
     from detector.model import ModelError
     from detector.model.formats import IMPORTERS, ImportProblem
+    from detector.model.formats._derive import catch_all_zones
 
     if source not in IMPORTERS:
         fail(f"--from {source!r} is not one of {', '.join(IMPORTERS)}")
@@ -226,6 +227,8 @@ def import_cmd(
     write_text(output, model.to_yaml())
     doc = model.document
     typer.echo(f"segwatch: {len(doc.zones)} zones, {len(doc.flows)} flows -> {output}", err=True)
+    for zone, why in catch_all_zones(model):
+        typer.echo(f"  catch-all zone {zone}: {why}", err=True)
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,250}")

@@ -29,6 +29,9 @@ __all__ = [
     "Selecting",
     "add_address_zones",
     "build_model",
+    "catch_all",
+    "catch_all_zones",
+    "named_namespaces",
     "namespace_of",
     "port_range",
     "representative_address",
@@ -193,6 +196,26 @@ def slug(text: str, limit: int = 63) -> str:
     """A zone/flow name: lower case, ``[a-z0-9_.-]``, starting and ending alphanumeric."""
     out = re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-_.")
     return out[:limit].rstrip("-_.") or "zone"
+
+
+CATCH_ALL = "catch_all"  # the tag of a zone an import made for pods no policy names
+
+
+def catch_all(why: str) -> dict[str, Any]:
+    """The description and tags of a catch-all zone (``why`` it exists)."""
+    return {"description": why, "tags": {CATCH_ALL: "true"}}
+
+
+def catch_all_zones(model: SegmentationModel) -> list[tuple[str, str]]:
+    """(name, why) of the catch-all zones an import made, for its summary."""
+    return [(z.name, z.description or "") for z in model.document.zones
+            if z.tags.extra.get(CATCH_ALL) == "true"]  # fmt: skip
+
+
+def named_namespaces(zones: Iterable[DerivedZone]) -> list[str]:
+    """The namespaces the zones' selectors name: each needs a zone for its other pods
+    (Kubernetes makes every pod a member of its namespace, selected or not)."""
+    return sorted({ns for z in zones for sel in z.kubernetes for ns in sel.get("namespaces") or []})
 
 
 def unique(name: str, taken: set[str]) -> str:

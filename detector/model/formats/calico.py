@@ -40,6 +40,8 @@ from detector.model.formats._derive import (
     Selecting,
     add_address_zones,
     build_model,
+    catch_all,
+    named_namespaces,
     namespace_of,
     port_range,
     slug,
@@ -115,10 +117,11 @@ class _Entity:
         return self.selector is None or self.selector.matches(labels)
 
 
-def _pinned_namespaces(conj: list[Expr]) -> list[str]:
-    """Namespaces a conjunction pins with ``projectcalico.org/namespace == / in``."""
+def _pinned_namespaces(conj: list[Expr], key: str = NS_LABEL) -> list[str]:
+    """Namespaces a conjunction pins with ``key == / in``: an endpoint selector with
+    ``projectcalico.org/namespace``, a namespace selector with ``projectcalico.org/name``."""
     for atom in conj:
-        if atom.args and atom.args[0] == NS_LABEL:
+        if atom.args and atom.args[0] == key:
             if atom.op == "eq":
                 return [atom.args[1]]
             if atom.op == "in":
@@ -366,8 +369,14 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
     nets: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
 
     def pod_zone(
-        selector: Expr, namespace: str | None, ns_selector: Expr | None, where: str
+        selector: Expr,
+        namespace: str | None,
+        ns_selector: Expr | None,
+        where: str,
+        why: str = "",
+        name: str = "",
     ) -> None:
+        """A zone for these selectors (``why``: a catch-all zone, and the reason)."""
         if ns_selector is not None and ns_selector.op == "all":
             ns_selector = None  # every namespace: no constraint
         selectors: list[dict[str, Any]] = []
@@ -383,10 +392,17 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                 ns_labels = conjunct_labels(ns_conj)
                 if ns_labels is None:
                     continue
+                names = namespaces
+                by_name = _pinned_namespaces(ns_conj, NS_NAME_LABEL)
+                if by_name:  # a namespace selector by name: those namespaces
+                    names = sorted(set(by_name) & set(names)) if names else by_name
+                    if not names:
+                        continue  # pinned to two different namespaces: matches nothing
+                    ns_conj = [a for a in ns_conj if not a.args or a.args[0] != NS_NAME_LABEL]
                 entry: dict[str, Any] = {}
-                if namespaces:
-                    entry["namespaces"] = sorted(namespaces)
-                if ns_conj or not namespaces:
+                if names:
+                    entry["namespaces"] = sorted(names)
+                if ns_conj or not names:
                     entry["namespaceSelector"] = to_label_selector(
                         ns_conj, frozenset({NS_NAME_LABEL})
                     )
@@ -396,7 +412,7 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                 selectors.append(entry)
                 if rep is None:
                     rep_ns = (
-                        (sorted(namespaces)[0] if namespaces else None)
+                        (sorted(names)[0] if names else None)
                         or ns_labels.get(NS_NAME_LABEL)
                         or "ns-any"
                     )
@@ -419,16 +435,17 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
         first = selectors[0].get("namespaces")
         base = (first[0] if first and len(first) == 1 else "global") + (f".{text}" if text else "")
         zones[key] = DerivedZone(
-            unique(slug(base), taken),
+            unique(slug(name or base), taken),
             rep,
             kubernetes=selectors,
-            description=f"endpoints selected in {where}",
+            **(catch_all(why) if why else {"description": f"endpoints selected in {where}"}),
         )
 
     for policy in policies:
         pod_zone(policy.selector, policy.namespace, policy.namespace_selector, policy.where)
-        # the other endpoints of the namespace (or of the cluster): every pod gets a zone
-        pod_zone(Expr("all"), policy.namespace, None, f"namespace {policy.namespace or 'any'}")
+        if policy.namespace is not None:
+            why = f"endpoints of namespace {policy.namespace} that no policy selects"
+            pod_zone(Expr("all"), policy.namespace, None, "", f"{why}: it holds policies")
         for rule in policy.ingress + policy.egress:
             for entity in (rule.source, rule.destination):
                 for net in entity.nets + entity.not_nets:
@@ -441,6 +458,12 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                         entity.namespace_selector,
                         policy.where,
                     )
+    # every pod of the cluster is in some zone, as it is a member of its namespace
+    for namespace in named_namespaces(zones.values()):
+        pod_zone(Expr("all"), namespace, None, "", f"endpoints of namespace {namespace} that no "
+                 "zone above selects: policies name the namespace as a peer")  # fmt: skip
+    pod_zone(Expr("all"), None, None, "", "endpoints of every other namespace: no policy names "
+             "them", name="cluster")  # fmt: skip
     return add_address_zones(list(zones.values()), nets, taken, "nets", warnings)
 
 

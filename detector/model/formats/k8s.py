@@ -39,6 +39,8 @@ from detector.model.formats._derive import (
     Selecting,
     add_address_zones,
     build_model,
+    catch_all,
+    named_namespaces,
     namespace_of,
     port_range,
     selector_labels,
@@ -249,7 +251,10 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
         ns_sel: dict[str, Any] | None,
         pod_sel: dict[str, Any] | None,
         where: str,
+        why: str = "",
+        name: str = "",
     ) -> None:
+        """A zone for these selectors (``why``: a catch-all zone, and the reason)."""
         if (
             ns_sel is not None
             and set(ns_sel) == {"matchLabels"}
@@ -277,7 +282,7 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
             rep_ns_labels = {**ns_labels, NAME_LABEL: rep_ns}
         if pod_sel:
             selector["podSelector"] = pod_sel
-        zone_name = unique(slug(base), taken)
+        zone_name = unique(slug(name or base), taken)
         zones[key] = DerivedZone(
             zone_name,
             {
@@ -289,13 +294,13 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                 },
             },
             kubernetes=[selector],
-            description=f"pods selected in {where}",
+            **(catch_all(why) if why else {"description": f"pods selected in {where}"}),
         )
 
     for policy in policies:
         pod_zone(policy.namespace, None, policy.pod_selector, policy.where)
-        # the namespace's other pods: so every pod of a namespace with policies has a zone
-        pod_zone(policy.namespace, None, None, f"namespace {policy.namespace}")
+        pod_zone(policy.namespace, None, None, "", f"pods of namespace {policy.namespace} that "
+                 "no policy selects: the namespace holds policies")  # fmt: skip
         for direction, key in (("ingress", "from"), ("egress", "to")):
             for rule in getattr(policy, direction):
                 for peer in rule.get(key) or []:
@@ -318,6 +323,12 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
                             peer.get("podSelector"),
                             policy.where,
                         )
+    # every pod of the cluster is in some zone, as it is a member of its namespace
+    for namespace in named_namespaces(zones.values()):
+        pod_zone(namespace, None, None, "", f"pods of namespace {namespace} that no zone above "
+                 "selects: policies name the namespace as a peer")  # fmt: skip
+    pod_zone(None, {}, None, "", "pods of every other namespace: no policy names them",
+             name="cluster")  # fmt: skip
     return add_address_zones(list(zones.values()), nets, taken, "ipBlock", warnings)
 
 

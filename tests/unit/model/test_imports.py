@@ -11,6 +11,7 @@ import yaml
 
 from detector.model import CompiledModel, compile_model
 from detector.model.formats import IMPORTERS, ImportProblem
+from detector.model.formats._derive import catch_all_zones
 
 from .conftest import flow
 
@@ -148,6 +149,72 @@ def test_kubernetes_refuses_other_kinds(tmp_path: Path) -> None:
         )
 
 
+# Whole cluster: every pod is in a zone, as every pod is a member of its namespace. A
+# policy in shop admits gateway pods of the payments namespace (named only as a peer) to
+# db; misc is a namespace no policy names.
+WHOLE_K8S = [
+    netpol(
+        "db-ingress",
+        "shop",
+        {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "payments"}
+                            },
+                            "podSelector": {"matchLabels": {"app": "gateway"}},
+                        }
+                    ],
+                    "ports": [{"port": 5432}],
+                }
+            ],
+        },
+    )
+]
+GATEWAY, BATCH = pod("payments", app="gateway"), pod("payments", app="batch")
+MISC, MISC_2 = pod("misc", app="x"), pod("misc", app="y")
+
+WHOLE_TRUTH = [
+    ("gateway (payments) -> db 5432: the named peer", GATEWAY, DB, 5432, "allowed", "payments.app-gateway"),
+    ("batch (payments) -> db 5432: the peer namespace's other pods", BATCH, DB, 5432, "violation", "payments"),
+    ("batch (payments) -> web 80: web is not isolated", BATCH, WEB, 80, "allowed", "payments"),
+    ("misc -> db 5432: a namespace no policy names", MISC, DB, 5432, "violation", "cluster"),
+    ("misc -> web 80: neither side isolated", MISC, WEB, 80, "allowed", "cluster"),
+    ("misc -> misc 80: inside the cluster zone", MISC, MISC_2, 80, "allowed", "cluster"),
+    ("db -> misc 80: db is not egress-isolated", DB, MISC, 80, "allowed", "shop.app-db"),
+    ("batch (payments) -> misc 80", BATCH, MISC, 80, "allowed", "payments"),
+    ("gateway (misc) -> db 5432: the peer is named by namespace too",
+     pod("misc", app="gateway"), DB, 5432, "violation", "cluster"),
+]  # fmt: skip
+
+
+def verdict(model: CompiledModel, src: Any, dst: Any, port: int) -> tuple[str, str | None]:
+    placed = model.place(flow(src, dst, port, sport=None))
+    return placed.verdict, placed.source_zone
+
+
+@pytest.mark.parametrize(
+    ("case", "src", "dst", "port", "expected", "zone"), WHOLE_TRUTH, ids=[c[0] for c in WHOLE_TRUTH]
+)
+def test_kubernetes_places_every_pod_of_the_cluster(
+    case: str, src: Any, dst: Any, port: int, expected: str, zone: str, tmp_path: Path
+) -> None:
+    assert verdict(imported("k8s", WHOLE_K8S, tmp_path), src, dst, port) == (expected, zone), case
+
+
+def test_an_import_names_its_catch_all_zones_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump_all(WHOLE_K8S))
+    model, _ = IMPORTERS["k8s"]([str(path)], "t")
+    made = dict(catch_all_zones(model))
+    assert set(made) == {"shop", "payments", "cluster"}
+    assert "policies" in made["shop"] and "as a peer" in made["payments"]
+    assert "every other namespace" in made["cluster"]
+
+
 # --- Calico ------------------------------------------------------------------------
 
 
@@ -246,6 +313,43 @@ def test_calico_refuses_other_tiers(tmp_path: Path) -> None:
     policy = calico("GlobalNetworkPolicy", "security.p", {"tier": "security", "selector": "all()"})
     with pytest.raises(ImportProblem, match="only the default tier"):
         imported("calico", [policy], tmp_path)
+
+
+# Whole cluster, Calico: the same cluster as WHOLE_K8S, the peer namespace named by a
+# namespace selector on projectcalico.org/name.
+WHOLE_CALICO = [
+    calico(
+        "NetworkPolicy",
+        "db",
+        {
+            "selector": "app == 'db'",
+            "ingress": [
+                {
+                    "action": "Allow",
+                    "protocol": "TCP",
+                    "source": {
+                        "selector": "app == 'gateway'",
+                        "namespaceSelector": "projectcalico.org/name == 'payments'",
+                    },
+                    "destination": {"ports": [5432]},
+                }
+            ],
+        },
+        ns="shop",
+    )
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "src", "dst", "port", "expected", "zone"), WHOLE_TRUTH, ids=[c[0] for c in WHOLE_TRUTH]
+)
+def test_calico_places_every_pod_of_the_cluster(
+    case: str, src: Any, dst: Any, port: int, expected: str, zone: str, tmp_path: Path
+) -> None:
+    model = imported("calico", WHOLE_CALICO, tmp_path)
+    got, zone_of = verdict(model, src, dst, port)
+    assert got == expected, case
+    assert zone_of is not None and zone_of.split(".")[0] == zone.split(".")[0], case
 
 
 # --- AWS security groups --------------------------------------------------------------

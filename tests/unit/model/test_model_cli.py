@@ -193,6 +193,7 @@ def test_import_and_export_commands(tmp_path: Path) -> None:
         app, ["model", "import", "--from", "k8s", *map(str, files), "-o", str(model)]
     )
     assert imported.exit_code == 0, imported.output
+    assert "catch-all zone cluster: pods of every other namespace" in imported.stderr
     assert runner.invoke(app, ["model", "lint", str(model)]).exit_code == 0
     again = runner.invoke(
         app,
