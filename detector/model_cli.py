@@ -239,14 +239,28 @@ def export_cmd(
     model: ModelOpt,
     target: Annotated[str, typer.Option("--to", help="k8s, calico or aws-sg.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
+    isolate_system: Annotated[
+        bool,
+        typer.Option(
+            "--isolate-system",
+            help="k8s: also isolate zones in kube-system, kube-public and kube-node-lease "
+            "(left alone by default: a default deny there breaks the cluster).",
+        ),
+    ] = False,
 ) -> None:
     """Write the model as Kubernetes NetworkPolicies, Calico policies or AWS security groups."""
-    from detector.model.formats import EXPORTERS
+    from detector.model.formats import EXPORTERS, ExportProblem
     from detector.model.load import dump_yaml_all
 
     if target not in EXPORTERS:
         fail(f"--to {target!r} is not one of {', '.join(EXPORTERS)}")
-    files, warnings = EXPORTERS[target](load_compiled(model))
+    if isolate_system and target != "k8s":
+        fail(f"--isolate-system is for --to k8s, not --to {target}")
+    options = {"isolate_system": True} if isolate_system else {}
+    try:
+        files, warnings = EXPORTERS[target](load_compiled(model), **options)
+    except ExportProblem as exc:
+        fail(f"{model}: {exc}")
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     unsafe = [name for name in files if not _SAFE_NAME.fullmatch(name) or name in (".", "..")]

@@ -15,17 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from detector.model.compile import CompiledModel
 from detector.model.formats._derive import ImportProblem
+from detector.model.formats._export import ExportProblem
 from detector.model.formats.awssg import export_aws_sg, import_aws_sg
 from detector.model.formats.calico import export_calico, import_calico
 from detector.model.formats.k8s import export_k8s, import_k8s
 from detector.model.load import SegmentationModel
 
-__all__ = ["EXPORTERS", "IMPORTERS", "ImportProblem"]
+__all__ = ["EXPORTERS", "IMPORTERS", "ExportProblem", "ImportProblem"]
 
 Importer = Callable[[list[str], str], tuple[SegmentationModel, list[str]]]
-Exporter = Callable[[CompiledModel], tuple[dict[str, Any], list[str]]]
+Exporter = Callable[..., tuple[dict[str, Any], list[str]]]  # (model, **options)
 
 IMPORTERS: dict[str, Importer] = {
     "k8s": import_k8s,

@@ -5,12 +5,21 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from detector.errors import DetectorError
 from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, ModelDocument, inside
 from detector.model.services import ALL, Services, flow_services, union
 
-__all__ = ["LOCAL_V4", "Need", "needs"]
+__all__ = ["LOCAL_V4", "ExportProblem", "Need", "needs"]
 
 LOCAL_V4 = tuple(n for n in LOCAL_NETWORKS if ":" not in n)
+
+
+class ExportProblem(DetectorError):
+    """A model the target cannot enforce at all: an export never writes nothing
+    silently."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"cannot export to {target}: {reason}")
 
 
 @dataclass(frozen=True)

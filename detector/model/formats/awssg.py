@@ -40,7 +40,7 @@ from detector.model.formats._derive import (
     slug,
     unique,
 )
-from detector.model.formats._export import LOCAL_V4, needs
+from detector.model.formats._export import LOCAL_V4, ExportProblem, needs
 from detector.model.formats._io import read_documents
 from detector.model.load import SegmentationModel
 from detector.model.schema import INTERNET, inside
@@ -332,6 +332,10 @@ def export_aws_sg(model: CompiledModel) -> tuple[dict[str, Any], list[str]]:
                 pair = {"GroupId": group_id(need.peer), "Description": f"zone {need.peer}"}
                 if pair not in perm["UserIdGroupPairs"]:
                     perm["UserIdGroupPairs"].append(pair)
+    if not any(zone.cidrs for zone in doc.zones):
+        raise ExportProblem("aws-sg", "security groups are attached to network interfaces, and "
+                            "no zone of the model has addresses (cidrs) to attach its group to "
+                            "(pod zones: --to k8s, calico)")  # fmt: skip
     groups = []
     for zone in doc.zones:
         if not zone.cidrs:

@@ -48,7 +48,7 @@ from detector.model.formats._derive import (
     unique,
     zone_worthy,
 )
-from detector.model.formats._export import inner_networks, internet_excepts, needs
+from detector.model.formats._export import ExportProblem, inner_networks, internet_excepts, needs
 from detector.model.formats._io import read_documents
 from detector.model.formats.calico_selector import (
     Expr,
@@ -511,6 +511,10 @@ def export_calico(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]]
                 f"zone {zone.name}: an address zone is only a peer in Calico "
                 "policies; traffic into it is not enforced by the export"
             )
+    if not policies:
+        raise ExportProblem("calico", "Calico policies here select workloads, and no zone of "
+                            "the model has a kubernetes selector (address zones are only peers; "
+                            "--to aws-sg writes them)")  # fmt: skip
     return {"global-network-policies.yaml": policies}, warnings
 
 

@@ -48,13 +48,13 @@ from detector.model.formats._derive import (
     unique,
     zone_worthy,
 )
-from detector.model.formats._export import inner_networks, internet_excepts, needs
+from detector.model.formats._export import ExportProblem, inner_networks, internet_excepts, needs
 from detector.model.formats._io import read_documents
 from detector.model.load import SegmentationModel
 from detector.model.schema import INTERNET, LabelSelector, ModelDocument, PodSelector, Zone
 from detector.model.services import ALL, FULL, Services, intersect, merge, union
 
-__all__ = ["NAMED_PORTS", "export_k8s", "import_k8s"]
+__all__ = ["NAMED_PORTS", "SYSTEM_NAMESPACES", "export_k8s", "import_k8s"]
 
 API = "networking.k8s.io/v1"
 NAME_LABEL = "kubernetes.io/metadata.name"
@@ -72,6 +72,16 @@ NAMED_PORTS = {
     "grpc": 50051,
 }
 
+
+# what a default-deny there would break: the export isolates them only when asked
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+KUBE_DNS = {
+    "namespaceSelector": {"matchLabels": {NAME_LABEL: "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+DNS: Services = {"tcp": [(53, 53)], "udp": [(53, 53)]}
+# what the cluster's DNS server itself needs: upstream resolvers and the API server
+DNS_SERVER_EGRESS: Services = {"tcp": [(53, 53), (443, 443), (6443, 6443)], "udp": [(53, 53)]}
 
 # --- import --------------------------------------------------------------------
 
@@ -335,8 +345,18 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
 # --- export ----------------------------------------------------------------------
 
 
-def export_k8s(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """The model as NetworkPolicies: {file name: [policies]} and warnings. Deterministic."""
+def export_k8s(
+    model: CompiledModel, *, isolate_system: bool = False
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The model as NetworkPolicies: {file name: [policies]} and warnings. Deterministic.
+
+    Namespaces in :data:`SYSTEM_NAMESPACES` are isolated only with ``isolate_system``
+    (then the DNS zone's own egress is opened to its upstreams and the API server).
+    Every isolated pod keeps DNS: through the model's DNS zone, or to kube-dns when
+    the model declares none.
+
+    :raises ExportProblem: no zone of the model can be a NetworkPolicy target.
+    """
     doc = model.model.document
     warnings: list[str] = []
     peers = {z.name: _peers(z, doc) for z in doc.zones}
@@ -346,22 +366,48 @@ def export_k8s(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]], l
         by_zone.setdefault((need.zone, need.direction), []).append(
             (peers[need.peer], need.service_set)
         )
+    dns_zone = doc.defaults.dns.zone if doc.defaults.dns is not None else None
+    if dns_zone is None and any(z.kubernetes for z in doc.zones):
+        warnings.append("the model declares no DNS zone: every isolated pod may still reach "
+                        "kube-dns (k8s-app=kube-dns in kube-system) on 53, or it could not "
+                        "resolve names")  # fmt: skip
     files: dict[str, list[dict[str, Any]]] = {}
     namespaces: set[str] = set()
     for zone in doc.zones:
         targets = _targets(zone, warnings)
+        system = sorted({ns for ns, _ in targets if ns in SYSTEM_NAMESPACES})
+        if system and not isolate_system:
+            warnings.append(
+                f"zone {zone.name}: not isolated in {', '.join(system)} (a default deny there "
+                f"breaks what the cluster needs): flows into and out of {zone.name} are not "
+                "enforced by the export; --isolate-system writes them"
+            )
+            targets = [t for t in targets if t[0] not in SYSTEM_NAMESPACES]
+        egress = by_zone.get((zone.name, "egress"), [])
+        if dns_zone is None:
+            egress = [*egress, ([KUBE_DNS], DNS)]
+        elif zone.name == dns_zone and isolate_system and system:  # CoreDNS, say
+            egress = [*egress, ([{"ipBlock": {"cidr": "0.0.0.0/0"}}], DNS_SERVER_EGRESS)]
+            warnings.append(
+                f"zone {zone.name}: the DNS zone is isolated, so its egress also opens 53 "
+                "(upstream resolvers) and 443, 6443 (the API server) to any address"
+            )
         for i, (namespace, pod_selector) in enumerate(targets):
             namespaces.add(namespace)
             spec: dict[str, Any] = {
                 "podSelector": pod_selector,
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": _rules(by_zone.get((zone.name, "ingress"), []), "from"),
-                "egress": _rules(by_zone.get((zone.name, "egress"), []), "to"),
+                "egress": _rules(egress, "to"),
             }
             suffix = f"-{i + 1}" if len(targets) > 1 else ""
             files.setdefault(f"{namespace}.yaml", []).append(
                 _policy(f"segwatch-{zone.name}{suffix}", namespace, spec, zone)
             )
+    if not files:
+        raise ExportProblem("k8s", "NetworkPolicies select pods by namespace, and no zone of "
+                            "the model selects pods of a namespace the export isolates (address "
+                            "zones are only peers; --to aws-sg writes them)")  # fmt: skip
     for namespace in sorted(namespaces):
         files[f"{namespace}.yaml"].insert(
             0,

@@ -186,6 +186,15 @@ def test_import_and_export_commands(tmp_path: Path) -> None:
         ],
     )
     assert exported.exit_code == 0, exported.output
+    assert [f.name for f in out.glob("*.yaml")] == ["shop.yaml"]  # kube-system left alone
+    assert "zone kube-dns: not isolated in kube-system" in exported.stderr
+    out = tmp_path / "k8s-all"
+    exported = runner.invoke(
+        app,
+        ["model", "export", "--to", "k8s", "--isolate-system", "-m",
+         str(MODELS / "kubernetes_dns.yaml"), "-o", str(out)],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
     files = sorted(out.glob("*.yaml"))
     assert [f.name for f in files] == ["kube-system.yaml", "shop.yaml"]
     model = tmp_path / "imported.yaml"
@@ -202,6 +211,7 @@ def test_import_and_export_commands(tmp_path: Path) -> None:
             "export",
             "--to",
             "k8s",
+            "--isolate-system",
             "-m",
             str(MODELS / "kubernetes_dns.yaml"),
             "-o",
@@ -227,3 +237,17 @@ def test_import_and_export_commands(tmp_path: Path) -> None:
         app, ["model", "import", "--from", "calico", str(broken), "-o", str(model)]
     )
     assert refused.exit_code == 2 and "GlobalNetworkPolicy p selector" in refused.stderr
+
+
+def test_an_export_that_would_write_nothing_is_an_error(tmp_path: Path) -> None:
+    """A CIDR-only model cannot be NetworkPolicies or Calico policies: say why, exit 2."""
+    for target in ("k8s", "calico"):
+        out = tmp_path / target
+        result = runner.invoke(app, ["model", "export", "--to", target, "-m", THREE_TIER,
+                                     "-o", str(out)])  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert f"cannot export to {target}" in result.stderr and "aws-sg" in result.stderr
+        assert not out.exists()
+    refused = runner.invoke(app, ["model", "export", "--to", "calico", "--isolate-system",
+                                  "-m", THREE_TIER, "-o", str(tmp_path / "x")])  # fmt: skip
+    assert refused.exit_code != 0 and "--isolate-system is for --to k8s" in refused.stderr
