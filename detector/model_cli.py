@@ -177,6 +177,50 @@ def diff_cmd(
     raise typer.Exit(1 if changed else 0)
 
 
+@model_app.command("test")
+def test_cmd(
+    tests: Annotated[Path, typer.Argument(help="Tests file (kind: SegmentationTests).")],
+    model: ModelOpt,
+    events: Annotated[
+        list[str] | None,
+        typer.Option("--events", help="Flow-log files: check the observed reach too (repeatable)."),
+    ] = None,
+    family: FamilyOpt = "auto",
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the results as JUnit XML here.")
+    ] = None,
+) -> None:
+    """Check segmentation expectations against the model (and, with --events, against
+    what the traffic shows): exit 1 when one fails (docs/model.md "Segmentation tests")."""
+    from detector.model.expect import TestsProblem, check_all, junit_xml, load_tests, observed_edges
+
+    compiled = load_compiled(model)
+    observed, seen = None, None
+    try:
+        expectations = load_tests(tests)
+        if events:
+            counts = {"records": 0, "events": 0, "errors": 0}
+            parsed = (e for _, e in parse_files(events, build_parser(family), True, counts))
+            observed, seen = observed_edges(compiled, parsed)
+        outcomes = check_all(compiled, expectations, observed, str(tests))
+    except TestsProblem as exc:
+        fail(str(exc))
+    for outcome in outcomes:
+        word = "skip" if outcome.skipped else "PASS" if outcome.passed else "FAIL"
+        typer.echo(f"{word}  {outcome.view:<8}  {outcome.expectation.name}")
+        for failure in outcome.failures:
+            typer.echo(f"        {failure}")
+    failed = sum(not o.passed for o in outcomes)
+    if seen is not None:
+        silent = [z for z in compiled.zones if not seen[z]]
+        if silent:
+            typer.echo(f"not in the traffic: {', '.join(silent)} (are their boundaries logged?)")
+    typer.echo(f"{len(outcomes) - failed} passed, {failed} failed", err=True)
+    if junit is not None:
+        write_text(junit, junit_xml(outcomes, compiled.model.document.metadata.name))
+    raise typer.Exit(1 if failed else 0)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a command's output file, or stdout for ``-``."""
     if str(path) == "-":
