@@ -20,6 +20,11 @@ the zones and rules concerned, and a hint to fix them.
 | SW012 | info | zones in monitor mode (violations reported at lower severity) |
 | SW013 | info | zones no flow mentions |
 | SW014 | error | no zone claims every address (0.0.0.0/0, ::/0): it would shadow internet |
+| SW015 | warning | compliance-scoped zones (a `compliance` tag) are tagged high or restricted |
+| SW016 | warning | internet-facing (DMZ) zones reach internal zones on named protocols, never |
+|       |         | on `protocol: any` |
+| SW017 | warning | every allow rule has an `owner` or a `ticket`, so its changes can be |
+|       |         | reviewed |
 """
 
 from __future__ import annotations
@@ -226,6 +231,38 @@ def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
                     "list the zone's own networks; the Internet is what no zone claims",
                     (zone_doc.name,),
                 ))  # fmt: skip
+
+    for name, zone in zones.items():
+        if zone.tags.compliance and SENSITIVITY_ORDER[zone.tags.sensitivity] < _SENSITIVE:
+            add(Finding(
+                "SW015", "warning",
+                f"zone {name} is in {', '.join(zone.tags.compliance)} scope but tagged "
+                f"sensitivity {zone.tags.sensitivity}",
+                "compliance-scoped zones hold what the audit is about: tag them high or "
+                "restricted, so their violations score as such",
+                (name,),
+            ))  # fmt: skip
+
+    for flow in doc.flows:
+        if flow.protocol == "any":
+            facing = [z for z in flow.source if z in zones and zones[z].tags.internet_facing]
+            inside = [z for z in flow.destination if z != INTERNET]
+            if facing and inside:
+                add(Finding(
+                    "SW016", "warning",
+                    f"internet-facing {', '.join(facing)} reaches {', '.join(inside)} on "
+                    f"every protocol ({flow.id})",
+                    "a DMZ talks to internal zones on the services it fronts: name the "
+                    "protocol and ports",
+                    (*facing, *inside), (flow.id,),
+                ))  # fmt: skip
+        if not (flow.owner or flow.ticket):
+            add(Finding(
+                "SW017", "warning", f"flow {flow.id} has no owner or ticket",
+                "say who asked for it (owner) or where it was approved (ticket), so the "
+                "rule can be reviewed and removed when it is no longer needed",
+                (), (flow.id,),
+            ))  # fmt: skip
 
     order = {"error": 0, "warning": 1, "info": 2}
     unique = list(dict.fromkeys(findings))

@@ -22,12 +22,12 @@ CLEAN = (
     + "defaults: {dns: {zone: dns}}\n"
     + ZONES
     + """flows:
-  - {id: in, from: internet, to: web, ports: [443]}
-  - {id: web-app, from: web, to: app, ports: [8080], one_way: true}
-  - {id: app-db, from: app, to: db, ports: [5432]}
-  - {id: t1-app, from: t1, to: app, ports: [8080]}
-  - {id: t2-app, from: t2, to: app, ports: [8080]}
-  - {id: dev-self, from: dev, to: dev}
+  - {id: in, from: internet, to: web, ports: [443], owner: web-team}
+  - {id: web-app, from: web, to: app, ports: [8080], one_way: true, ticket: SEC-1}
+  - {id: app-db, from: app, to: db, ports: [5432], owner: data-team}
+  - {id: t1-app, from: t1, to: app, ports: [8080], owner: tenants}
+  - {id: t2-app, from: t2, to: app, ports: [8080], owner: tenants}
+  - {id: dev-self, from: dev, to: dev, owner: dev-team}
 """
 )
 
@@ -62,7 +62,18 @@ def test_the_clean_model_has_no_errors_or_warnings() -> None:
         ("SW014", lambda t: t.replace("zones:\n", "zones:\n  - {name: v6, cidrs: ['::/0']}\n")),
         ("SW011", lambda t: t + "  - {id: cross, from: t1, to: t2, ports: [80]}\n"),
         ("SW012", lambda t: t.replace("name: app, cidrs", "name: app, mode: monitor, cidrs")),
-        ("SW013", lambda t: t.replace("  - {id: dev-self, from: dev, to: dev}\n", "")),
+        (
+            "SW013",
+            lambda t: t.replace("  - {id: dev-self, from: dev, to: dev, owner: dev-team}\n", ""),
+        ),
+        (
+            "SW015",
+            lambda t: t.replace(
+                "tags: {sensitivity: medium,", "tags: {compliance: [pci], sensitivity: medium,"
+            ),
+        ),
+        ("SW016", lambda t: t + "  - {id: dmz-any, from: web, to: app, protocol: any, owner: x}\n"),
+        ("SW017", lambda t: t + "  - {id: whose, from: app, to: db, ports: [5433]}\n"),
     ],
 )
 def test_each_check_fires(finding: str, change: object) -> None:
