@@ -246,15 +246,15 @@ def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
     for flow in doc.flows:
         if flow.protocol == "any":
             facing = [z for z in flow.source if z in zones and zones[z].tags.internet_facing]
-            inside = [z for z in flow.destination if z != INTERNET]
-            if facing and inside:
+            internal = [z for z in flow.destination if z != INTERNET]
+            if facing and internal:
                 add(Finding(
                     "SW016", "warning",
-                    f"internet-facing {', '.join(facing)} reaches {', '.join(inside)} on "
+                    f"internet-facing {', '.join(facing)} reaches {', '.join(internal)} on "
                     f"every protocol ({flow.id})",
                     "a DMZ talks to internal zones on the services it fronts: name the "
                     "protocol and ports",
-                    (*facing, *inside), (flow.id,),
+                    (*facing, *internal), (flow.id,),
                 ))  # fmt: skip
         if not (flow.owner or flow.ticket):
             add(Finding(
