@@ -245,16 +245,16 @@ def lint(model: CompiledModel, at: float | None = None) -> list[Finding]:
 
     for flow in doc.flows:
         if flow.protocol == "any":
-            facing = [z for z in flow.source if z in zones and zones[z].tags.internet_facing]
+            dmz = [z for z in flow.source if z in zones and zones[z].tags.internet_facing]
             internal = [z for z in flow.destination if z != INTERNET]
-            if facing and internal:
+            if dmz and internal:
                 add(Finding(
                     "SW016", "warning",
-                    f"internet-facing {', '.join(facing)} reaches {', '.join(internal)} on "
+                    f"internet-facing {', '.join(dmz)} reaches {', '.join(internal)} on "
                     f"every protocol ({flow.id})",
                     "a DMZ talks to internal zones on the services it fronts: name the "
                     "protocol and ports",
-                    (*facing, *internal), (flow.id,),
+                    (*dmz, *internal), (flow.id,),
                 ))  # fmt: skip
         if not (flow.owner or flow.ticket):
             add(Finding(
