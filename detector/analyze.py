@@ -101,6 +101,12 @@ class Summary:
         out.sort(key=lambda r: (-SENSITIVITY_ORDER[r.exposes], r.rule_id))
         return out
 
+    def zones_never_seen(self) -> list[str]:
+        """Declared zones no connection came from or went to: where logging may not
+        reach (the checklist's "is all cross-boundary traffic logged?")."""
+        seen = {zone for src, dst, _ in self.matrix for zone in (src, dst)}
+        return [name for name in self.model.zones if name not in seen]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``analyze --summary --json``)."""
         return {
@@ -118,6 +124,7 @@ class Summary:
                 for (s, d, svc, r), c in self.top_violations()
             ],
             "unused_rules": [r.__dict__ for r in self.unused_rules()],
+            "zones_never_seen": self.zones_never_seen(),
         }
 
 

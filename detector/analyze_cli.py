@@ -268,6 +268,9 @@ def _print_summary(stats: Any) -> None:
         for rule in unused:
             table.add_row(rule.rule_id, rule.description, rule.exposes)
         _out.print(table)
+    silent = stats.zones_never_seen()
+    if silent:
+        _out.print(f"Zones the logs never show (is their traffic logged?): {', '.join(silent)}")
 
 
 @app.command("simulate")

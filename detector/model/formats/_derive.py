@@ -116,6 +116,7 @@ class DerivedZone:
     within: str | None = None
     description: str = ""
     tags: dict[str, Any] = field(default_factory=dict)
+    mode: str = "enforce"
 
     @property
     def is_internet(self) -> bool:
@@ -133,6 +134,8 @@ class DerivedZone:
             data["within"] = self.within
         if self.tags:
             data["tags"] = self.tags
+        if self.mode != "enforce":
+            data["mode"] = self.mode
         return data
 
 

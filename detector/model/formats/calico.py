@@ -67,6 +67,12 @@ __all__ = ["export_calico", "import_calico"]
 API = "projectcalico.org/v3"
 NS_LABEL = "projectcalico.org/namespace"
 NS_NAME_LABEL = "projectcalico.org/name"
+_KINDS = (
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+)
 _PROTOCOLS = {
     "tcp": "tcp",
     "udp": "udp",
@@ -149,11 +155,12 @@ class _Policy:
         kind = doc.get("kind")
         self.namespace = (
             namespace_of(meta, f"{where}: {kind} {meta.get('name')}")
-            if kind == "NetworkPolicy"
+            if kind in ("NetworkPolicy", "StagedNetworkPolicy")
             else None
         )
         name = str(meta.get("name"))
         self.name = name
+        self.staged = str(kind).startswith("Staged")  # observe only: its zones are in monitor mode
         self.where = f"{where}: {kind} {self.namespace + '/' if self.namespace else ''}{name}"
         tier = spec.get("tier") or "default"
         if tier != "default":
@@ -337,12 +344,14 @@ def import_calico(
     policies = []
     for where, doc in read_documents(paths):
         kind = doc.get("kind")
-        if doc.get("apiVersion") != API or kind not in ("NetworkPolicy", "GlobalNetworkPolicy"):
+        if doc.get("apiVersion") != API or kind not in _KINDS:
             raise ImportProblem(
                 where,
                 f"{doc.get('apiVersion')}/{kind} is not a {API} "
-                "NetworkPolicy or GlobalNetworkPolicy",
+                "(Staged)NetworkPolicy or (Staged)GlobalNetworkPolicy",
             )
+        if (doc.get("spec") or {}).get("stagedAction", "Set") == "Delete":
+            continue  # previews deleting a policy: nothing to enforce
         policies.append(_Policy(where, doc))
     if not policies:
         raise ImportProblem(", ".join(paths), "no Calico policy found")
@@ -442,7 +451,10 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
         )
 
     for policy in policies:
+        before = set(zones)
         pod_zone(policy.selector, policy.namespace, policy.namespace_selector, policy.where)
+        for key in set(zones) - before if policy.staged else ():
+            zones[key].mode = "monitor"
         if policy.namespace is not None:
             why = f"endpoints of namespace {policy.namespace} that no policy selects"
             pod_zone(Expr("all"), policy.namespace, None, "", f"{why}: it holds policies")
@@ -491,13 +503,16 @@ def export_calico(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]]
             if sel.namespace_selector is not None:
                 spec["namespaceSelector"] = _label_selector_text(sel.namespace_selector)
             spec["types"] = ["Ingress", "Egress"]
+            staged = zone.mode == "monitor"  # observe before enforcing: Calico's staged form
+            if staged:
+                spec["stagedAction"] = "Set"
             spec["ingress"] = _rules(by_zone.get((zone.name, "ingress"), []), "source")
             spec["egress"] = _rules(by_zone.get((zone.name, "egress"), []), "destination")
             suffix = f"-{i + 1}" if len(zone.kubernetes) > 1 else ""
             policies.append(
                 {
                     "apiVersion": API,
-                    "kind": "GlobalNetworkPolicy",
+                    "kind": "StagedGlobalNetworkPolicy" if staged else "GlobalNetworkPolicy",
                     "metadata": {
                         "name": slug(f"segwatch-{zone.name}{suffix}", 253),
                         "annotations": {"segwatch/zone": zone.name},

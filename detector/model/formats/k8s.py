@@ -373,6 +373,7 @@ def export_k8s(
                         "resolve names")  # fmt: skip
     files: dict[str, list[dict[str, Any]]] = {}
     namespaces: set[str] = set()
+    observed: set[str] = set()  # namespaces of monitor zones: no default deny there
     for zone in doc.zones:
         targets = _targets(zone, warnings)
         system = sorted({ns for ns, _ in targets if ns in SYSTEM_NAMESPACES})
@@ -383,6 +384,15 @@ def export_k8s(
                 "enforced by the export; --isolate-system writes them"
             )
             targets = [t for t in targets if t[0] not in SYSTEM_NAMESPACES]
+        if zone.mode == "monitor" and targets:
+            observed |= {ns for ns, _ in targets}
+            warnings.append(
+                f"zone {zone.name} is in monitor mode, and NetworkPolicy has no audit mode: "
+                "the export leaves its pods unisolated (allow-all), and writes no default "
+                f"deny in {', '.join(sorted({ns for ns, _ in targets}))}; switch it to "
+                "mode: enforce to enforce it"
+            )
+            continue
         egress = by_zone.get((zone.name, "egress"), [])
         if dns_zone is None:
             egress = [*egress, ([KUBE_DNS], DNS)]
@@ -404,11 +414,14 @@ def export_k8s(
             files.setdefault(f"{namespace}.yaml", []).append(
                 _policy(f"segwatch-{zone.name}{suffix}", namespace, spec, zone)
             )
+    if not files and observed:
+        raise ExportProblem("k8s", "every zone it could isolate is in monitor mode, and "
+                            "NetworkPolicy has no audit mode (--to calico stages it)")  # fmt: skip
     if not files:
         raise ExportProblem("k8s", "NetworkPolicies select pods by namespace, and no zone of "
                             "the model selects pods of a namespace the export isolates (address "
                             "zones are only peers; --to aws-sg writes them)")  # fmt: skip
-    for namespace in sorted(namespaces):
+    for namespace in sorted(namespaces - observed):
         files[f"{namespace}.yaml"].insert(
             0,
             _policy(

@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from detector.model import compile_model, model_from_data
+from detector.model.formats import IMPORTERS
+from detector.model.formats.calico import export_calico
 from detector.model.formats.k8s import KUBE_DNS, export_k8s
+from detector.model.load import dump_yaml_all
 
-from .conftest import example
+from .conftest import example, flow
 
 
 def _policies(files: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -49,3 +52,49 @@ def test_without_a_dns_zone_every_isolated_pod_still_reaches_kube_dns() -> None:
         to_dns = [r for r in egress if r["to"] == [KUBE_DNS]]
         assert to_dns and {p["port"] for p in to_dns[0]["ports"]} == {53}, name
     assert any("declares no DNS zone" in w for w in warnings)
+
+
+def _monitor_model() -> Any:
+    data = {
+        "apiVersion": "segwatch/v1",
+        "metadata": {"name": "rollout"},
+        "defaults": {"dns": {"zone": "dns"}},
+        "zones": [
+            {"name": name, "mode": mode,
+             "kubernetes": [{"namespaces": [ns], "podSelector": {"matchLabels": {"app": name}}}]}
+            for name, mode, ns in (("web", "enforce", "shop"), ("db", "monitor", "data"),
+                                   ("dns", "enforce", "infra"))
+        ],
+        "flows": [{"id": "web-db", "owner": "x", "from": "web", "to": "db", "ports": [5432]}],
+    }  # fmt: skip
+    return compile_model(model_from_data(data))
+
+
+def test_a_monitor_zone_is_staged_in_calico_and_comes_back_monitored(tmp_path: Any) -> None:
+    model = _monitor_model()
+    files, _ = export_calico(model)
+    (policies,) = files.values()
+    kinds = {p["metadata"]["annotations"]["segwatch/zone"]: p["kind"] for p in policies}
+    assert kinds == {"web": "GlobalNetworkPolicy", "db": "StagedGlobalNetworkPolicy",
+                     "dns": "GlobalNetworkPolicy"}  # fmt: skip
+    assert all(
+        p["spec"].get("stagedAction") == "Set" for p in policies if p["kind"].startswith("S")
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(dump_yaml_all(policies))
+    back, _ = IMPORTERS["calico"]([str(path)], "rt")
+    modes = {z.name: z.mode for z in back.document.zones}
+    assert modes["data.app-db"] == "monitor" and modes["shop.app-web"] == "enforce"
+    again = compile_model(back)
+    web, db = ({"namespace": ns, "labels": {"app": a}, "namespace_labels": {}}
+               for ns, a in (("shop", "web"), ("data", "db")))  # fmt: skip
+    for port, verdict in ((5432, "allowed"), (22, "violation")):
+        assert model.place(flow(web, db, port, sport=None)).verdict == verdict
+        assert again.place(flow(web, db, port, sport=None)).verdict == verdict
+
+
+def test_kubernetes_has_no_audit_mode_so_a_monitor_zone_is_left_open_with_a_warning() -> None:
+    files, warnings = export_k8s(_monitor_model())
+    assert "data.yaml" not in files  # neither the zone's policy nor a default deny
+    assert "segwatch-default-deny" in _policies({"k": files["shop.yaml"]})
+    assert any("zone db is in monitor mode" in w and "no audit mode" in w for w in warnings)

@@ -53,6 +53,7 @@ def test_analyze_writes_enriched_events_and_a_summary(tmp_path: Path) -> None:
     }
     assert summary["top_violations"][0]["count"] == 2
     assert [r["rule_id"] for r in summary["unused_rules"]] == ["app-to-db"]
+    assert "vpc-dns" in summary["zones_never_seen"] and "dmz" not in summary["zones_never_seen"]
     assert "flows.log:7: " in result.stderr  # the bad record, with its line
 
 
