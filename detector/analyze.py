@@ -44,6 +44,8 @@ class Summary:
     violations: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
     used_rules: set[str] = field(default_factory=set)
+    # violations of monitor zones: what enforcing them would deny (src, dst, service)
+    would_block: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     timeline: Counter[tuple[int, str]] = field(default_factory=Counter)  # (hour, verdict|alert)
 
     def observe(self, event: dict[str, Any], placement: Placement, when: float = 0.0) -> None:
@@ -63,6 +65,8 @@ class Summary:
         if placement.verdict == "violation":
             service = placement.service or "?"
             self.violations[(src, dst, service, placement.reason)] += 1
+            if placement.mode == "monitor":
+                self.would_block[(src, dst, service)] += 1
 
     def alert_sent(self, when: float) -> None:
         self.timeline[(int(when // 3600), "alert")] += 1
@@ -125,6 +129,10 @@ class Summary:
             ],
             "unused_rules": [r.__dict__ for r in self.unused_rules()],
             "zones_never_seen": self.zones_never_seen(),
+            "enforcing_would_block": [
+                {"source_zone": s, "destination_zone": d, "service": svc, "count": c}
+                for (s, d, svc), c in self.would_block.most_common()
+            ],
         }
 
 

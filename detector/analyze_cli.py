@@ -268,6 +268,13 @@ def _print_summary(stats: Any) -> None:
         for rule in unused:
             table.add_row(rule.rule_id, rule.description, rule.exposes)
         _out.print(table)
+    if stats.would_block:
+        table = Table(title="What enforcing the monitor zones would block")
+        for column in ("count", "source zone", "destination zone", "service"):
+            table.add_column(column)
+        for (src, dst, service), count in stats.would_block.most_common(20):
+            table.add_row(str(count), src, dst, service)
+        _out.print(table)
     silent = stats.zones_never_seen()
     if silent:
         _out.print(f"Zones the logs never show (is their traffic logged?): {', '.join(silent)}")

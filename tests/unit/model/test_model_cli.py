@@ -57,6 +57,21 @@ def test_analyze_writes_enriched_events_and_a_summary(tmp_path: Path) -> None:
     assert "flows.log:7: " in result.stderr  # the bad record, with its line
 
 
+def test_analyze_says_what_enforcing_a_monitor_zone_would_block(tmp_path: Path) -> None:
+    model = tmp_path / "model.yaml"
+    text = (MODELS / "three_tier_vpc.yaml").read_text()
+    model.write_text(text.replace("  - name: db\n", "  - name: db\n    mode: monitor\n", 1))
+    result = runner.invoke(app, ["analyze", "--model", str(model), str(_flows(tmp_path)),
+                                 "--keep-going", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    blocked = json.loads(result.stdout)["enforcing_would_block"]
+    assert blocked == [{"source_zone": "dmz", "destination_zone": "db", "service": "tcp/5432",
+                        "count": 2}]  # fmt: skip
+    enforced = runner.invoke(app, ["analyze", "--model", THREE_TIER, str(_flows(tmp_path)),
+                                   "--keep-going", "--json"])  # fmt: skip
+    assert json.loads(enforced.stdout)["enforcing_would_block"] == []
+
+
 def test_analyze_counts_replies_with_their_connection_and_writes_incidents(tmp_path: Path) -> None:
     lines = [_vpc("10.0.1.10", "10.0.3.30", 40200 + i, 5432) for i in range(3)]
     lines += [_vpc("10.0.3.30", "10.0.1.10", 5432, 40200 + i) for i in range(3)]  # the answers
