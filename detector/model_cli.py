@@ -105,28 +105,56 @@ def blast_radius_cmd(
     start: Annotated[
         str, typer.Option("--from", help="A zone name, 'internet', or an IP address.")
     ],
+    events: Annotated[
+        list[str] | None,
+        typer.Option("--events", help="Flow-log files: compare with the observed reach."),
+    ] = None,
+    family: FamilyOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """If START is compromised, what can the attacker reach: zones, hops and ports."""
-    from detector.model.reach import blast_radius
+    """If START is compromised, what can the attacker reach: zones, hops and ports (with
+    --events: and what the traffic shows it reached, declared or not)."""
+    from detector.model.expect import observed_edges
+    from detector.model.reach import blast_radius, path_text, paths
 
     compiled = load_compiled(model)
     try:
         radius = blast_radius(compiled, start)
     except KeyError as exc:
         fail(str(exc.args[0]))
+    observed = None
+    if events:
+        counts = {"records": 0, "events": 0, "errors": 0}
+        parsed = (e for _, e in parse_files(events, build_parser(family), True, counts))
+        observed = paths(observed_edges(compiled, parsed)[0], radius.start)
+    declared = {r.zone for r in radius.reached}
     if as_json:
-        typer.echo(orjson.dumps(radius.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        data: dict[str, Any] = radius.to_dict()
+        if observed is not None:
+            data["observed"] = [
+                {"zone": z, "declared": z in declared, "hops": [h.__dict__ for h in hops]}
+                for z, hops in sorted(observed.items())
+            ]
+            data["declared_not_observed"] = sorted(declared - set(observed))
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
     origin = f"{radius.address} (zone {radius.start})" if radius.address else radius.start
     table = Table(title=f"Reachable from {origin}: {len(radius.reached)} zone(s)")
-    for column in ("zone", "sensitivity", "hops", "path"):
+    for column in ("zone", "sensitivity", "hops", "path", *(["observed"] if events else [])):
         table.add_column(column)
     for reached in radius.reached:
-        path = "  ".join(f"{h.source} -({h.service} {h.rule_id})-> {h.destination}"
-                         for h in reached.hops)  # fmt: skip
-        table.add_row(reached.zone, reached.sensitivity, str(len(reached.hops)), escape(path))
+        seen = [] if observed is None else ["yes" if reached.zone in observed else "no"]
+        table.add_row(reached.zone, reached.sensitivity, str(len(reached.hops)),
+                      escape(path_text(reached.hops)), *seen)  # fmt: skip
     _out.print(table)
+    beyond = {z: h for z, h in (observed or {}).items() if z not in declared}
+    if beyond:
+        table = Table(title="Reached in the traffic, though the model allows no path")
+        for column in ("zone", "observed path"):
+            table.add_column(column)
+        for zone, hops in sorted(beyond.items()):
+            table.add_row(zone, escape(path_text(hops)))
+        _out.print(table)
 
 
 @model_app.command("diff")

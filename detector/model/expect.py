@@ -24,7 +24,7 @@ Observed reach is the connections in the traffic as their initiators opened them
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from detector.errors import DetectorError
 from detector.model.compile import CompiledModel
 from detector.model.load import ModelError, load_yaml
-from detector.model.reach import Hop, edges
+from detector.model.reach import Hop, edges, path_text, paths
 from detector.model.schema import ANY_ZONE, INTERNET
 
 __all__ = [
@@ -188,27 +188,6 @@ def _tags_match(tags: Any, wanted: dict[str, Any]) -> bool:
     return True
 
 
-def _path(hops: Iterable[Hop]) -> str:
-    return "  ".join(f"{h.source} -({h.service} {h.rule_id})-> {h.destination}" for h in hops)
-
-
-def _reach(
-    graph: Graph, start: str, avoid: frozenset[str] = frozenset()
-) -> dict[str, tuple[Hop, ...]]:
-    """Each zone reachable from ``start`` (not through ``avoid``), by a shortest chain."""
-    best: dict[str, tuple[Hop, ...]] = {start: ()}
-    queue = deque([start])
-    while queue:
-        current = queue.popleft()
-        for hop in graph.get(current, ()):
-            if hop.destination not in best:
-                best[hop.destination] = (*best[current], hop)
-                if hop.destination not in avoid:
-                    queue.append(hop.destination)
-    best.pop(start)
-    return best
-
-
 def observed_edges(
     model: CompiledModel, events: Iterable[dict[str, Any]]
 ) -> tuple[Graph, Counter[str]]:
@@ -269,27 +248,27 @@ def _check(
         direct = [h for h in graph.get(src, ()) if h.destination != src]
         if exp.deny is not None:
             banned = set(zones(exp.deny, f"{where}: deny"))
-            failures += [f"{_path([h])}" for h in direct if h.destination in banned]
+            failures += [f"{path_text([h])}" for h in direct if h.destination in banned]
         elif exp.allow is not None:
             failures += _allow_failures(model, zones, src, exp.allow, where)
         elif exp.reaches_only is not None:
             fine = set(zones(exp.reaches_only, f"{where}: reaches_only")) | set(sources)
-            failures += [f"{_path([h])}" for h in direct if h.destination not in fine]
+            failures += [f"{path_text([h])}" for h in direct if h.destination not in fine]
         elif exp.no_path_to is not None:
             targets = set(zones(exp.no_path_to, f"{where}: no_path_to"))
-            reach = _reach(graph, src)
-            failures += [_path(reach[t]) for t in sorted(targets & set(reach))]
+            reach = paths(graph, src)
+            failures += [path_text(reach[t]) for t in sorted(targets & set(reach))]
         elif exp.only_through is not None and exp.to is not None:
             via = frozenset(zones(exp.only_through, f"{where}: only_through"))
             targets = set(zones(exp.to, f"{where}: to"))
-            reach = _reach(graph, src, avoid=via)
+            reach = paths(graph, src, avoid=via)
             # via zones are reached but not gone through: what is left got there around them
-            failures += [f"{_path(reach[t])} (not through {', '.join(sorted(via))})"
+            failures += [f"{path_text(reach[t])} (not through {', '.join(sorted(via))})"
                          for t in sorted(targets & set(reach))]  # fmt: skip
         elif exp.at_most is not None:
             fine = set(zones(exp.at_most, f"{where}: at_most")) | set(sources)
-            reach = _reach(graph, src)
-            failures += [_path(reach[t]) for t in sorted(set(reach) - fine)]
+            reach = paths(graph, src)
+            failures += [path_text(reach[t]) for t in sorted(set(reach) - fine)]
     return list(dict.fromkeys(failures))
 
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from detector.model.compile import CompiledModel, CompiledRule
 from detector.model.schema import ANY_ZONE, INTERNET, SENSITIVITY_ORDER
 from detector.model.services import PROTOCOL_WORDS
 
-__all__ = ["BlastRadius", "Hop", "Reached", "blast_radius", "edges", "service"]
+__all__ = [
+    "BlastRadius",
+    "Hop",
+    "Reached",
+    "blast_radius",
+    "edges",
+    "path_text",
+    "paths",
+    "service",
+]
 
 
 @dataclass(frozen=True)
@@ -102,20 +112,33 @@ def blast_radius(model: CompiledModel, start: str, at: float | None = None) -> B
         if placed is None:
             raise KeyError(f"{start!r} is not a zone of the model nor an address in one")
         address, zone = start, placed
-    graph = edges(model, at)
-    best: dict[str, tuple[Hop, ...]] = {zone: ()}
-    queue = deque([zone])
+    best = paths(edges(model, at), zone)
+    reached = [Reached(name, hops, _sensitivity(model, name)) for name, hops in best.items()]
+    reached.sort(key=lambda r: (-SENSITIVITY_ORDER[r.sensitivity], len(r.hops), r.zone))
+    return BlastRadius(zone, address, tuple(reached))
+
+
+def paths(
+    graph: dict[str, list[Hop]], start: str, avoid: frozenset[str] = frozenset()
+) -> dict[str, tuple[Hop, ...]]:
+    """Each zone reachable from ``start`` over ``graph`` (declared or observed), by a
+    shortest chain of hops; zones in ``avoid`` are reached but not gone through."""
+    best: dict[str, tuple[Hop, ...]] = {start: ()}
+    queue = deque([start])
     while queue:  # breadth first: the first path found to a zone is a shortest one
         current = queue.popleft()
         for hop in graph.get(current, ()):
             if hop.destination not in best:
                 best[hop.destination] = (*best[current], hop)
-                queue.append(hop.destination)
-    reached = [
-        Reached(name, hops, _sensitivity(model, name)) for name, hops in best.items() if hops
-    ]
-    reached.sort(key=lambda r: (-SENSITIVITY_ORDER[r.sensitivity], len(r.hops), r.zone))
-    return BlastRadius(zone, address, tuple(reached))
+                if hop.destination not in avoid:
+                    queue.append(hop.destination)
+    best.pop(start)
+    return best
+
+
+def path_text(hops: Iterable[Hop]) -> str:
+    """``a -(tcp/443 rule)-> b  b -(...)-> c``: a chain of hops, as the CLI prints it."""
+    return "  ".join(f"{h.source} -({h.service} {h.rule_id})-> {h.destination}" for h in hops)
 
 
 def _sensitivity(model: CompiledModel, zone: str) -> str:

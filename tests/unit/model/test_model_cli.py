@@ -57,6 +57,23 @@ def test_analyze_writes_enriched_events_and_a_summary(tmp_path: Path) -> None:
     assert "flows.log:7: " in result.stderr  # the bad record, with its line
 
 
+def test_blast_radius_compares_declared_and_observed_reach(tmp_path: Path) -> None:
+    flows = _flows(tmp_path)  # dmz -> app, dmz -> db (a violation that got through)
+    with flows.open("a") as out:  # db opened ssh on a DMZ host: nothing declares it
+        out.write(_vpc("10.0.3.30", "10.0.1.10", 40300, 22) + "\n")
+    result = runner.invoke(app, ["model", "blast-radius", "-m", THREE_TIER, "--from", "db",
+                                 "--events", str(flows), "--json", "--family", "vpcflow"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    observed = {o["zone"]: o for o in data["observed"]}
+    assert set(observed) == {"dmz", "app"} and not observed["dmz"]["declared"]
+    assert [h["destination"] for h in observed["app"]["hops"]] == ["dmz", "app"]
+    assert data["declared_not_observed"] == ["vpc-dns"]
+    table = runner.invoke(app, ["model", "blast-radius", "-m", THREE_TIER, "--from", "db",
+                                "--events", str(flows)])  # fmt: skip
+    assert "though the model allows no path" in table.stdout
+
+
 def test_analyze_says_what_enforcing_a_monitor_zone_would_block(tmp_path: Path) -> None:
     model = tmp_path / "model.yaml"
     text = (MODELS / "three_tier_vpc.yaml").read_text()
