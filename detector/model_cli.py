@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +47,12 @@ ModelOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 _out = Console()
+
+
+def _events(files: list[str], family: str) -> Iterator[dict[str, Any]]:
+    """The events of flow-log files (``--events``), bad records reported and skipped."""
+    counts = {"records": 0, "events": 0, "errors": 0}
+    return (event for _, event in parse_files(files, build_parser(family), True, counts))
 
 
 def load_compiled(path: Path) -> CompiledModel:
@@ -124,9 +131,7 @@ def blast_radius_cmd(
         fail(str(exc.args[0]))
     observed = None
     if events:
-        counts = {"records": 0, "events": 0, "errors": 0}
-        parsed = (e for _, e in parse_files(events, build_parser(family), True, counts))
-        observed = paths(observed_edges(compiled, parsed)[0], radius.start)
+        observed = paths(observed_edges(compiled, _events(events, family))[0], radius.start)
     declared = {r.zone for r in radius.reached}
     if as_json:
         data: dict[str, Any] = radius.to_dict()
@@ -178,11 +183,7 @@ def diff_cmd(
     result = diff_models(before, after)
     replay = None
     if events:
-        counts = {"records": 0, "events": 0, "errors": 0}
-        parser = build_parser(family)
-        replay = diff_on_events(
-            before, after, (event for _, event in parse_files(events, parser, True, counts))
-        )
+        replay = diff_on_events(before, after, _events(events, family))
     if as_json:
         data: dict[str, Any] = result.to_dict()
         if replay is not None:
@@ -227,9 +228,7 @@ def test_cmd(
     try:
         expectations = load_tests(tests)
         if events:
-            counts = {"records": 0, "events": 0, "errors": 0}
-            parsed = (e for _, e in parse_files(events, build_parser(family), True, counts))
-            observed, seen = observed_edges(compiled, parsed)
+            observed, seen = observed_edges(compiled, _events(events, family))
         outcomes = check_all(compiled, expectations, observed, str(tests))
     except TestsProblem as exc:
         fail(str(exc))
