@@ -384,8 +384,10 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
         where: str,
         why: str = "",
         name: str = "",
+        mode: str = "enforce",
     ) -> None:
-        """A zone for these selectors (``why``: a catch-all zone, and the reason)."""
+        """A zone for these selectors (``why``: a catch-all zone, and the reason; ``mode``
+        monitor: made for a staged policy)."""
         if ns_selector is not None and ns_selector.op == "all":
             ns_selector = None  # every namespace: no constraint
         selectors: list[dict[str, Any]] = []
@@ -447,14 +449,13 @@ def _zones(policies: list[_Policy], warnings: list[str]) -> list[DerivedZone]:
             unique(slug(name or base), taken),
             rep,
             kubernetes=selectors,
+            mode=mode,
             **(catch_all(why) if why else {"description": f"endpoints selected in {where}"}),
         )
 
     for policy in policies:
-        before = set(zones)
-        pod_zone(policy.selector, policy.namespace, policy.namespace_selector, policy.where)
-        for key in set(zones) - before if policy.staged else ():
-            zones[key].mode = "monitor"
+        pod_zone(policy.selector, policy.namespace, policy.namespace_selector, policy.where,
+                 mode="monitor" if policy.staged else "enforce")  # fmt: skip
         if policy.namespace is not None:
             why = f"endpoints of namespace {policy.namespace} that no policy selects"
             pod_zone(Expr("all"), policy.namespace, None, "", f"{why}: it holds policies")
