@@ -245,7 +245,7 @@ def _check(
     sources = zones(exp.source, f"{where}: from", address_ok=True)
     failures: list[str] = []
     for src in sources:
-        direct = [h for h in graph.get(src, ()) if h.destination != src]
+        direct = graph.get(src, [])  # neither graph has an edge from a zone to itself
         if exp.deny is not None:
             banned = set(zones(exp.deny, f"{where}: deny"))
             failures += [f"{path_text([h])}" for h in direct if h.destination in banned]
