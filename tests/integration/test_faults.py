@@ -66,7 +66,11 @@ class Receiver(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         server: Receiver = self.server  # type: ignore[assignment]
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender was killed mid-request: nothing was delivered
+            self.close_connection = True
+            return
         if server.failing.is_set():
             server.failed += 1
             self.send_response(500)

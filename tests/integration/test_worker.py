@@ -37,7 +37,11 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     failures: ClassVar[list[int]] = [3]
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender was killed mid-request: nothing was delivered
+            self.close_connection = True
+            return
         if _Hook.failures[0] > 0:
             _Hook.failures[0] -= 1
             self.send_response(500)
