@@ -7,6 +7,7 @@ Registered on :data:`detector.cli.app`. Nothing here needs a running service.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import re
 import sys
 from collections.abc import Iterator
@@ -263,22 +264,43 @@ def write_text(path: Path, text: str) -> None:
 def import_cmd(
     files: Annotated[list[str], typer.Argument(help="Policy files (YAML or JSON).")],
     source: Annotated[
-        str, typer.Option("--from", help="k8s (NetworkPolicy), calico (v3 policies) or aws-sg.")
+        str,
+        typer.Option(
+            "--from", help="k8s (NetworkPolicy), calico (v3 policies), cilium (L3/L4) or aws-sg."
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Model file to write; - for stdout.")
     ],
     name: Annotated[str, typer.Option(help="metadata.name of the model.")] = "",
+    apiserver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--apiserver",
+            help="cilium: the API server's addresses (CIDR, repeatable), the zone of rules "
+            "naming the kube-apiserver entity.",
+        ),
+    ] = None,
 ) -> None:
-    """Derive a native model from the policies you already have (README "Import and export")."""
+    """Derive a native model from the policies you already have (docs/model.md)."""
     from detector.model import ModelError
     from detector.model.formats import IMPORTERS, ImportProblem
     from detector.model.formats._derive import catch_all_zones
 
     if source not in IMPORTERS:
         fail(f"--from {source!r} is not one of {', '.join(IMPORTERS)}")
+    options: dict[str, Any] = {}
+    if apiserver:
+        if source != "cilium":
+            fail(f"--apiserver is for --from cilium, not --from {source}")
+        for cidr in apiserver:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                fail(f"--apiserver {cidr!r} is not an address or network")
+        options["apiserver"] = apiserver
     try:
-        model, warnings = IMPORTERS[source](files, name or f"imported-{source}")
+        model, warnings = IMPORTERS[source](files, name or f"imported-{source}", **options)
     except ImportProblem as exc:
         fail(str(exc))
     except ModelError as exc:  # the policies translate to a model segwatch cannot use
@@ -308,25 +330,26 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,250}")
 @model_app.command("export")
 def export_cmd(
     model: ModelOpt,
-    target: Annotated[str, typer.Option("--to", help="k8s, calico or aws-sg.")],
+    target: Annotated[str, typer.Option("--to", help="k8s, calico, cilium or aws-sg.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
     isolate_system: Annotated[
         bool,
         typer.Option(
             "--isolate-system",
-            help="k8s: also isolate zones in kube-system, kube-public and kube-node-lease "
-            "(left alone by default: a default deny there breaks the cluster).",
+            help="k8s, cilium: also isolate zones in kube-system, kube-public and "
+            "kube-node-lease (left alone by default: a default deny there breaks the cluster).",
         ),
     ] = False,
 ) -> None:
-    """Write the model as Kubernetes NetworkPolicies, Calico policies or AWS security groups."""
+    """Write the model as Kubernetes NetworkPolicies, Calico or Cilium policies, or AWS
+    security groups."""
     from detector.model.formats import EXPORTERS, ExportProblem
     from detector.model.load import dump_yaml_all
 
     if target not in EXPORTERS:
         fail(f"--to {target!r} is not one of {', '.join(EXPORTERS)}")
-    if isolate_system and target != "k8s":
-        fail(f"--isolate-system is for --to k8s, not --to {target}")
+    if isolate_system and target not in ("k8s", "cilium"):
+        fail(f"--isolate-system is for --to k8s or cilium, not --to {target}")
     options = {"isolate_system": True} if isolate_system else {}
     try:
         files, warnings = EXPORTERS[target](load_compiled(model), **options)
@@ -342,11 +365,15 @@ def export_cmd(
         )
     output.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
-        text = (
-            orjson.dumps(content, option=orjson.OPT_INDENT_2).decode() + "\n"
-            if name.endswith(".json") else dump_yaml_all(content)
-        )  # fmt: skip
+        if isinstance(content, str):  # a script
+            text = content
+        elif name.endswith(".json"):
+            text = orjson.dumps(content, option=orjson.OPT_INDENT_2).decode() + "\n"
+        else:
+            text = dump_yaml_all(content)
         write_text(output / name, text)
+        if name.endswith(".sh"):
+            (output / name).chmod(0o755)
         typer.echo(f"wrote {output / name}", err=True)
 
 

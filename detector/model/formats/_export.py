@@ -9,9 +9,11 @@ from detector.errors import DetectorError
 from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, ModelDocument, inside
 from detector.model.services import ALL, Services, flow_services, union
 
-__all__ = ["LOCAL_V4", "ExportProblem", "Need", "needs"]
+__all__ = ["LOCAL_V4", "SYSTEM_NAMESPACES", "ExportProblem", "Need", "needs", "outside_system"]
 
 LOCAL_V4 = tuple(n for n in LOCAL_NETWORKS if ":" not in n)
+# what a default deny there would break: exports isolate them only when asked
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
 
 class ExportProblem(DetectorError):
@@ -20,6 +22,22 @@ class ExportProblem(DetectorError):
 
     def __init__(self, target: str, reason: str) -> None:
         super().__init__(f"cannot export to {target}: {reason}")
+
+
+def outside_system(
+    zone: str, namespaces: list[str], isolate_system: bool, warnings: list[str]
+) -> list[str]:
+    """The namespaces of a zone an export isolates: the system ones only when asked
+    (``isolate_system``), with a warning naming what is left unenforced."""
+    system = sorted({ns for ns in namespaces if ns in SYSTEM_NAMESPACES})
+    if not system or isolate_system:
+        return namespaces
+    warnings.append(
+        f"zone {zone}: not isolated in {', '.join(system)} (a default deny there breaks "
+        f"what the cluster needs): flows into and out of {zone} are not enforced by the "
+        "export; --isolate-system writes them"
+    )
+    return [ns for ns in namespaces if ns not in SYSTEM_NAMESPACES]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,14 @@ from detector.model.formats._derive import (
     unique,
     zone_worthy,
 )
-from detector.model.formats._export import ExportProblem, inner_networks, internet_excepts, needs
+from detector.model.formats._export import (
+    SYSTEM_NAMESPACES,
+    ExportProblem,
+    inner_networks,
+    internet_excepts,
+    needs,
+    outside_system,
+)
 from detector.model.formats._io import read_documents
 from detector.model.load import SegmentationModel
 from detector.model.schema import INTERNET, LabelSelector, ModelDocument, PodSelector, Zone
@@ -72,9 +79,6 @@ NAMED_PORTS = {
     "grpc": 50051,
 }
 
-
-# what a default-deny there would break: the export isolates them only when asked
-SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 KUBE_DNS = {
     "namespaceSelector": {"matchLabels": {NAME_LABEL: "kube-system"}},
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
@@ -376,14 +380,9 @@ def export_k8s(
     observed: set[str] = set()  # namespaces of monitor zones: no default deny there
     for zone in doc.zones:
         targets = _targets(zone, warnings)
-        system = sorted({ns for ns, _ in targets if ns in SYSTEM_NAMESPACES})
-        if system and not isolate_system:
-            warnings.append(
-                f"zone {zone.name}: not isolated in {', '.join(system)} (a default deny there "
-                f"breaks what the cluster needs): flows into and out of {zone.name} are not "
-                "enforced by the export; --isolate-system writes them"
-            )
-            targets = [t for t in targets if t[0] not in SYSTEM_NAMESPACES]
+        system = any(ns in SYSTEM_NAMESPACES for ns, _ in targets)
+        kept = outside_system(zone.name, [ns for ns, _ in targets], isolate_system, warnings)
+        targets = [t for t in targets if t[0] in kept]
         if zone.mode == "monitor" and targets:
             observed |= {ns for ns, _ in targets}
             warnings.append(

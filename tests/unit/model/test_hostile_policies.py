@@ -111,3 +111,36 @@ spec:
         app, ["model", "import", "--from", "calico", str(policy), "-o", str(tmp_path / "m.yaml")]
     )
     assert done.exit_code == 2 and "port range 9000-8000 is not within" in done.stderr
+
+
+CILIUM = """apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: db, namespace: shop}}
+spec:
+  endpointSelector: {selector}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{app: api}}}}]
+      toPorts: {to_ports}
+"""
+
+
+@pytest.mark.parametrize(("selector", "to_ports", "problem"), [
+    ("[1, 2]", "[]", "endpointSelector: a selector must be an object"),
+    ("{matchLabels: [app]}", "[]", "endpointSelector"),
+    ("{}", '"80"', "toPorts"),
+    ("{}", "[{ports: [80]}]", "toPorts[0].ports[0]: must be an object"),
+    ("{}", "[{ports: [{port: '9000', endPort: 8000}]}]", "port range 9000-8000"),
+    ("{}", "[{ports: [{port: '999999'}]}]", "is not within 0-65535"),
+    ("{}", "[{ports: [{port: '80', endPort: x}]}]", "endPort 'x' is not a number"),
+])  # fmt: skip
+def test_a_cilium_policy_of_an_absurd_shape_is_refused_with_its_place(
+    tmp_path: Path, selector: str, to_ports: str, problem: str
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(CILIUM.format(selector=selector, to_ports=to_ports))
+    done = CliRunner(mix_stderr=False).invoke(
+        app, ["model", "import", "--from", "cilium", str(policy), "-o", str(tmp_path / "m.yaml")]
+    )
+    assert done.exit_code == 2, done.stdout
+    assert problem in done.stderr and "CiliumNetworkPolicy shop/db" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

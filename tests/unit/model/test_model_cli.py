@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from streams.cli import app
@@ -274,7 +275,7 @@ def test_import_and_export_commands(tmp_path: Path) -> None:
 
 def test_an_export_that_would_write_nothing_is_an_error(tmp_path: Path) -> None:
     """A CIDR-only model cannot be NetworkPolicies or Calico policies: say why, exit 2."""
-    for target in ("k8s", "calico"):
+    for target in ("k8s", "calico", "cilium"):
         out = tmp_path / target
         result = runner.invoke(app, ["model", "export", "--to", target, "-m", THREE_TIER,
                                      "-o", str(out)])  # fmt: skip
@@ -283,4 +284,40 @@ def test_an_export_that_would_write_nothing_is_an_error(tmp_path: Path) -> None:
         assert not out.exists()
     refused = runner.invoke(app, ["model", "export", "--to", "calico", "--isolate-system",
                                   "-m", THREE_TIER, "-o", str(tmp_path / "x")])  # fmt: skip
-    assert refused.exit_code != 0 and "--isolate-system is for --to k8s" in refused.stderr
+    assert refused.exit_code != 0 and "--isolate-system is for --to k8s or cilium" in refused.stderr
+
+
+def test_cilium_export_and_import_commands(tmp_path: Path) -> None:
+    """--to cilium writes the policies (and, for monitor zones, the audit-mode script);
+    --from cilium --apiserver reads them back with the API server's zone."""
+    source = tmp_path / "m.yaml"
+    source.write_text(
+        (MODELS / "kubernetes_dns.yaml")
+        .read_text()
+        .replace("  - name: backend\n", "  - name: backend\n    mode: monitor\n", 1)
+    )
+    out = tmp_path / "cilium"
+    exported = runner.invoke(app, ["model", "export", "--to", "cilium", "-m", str(source),
+                                   "-o", str(out)])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert sorted(f.name for f in out.iterdir()) == [
+        "cilium-network-policies.yaml", "enable-audit-mode.sh", "monitor-zones.yaml"]  # fmt: skip
+    assert (out / "enable-audit-mode.sh").stat().st_mode & 0o111
+    api = tmp_path / "api.yaml"
+    api.write_text(yaml.safe_dump({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "to-api", "namespace": "ops"},
+        "spec": {"endpointSelector": {}, "egress": [{"toEntities": ["kube-apiserver"]}]},
+    }))  # fmt: skip
+    model = tmp_path / "back.yaml"
+    imported = runner.invoke(app, ["model", "import", "--from", "cilium", str(api),
+                                   "--apiserver", "10.0.0.1/32", "-o", str(model)])  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    zones = {z["name"]: z for z in yaml.safe_load(model.read_text())["zones"]}
+    assert zones["kube-apiserver"]["cidrs"] == ["10.0.0.1/32"]
+    bad = runner.invoke(app, ["model", "import", "--from", "cilium", str(api),
+                              "--apiserver", "not-an-ip", "-o", str(model)])  # fmt: skip
+    assert bad.exit_code == 2 and "--apiserver 'not-an-ip'" in bad.stderr
+    wrong = runner.invoke(app, ["model", "import", "--from", "k8s", str(api),
+                                "--apiserver", "10.0.0.1", "-o", str(model)])  # fmt: skip
+    assert wrong.exit_code == 2 and "--apiserver is for --from cilium" in wrong.stderr
