@@ -196,6 +196,8 @@ def diff_cmd(
                              ("zone members changed", result.zones_changed)):  # fmt: skip
             for name in names:
                 typer.echo(f"{label}: {name}")
+        for name, was, now in result.modes_changed:
+            typer.echo(f"zone mode: {name} {was} -> {now}")
         for sign, rows in (("+ allow", result.allowed), ("- deny ", result.denied)):
             for src, dst, services in rows:
                 typer.echo(f"{sign} {src} -> {dst} {services}")
@@ -203,6 +205,15 @@ def diff_cmd(
             typer.echo(f"observed: {sum(replay.changes.values())} of {replay.events} flows change")
             for (src, dst, svc, was, now), n in replay.changes.most_common():
                 typer.echo(f"  {n:>7}  {src} -> {dst} {svc}: {was} -> {now}")
+            for title, counts in (
+                ("now enforced (monitor -> enforce), these observed flows are blocked",
+                 replay.newly_enforced),
+                ("still in monitor mode, enforcing would block", replay.would_block),
+            ):  # fmt: skip
+                if counts:
+                    typer.echo(f"{title}: {sum(counts.values())} flows")
+                    for (src, dst, svc), n in counts.most_common():
+                        typer.echo(f"  {n:>7}  {src} -> {dst} {svc}")
     changed = not result.empty or (replay is not None and bool(replay.changes))
     raise typer.Exit(1 if changed else 0)
 

@@ -35,11 +35,12 @@ class ModelDiff:
     zones_changed: tuple[str, ...]  # same name, different members
     allowed: tuple[tuple[str, str, str], ...]  # (source, destination, services) newly allowed
     denied: tuple[tuple[str, str, str], ...]  # newly denied
+    modes_changed: tuple[tuple[str, str, str], ...] = ()  # (zone, old mode, new mode)
 
     @property
     def empty(self) -> bool:
         return not (self.zones_added or self.zones_removed or self.zones_changed
-                    or self.allowed or self.denied)  # fmt: skip
+                    or self.allowed or self.denied or self.modes_changed)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,19 +51,30 @@ class ModelDiff:
                               for a in self.allowed],
             "newly_denied": [dict(zip(("source", "destination", "services"), d, strict=True))
                              for d in self.denied],
+            "modes_changed": [dict(zip(("zone", "old", "new"), m, strict=True))
+                              for m in self.modes_changed],
         }  # fmt: skip
 
 
 @dataclass
 class VerdictChange:
-    """Observed flows whose verdict differs between the models, grouped."""
+    """Observed flows whose verdict differs between the models, grouped; and the
+    violations of monitor zones: those the new model starts enforcing (monitor ->
+    enforce), and those it would block once its monitor zones are enforced."""
 
     changes: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
     samples: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     events: int = 0
+    newly_enforced: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    would_block: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("source_zone", "destination_zone", "service", "old_verdict", "new_verdict")
+
+        def groups(counts: Counter[tuple[str, str, str]]) -> list[dict[str, Any]]:
+            return [{"source_zone": s, "destination_zone": d, "service": svc, "count": n}
+                    for (s, d, svc), n in counts.most_common()]  # fmt: skip
+
         return {
             "events": self.events,
             "changed": sum(self.changes.values()),
@@ -70,6 +82,8 @@ class VerdictChange:
                 {**dict(zip(keys, key, strict=True)), "count": n}
                 for key, n in self.changes.most_common()
             ],
+            "enforcing_now_blocks": groups(self.newly_enforced),
+            "enforcing_would_block": groups(self.would_block),
         }
 
 
@@ -94,38 +108,55 @@ def diff_models(old: CompiledModel, new: CompiledModel, at: float | None = None)
             != (new_zones[name].cidrs, new_zones[name].kubernetes)
         )
     )
+    modes = tuple(
+        (name, old_zones[name].mode, new_zones[name].mode)
+        for name in sorted(set(old_zones) & set(new_zones))
+        if old_zones[name].mode != new_zones[name].mode
+    )
     return ModelDiff(
         tuple(sorted(set(new_zones) - set(old_zones))),
         tuple(sorted(set(old_zones) - set(new_zones))),
         changed,
         tuple(allowed),
         tuple(denied),
+        modes,
     )
 
 
 def diff_on_events(
     old: CompiledModel, new: CompiledModel, events: Iterable[dict[str, Any]]
 ) -> VerdictChange:
-    """Place every event under both models; count those whose verdict changes."""
+    """Place every event under both models; count those whose verdict changes, and
+    the violations the new model enforces or would enforce (its monitor zones)."""
     result = VerdictChange()
     for event in events:
         result.events += 1
         before, after = old.place(event), new.place(event)
+        if after.verdict == "violation" and not after.reply:
+            pair = (after.source_zone or "(none)", after.destination_zone or "(none)",
+                    after.service or _service(event))  # fmt: skip
+            if after.mode == "monitor":
+                result.would_block[pair] += 1
+            elif before.verdict == "violation" and before.mode == "monitor":
+                result.newly_enforced[pair] += 1
         if before.verdict == after.verdict:
             continue
-        network = event.get("network") or {}
-        port = (event.get("destination") or {}).get("port")
-        service = f"{network.get('transport', '?')}/{port if port is not None else '-'}"
         key = (
             after.source_zone or before.source_zone or "(none)",
             after.destination_zone or before.destination_zone or "(none)",
-            service,
+            _service(event),
             before.verdict,
             after.verdict,
         )
         result.changes[key] += 1
         result.samples.setdefault(key, event)
     return result
+
+
+def _service(event: dict[str, Any]) -> str:
+    network = event.get("network") or {}
+    port = (event.get("destination") or {}).get("port")
+    return f"{network.get('transport', '?')}/{port if port is not None else '-'}"
 
 
 def _allowed(model: CompiledModel, at: float) -> dict[tuple[str, str], Services]:

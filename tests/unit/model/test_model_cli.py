@@ -179,6 +179,25 @@ def test_diff_with_observed_traffic(tmp_path: Path) -> None:
     assert same.exit_code == 0
 
 
+def test_diff_names_what_enforcing_a_monitor_zone_would_block(tmp_path: Path) -> None:
+    monitored = tmp_path / "monitored.yaml"
+    monitored.write_text(
+        (MODELS / "three_tier_vpc.yaml").read_text().replace("  - name: db\n",
+                                                             "  - name: db\n    mode: monitor\n")
+    )  # fmt: skip
+    flows = str(_flows(tmp_path))
+    result = runner.invoke(app, ["model", "diff", str(monitored), THREE_TIER, "--events", flows])
+    assert result.exit_code == 1
+    assert "zone mode: db monitor -> enforce" in result.stdout
+    assert "now enforced (monitor -> enforce), these observed flows are blocked: 2" in result.stdout
+    assert "dmz -> db tcp/5432" in result.stdout
+    data = json.loads(runner.invoke(app, ["model", "diff", str(monitored), str(monitored),
+                                          "--events", flows, "--json"]).stdout)  # fmt: skip
+    assert data["observed"]["enforcing_would_block"] == [
+        {"source_zone": "dmz", "destination_zone": "db", "service": "tcp/5432", "count": 2}
+    ]
+
+
 def test_graph_in_every_format(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 

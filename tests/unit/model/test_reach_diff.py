@@ -54,3 +54,25 @@ def test_diff_replays_observed_flows() -> None:
     replay = diff_on_events(old, new, events)
     assert replay.events == 4
     assert dict(replay.changes) == {("app", "db", "tcp/5432", "allowed", "violation"): 3}
+
+
+def test_diff_reports_what_enforcing_a_monitor_zone_blocks() -> None:
+    """db in monitor mode: its violations are what enforcing it would block; switching it
+    to enforce is a change of its own, and the same flows are then blocked."""
+    from detector.model import compile_model, model_from_text
+
+    enforced = example("three_tier_vpc.yaml")
+    text = enforced.model.to_yaml()
+    assert "- name: db\n" in text
+    monitored = compile_model(
+        model_from_text(text.replace("- name: db\n", "- name: db\n  mode: monitor\n", 1))
+    )
+    events = [flow("10.0.1.10", "10.0.3.30", 5432)] * 2 + [flow("10.0.2.20", "10.0.3.30", 5432)]
+    staying = diff_on_events(monitored, monitored, events)
+    assert dict(staying.would_block) == {("dmz", "db", "tcp/5432"): 2}
+    assert not staying.newly_enforced and not staying.changes
+    switching = diff_on_events(monitored, enforced, events)
+    assert dict(switching.newly_enforced) == {("dmz", "db", "tcp/5432"): 2}
+    assert not switching.would_block
+    assert diff_models(monitored, enforced).modes_changed == (("db", "monitor", "enforce"),)
+    assert not diff_models(monitored, enforced).empty
