@@ -355,7 +355,6 @@ def export_cmd(
     """Write the model as Kubernetes NetworkPolicies, Calico or Cilium policies, or AWS
     security groups."""
     from detector.model.formats import EXPORTERS, ExportProblem
-    from detector.model.load import dump_yaml_all
 
     if target not in EXPORTERS:
         fail(f"--to {target!r} is not one of {', '.join(EXPORTERS)}")
@@ -368,6 +367,13 @@ def export_cmd(
         fail(f"{model}: {exc}")
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
+    _write_files(files, output)
+
+
+def _write_files(files: dict[str, Any], output: Path) -> None:
+    """Write policy files (YAML documents, JSON, or script text) into ``output``."""
+    from detector.model.load import dump_yaml_all
+
     unsafe = [name for name in files if not _SAFE_NAME.fullmatch(name) or name in (".", "..")]
     if unsafe:  # a namespace such as ../x or /etc must not become a path
         fail(
@@ -386,6 +392,44 @@ def export_cmd(
         if name.endswith(".sh"):
             (output / name).chmod(0o755)
         typer.echo(f"wrote {output / name}", err=True)
+
+
+@model_app.command("quarantine")
+def quarantine_cmd(
+    model: ModelOpt,
+    target: Annotated[str, typer.Option("--to", help="k8s, calico, cilium or aws-sg.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
+    host: Annotated[
+        str | None, typer.Option(help="The host to cut off, by address (calico, cilium, aws-sg).")
+    ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            help="The pod, NAMESPACE/POD, or the pods NAMESPACE:key=value[,key=value] "
+            "(k8s, calico, cilium)."
+        ),
+    ] = None,
+    forensics: Annotated[
+        str | None,
+        typer.Option(help="A zone that may still reach it and that it may reach (forensics)."),
+    ] = None,
+) -> None:
+    """The policies that isolate one compromised workload or host: everything in and out
+    is denied except DNS and the --forensics zone. Writes them with apply.sh and undo.sh;
+    nothing is applied (docs/model.md "Containment")."""
+    from detector.model.quarantine import QuarantineProblem, Workload, quarantine
+
+    compiled = load_compiled(model)
+    try:
+        parsed = Workload.parse(workload) if workload is not None else None
+        result = quarantine(compiled, target, host=host, workload=parsed, forensics=forensics)
+    except QuarantineProblem as exc:
+        fail(f"{model}: {exc}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    _write_files(result.files, output)
+    typer.echo(f"review {output}, then apply: sh {output / 'apply.sh'}; "
+               f"undo: sh {output / 'undo.sh'}", err=True)  # fmt: skip
 
 
 @model_app.command("graph")
