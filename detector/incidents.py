@@ -204,6 +204,7 @@ class Incident:
     paged_severity: str = "info"
     paged_at: float = 0.0
     changed: bool = False  # since the last page
+    quarantine: dict[str, Any] | None = None  # the attacker's, from its alerts
 
     @property
     def ordered(self) -> list[Step]:
@@ -305,6 +306,7 @@ class Incident:
                     "steps": steps,
                     "alerts": sorted(f for s in self.steps.values() for f in s.findings),
                     "version": self.version,
+                    **({"quarantine": self.quarantine} if self.quarantine else {}),
                 }
             },
         }
@@ -374,6 +376,8 @@ class IncidentBook:
         if self.closed.get(found.fingerprint) == found.count:
             return pages  # only later activity of a resolved incident's host: no new story
         incident = self._incident_for(found, source, src_zone)
+        if incident.quarantine is None and source == incident.attacker:
+            incident.quarantine = ((doc.get("segwatch") or {}).get("alert") or {}).get("quarantine")
         before = incident.severity if incident.steps else None
         key = f"{source}>{dst_zone}"
         step = incident.steps.get(key)

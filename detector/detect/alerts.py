@@ -125,6 +125,7 @@ class Alert:
     sent: float | None = None  # when it was last sent (emitted)
     dirty: bool = False  # changed since it was last sent
     model_version: str = ""
+    quarantine: dict[str, Any] | None = None  # the containment an on-call person may apply
 
     def add(self, ctx: Context, score: int, reasons: list[str], event_id: str) -> None:
         self.count += 1
@@ -193,6 +194,8 @@ class Alert:
             doc["destination"]["port"] = self.port
         if self.runbook:
             doc["rule"]["reference"] = self.runbook
+        if self.quarantine:
+            doc["segwatch"]["alert"]["quarantine"] = self.quarantine
         return doc
 
     def dump(self) -> dict[str, Any]:
@@ -207,6 +210,17 @@ class Alert:
         values["hosts"] = dict.fromkeys(values.get("hosts", ()))
         values["services"] = dict.fromkeys(values.get("services", ()))
         return cls(**values)
+
+
+def _suggestion(ctx: Context) -> dict[str, Any] | None:
+    """The quarantine of the connection's initiator (its pod when the log names it)."""
+    if not ctx.src_ip:
+        return None
+    from detector.model.quarantine import suggestion
+
+    initiator = ctx.event.get("destination" if ctx.reply else "source") or {}
+    dataset = (ctx.event.get("event") or {}).get("dataset")
+    return suggestion(ctx.src_ip, initiator.get("kubernetes"), dataset)
 
 
 def _service_order(service: str) -> tuple[str, int]:
@@ -272,7 +286,7 @@ class AlertBook:
                 fingerprint, rule_id, name, severity, ctx.src_zone, ctx.dst_zone, port,
                 ctx.time, ctx.time, source_ip=ctx.src_ip, runbook=runbook,
                 destination_sensitivity=sensitivity, crosses=crosses,
-                model_version=p.model_version,
+                model_version=p.model_version, quarantine=_suggestion(ctx),
             )  # fmt: skip
         elif SEVERITIES.index(severity) > SEVERITIES.index(alert.severity):
             alert.severity = severity

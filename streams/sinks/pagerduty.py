@@ -42,6 +42,9 @@ def pagerduty_body(document: dict[str, Any], routing_key: str, action: Action = 
                                "risk_score": document["event"]["risk_score"],
                                "state": incident["state"], "alerts": incident["alerts"]},
         }  # fmt: skip
+        quarantine = incident.get("quarantine")
+        if isinstance(quarantine, dict) and quarantine.get("command"):
+            body["payload"]["custom_details"]["quarantine"] = quarantine["command"]
     return body
 
 

@@ -20,13 +20,16 @@ def slack_body(document: dict[str, Any]) -> dict[str, Any]:
     title = f"[{incident['severity'].upper()}] {incident['title']}"
     path = " → ".join(incident["path"])
     steps = "\n".join(f"• {line}" for line in step_lines(incident))
+    quarantine = incident.get("quarantine")
+    contain = (f"\ncontain (a person decides): `{quarantine['command']}`"
+               if isinstance(quarantine, dict) and quarantine.get("command") else "")  # fmt: skip
     return {
         "text": f"{title}: {path}",
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": (
                 f"*{path}*  risk {document['event']['risk_score']}, {reached_text(incident)}, "
-                f"since {incident['first_seen']}\n{steps}")}},
+                f"since {incident['first_seen']}\n{steps}{contain}")}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": (
                 f"incident `{incident['id']}` · {incident['step_count']} step(s) · "
                 f"alerts {', '.join(incident['alerts'][:3])}")}]},

@@ -29,6 +29,7 @@ def alert(fp: str, src: str, src_zone: str, dst_zone: str, hosts: list[str], at:
             "fingerprint": fp, "severity": severity, "count": count, "denied": denied,
             "first_seen": stamp(at), "last_seen": stamp(last), "last_activity": stamp(last),
             "headline": f"{rule} of {hosts[0]}", "hosts": len(hosts), "services": ["tcp/22"],
+            "quarantine": {"host": src, "to": "aws-sg"},
         }},
         "segmentation": {"source_zone": src_zone, "destination_zone": dst_zone,
                          "destination_sensitivity": sensitivity, "crosses": list(crosses)},
@@ -55,6 +56,9 @@ def test_a_200_port_scan_is_one_incident_with_one_step() -> None:
     assert incident["severity"] == "critical"  # it got into a restricted zone
     assert [p.action for p in run.pages] == ["trigger"]  # its updates are due later
     assert incident["most_sensitive_zone"] == "pos"
+    assert incident["quarantine"]["command"].startswith(
+        "segwatch model quarantine -m MODEL --host 10.50.10.1 --to "
+    )  # the attacker's, for a person to apply
 
 
 def test_a_pivot_chain_is_one_incident_with_its_path_and_time_to_the_restricted_zone() -> None:
@@ -71,6 +75,7 @@ def test_a_pivot_chain_is_one_incident_with_its_path_and_time_to_the_restricted_
     assert [s["from_ip"] for s in incident["steps"]] == ["10.50.1.4", "10.50.3.9"]
     assert incident["hosts"] == ["10.50.1.4", "10.50.3.9"]
     assert incident["time_to_most_sensitive_s"] == 1800 and incident["severity"] == "critical"
+    assert incident["quarantine"]["host"] == "10.50.1.4"  # the attacker, not the pivot
     assert [(p.action, p.why, p.page) for p in pages] == [
         ("trigger", "opened", True), ("update", "escalated to critical", True)]  # fmt: skip
 

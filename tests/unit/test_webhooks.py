@@ -133,6 +133,10 @@ def test_slack_and_pagerduty_formats(receiver: Receiver, alert: dict[str, Any]) 
     assert trigger["routing_key"] == SECRET and trigger["payload"]["severity"] == "error"
     assert trigger["payload"]["summary"] == incident["summary"]
     assert trigger["payload"]["custom_details"]["path"] == ["db", "internet"]
+    command = incident["quarantine"]["command"]  # the attacker's containment, not applied
+    assert "--host 10.50.30.5" in command
+    assert trigger["payload"]["custom_details"]["quarantine"] == command
+    assert f"`{command}`" in slack["blocks"][1]["text"]["text"]
     assert update["event_action"] == "trigger" and update["dedup_key"] == incident["id"]
     assert resolve == {
         "routing_key": SECRET,

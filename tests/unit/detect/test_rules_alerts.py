@@ -164,6 +164,11 @@ def test_alert_document_is_ecs_shaped() -> None:
     }
     assert doc["event"]["severity"] == 4  # critical
     assert doc["segwatch"]["alert"]["sample_event_ids"] == ["f:1"]
+    assert doc["segwatch"]["alert"]["quarantine"] == {
+        "host": "10.50.30.5", "to": "aws-sg",
+        "command": "segwatch model quarantine -m MODEL --host 10.50.30.5 --to aws-sg "
+                   "-o quarantine-10.50.30.5",
+    }  # fmt: skip
     assert (
         e["segmentation"]["risk_score"] == alert.score and e["event"]["risk_score"] == alert.score
     )
