@@ -30,6 +30,7 @@ from detector.cli import (
 
 if TYPE_CHECKING:
     from detector.model import CompiledModel
+    from detector.model.diff import ModelDiff
 
 __all__ = ["model_app"]
 
@@ -191,16 +192,7 @@ def diff_cmd(
             data["observed"] = replay.to_dict()
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
-        for label, names in (("zone added", result.zones_added),
-                             ("zone removed", result.zones_removed),
-                             ("zone members changed", result.zones_changed)):  # fmt: skip
-            for name in names:
-                typer.echo(f"{label}: {name}")
-        for name, was, now in result.modes_changed:
-            typer.echo(f"zone mode: {name} {was} -> {now}")
-        for sign, rows in (("+ allow", result.allowed), ("- deny ", result.denied)):
-            for src, dst, services in rows:
-                typer.echo(f"{sign} {src} -> {dst} {services}")
+        _print_diff(result)
         if replay is not None:
             typer.echo(f"observed: {sum(replay.changes.values())} of {replay.events} flows change")
             for (src, dst, svc, was, now), n in replay.changes.most_common():
@@ -216,6 +208,83 @@ def diff_cmd(
                         typer.echo(f"  {n:>7}  {src} -> {dst} {svc}")
     changed = not result.empty or (replay is not None and bool(replay.changes))
     raise typer.Exit(1 if changed else 0)
+
+
+def _print_diff(result: ModelDiff) -> None:
+    for label, names in (("zone added", result.zones_added),
+                         ("zone removed", result.zones_removed),
+                         ("zone members changed", result.zones_changed)):  # fmt: skip
+        for name in names:
+            typer.echo(f"{label}: {name}")
+    for name, was, now in result.modes_changed:
+        typer.echo(f"zone mode: {name} {was} -> {now}")
+    for sign, rows in (("+ allow", result.allowed), ("- deny ", result.denied)):
+        for src, dst, services in rows:
+            typer.echo(f"{sign} {src} -> {dst} {services}")
+
+
+@model_app.command("recommend")
+def recommend_cmd(
+    model: ModelOpt,
+    events: Annotated[
+        list[str], typer.Option("--events", help="Flow-log files to learn from (repeatable).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the proposed model here.")
+    ] = None,
+    family: FamilyOpt = "auto",
+    min_connections: Annotated[
+        int, typer.Option(help="Forbidden traffic proposed as a rule: at least this many.")
+    ] = 10,
+    min_hours: Annotated[int, typer.Option(help="... on at least this many distinct hours.")] = 3,
+    max_sources: Annotated[int, typer.Option(help="... from at most this many hosts.")] = 5,
+    business_share: Annotated[
+        float, typer.Option(help="... this share of it inside the source zone's hours.")
+    ] = 0.8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per allow rule, what the traffic used; rules never used, ranges and protocol any
+    wider than the use, and forbidden traffic that looks like a service — proposed as a
+    model diff and (-o) a new model file. Nothing is applied (docs/model.md)."""
+    from detector.model import compile_model
+    from detector.model.diff import diff_models
+    from detector.model.recommend import recommend
+
+    compiled = load_compiled(model)
+    found = recommend(compiled, _events(events, family), min_connections=min_connections,
+                      min_hours=min_hours, max_sources=max_sources,
+                      business_share=business_share)  # fmt: skip
+    change = diff_models(compiled, compile_model(found.model))
+    if as_json:
+        data = {**found.to_dict(), "diff": change.to_dict()}
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        span = f", {found.to_dict()['from']} to {found.to_dict()['to']}" if found.first else ""
+        typer.echo(f"{found.connections} connections{span}")
+        for use in found.usage:
+            services = ", ".join(f"{s} ({n})" for s, n in use.services.most_common(4))
+            last = use.to_dict()["last_used"] or "never"
+            typer.echo(f"  {use.rule:<32} {use.connections:>9}  last {last}  {services}")
+        if found.unused:
+            typer.echo(f"never used (removed from the proposal; the traffic may not cover "
+                       f"their use): {', '.join(found.unused)}")  # fmt: skip
+        for item in found.narrowed:
+            typer.echo(f"narrower: {item['rule']}: allowed {item['allowed']}, used "
+                       f"{', '.join(item['used'])} -> {', '.join(item['proposed'])}")  # fmt: skip
+        for flow in found.proposed:
+            ports = ",".join(map(str, flow.get("ports", []))) or "all"
+            share = flow["business_hours_share"]
+            typer.echo(f"proposed (forbidden, looks like a service; no owner: review): "
+                       f"{flow['from']} -> {flow['to']} {flow['protocol']}/{ports}: "
+                       f"{flow['connections']} connections from {len(flow['sources'])} "
+                       f"host(s), {share:.0%} in business hours")  # fmt: skip
+        _print_diff(change)
+    if output is not None:
+        write_text(output, found.model.to_yaml())
+        typer.echo(f"wrote the proposed model to {output}; review it with segwatch model diff "
+                   f"{model} {output} --events ...", err=True)  # fmt: skip
+    elif not change.empty:
+        typer.echo("-o FILE writes the proposed model", err=True)
 
 
 @model_app.command("test")
