@@ -6,10 +6,29 @@ import ipaddress
 from dataclasses import dataclass
 
 from detector.errors import DetectorError
-from detector.model.schema import ANY_ZONE, INTERNET, LOCAL_NETWORKS, ModelDocument, inside
+from detector.model.schema import (
+    ANY_ZONE,
+    INTERNET,
+    LOCAL_NETWORKS,
+    LabelExpression,
+    LabelSelector,
+    ModelDocument,
+    PodSelector,
+    Zone,
+    inside,
+)
 from detector.model.services import ALL, Services, flow_services, union
 
-__all__ = ["LOCAL_V4", "SYSTEM_NAMESPACES", "ExportProblem", "Need", "needs", "outside_system"]
+__all__ = [
+    "LOCAL_V4",
+    "SYSTEM_NAMESPACES",
+    "ExportProblem",
+    "Need",
+    "exclusive_selectors",
+    "needs",
+    "outside_system",
+    "zone_selectors",
+]
 
 LOCAL_V4 = tuple(n for n in LOCAL_NETWORKS if ":" not in n)
 # what a default deny there would break: exports isolate them only when asked
@@ -116,3 +135,104 @@ def inner_networks(doc: ModelDocument, zone_name: str) -> dict[str, list[str]]:
         str(net): sorted(str(n) for n in others if n != net and inside(n, net))
         for net in zone.cidrs
     }
+
+
+def exclusive_selectors(doc: ModelDocument, warnings: list[str]) -> dict[str, list[PodSelector]]:
+    """Each zone's pod selectors, narrowed so that they leave out the pods of the more
+    specific zones inside them: the model puts a pod in the most specific zone that
+    selects it, while a policy applies to every pod its selector matches.
+
+    A zone inside another by one more label (``{ns a}`` around ``{ns a, app: x}``) is
+    left out with ``app NotIn [x]`` (the wider zone's namespaces taken one at a time);
+    an overlap that cannot be written so is warned about, naming both zones and the
+    wider zone's flows that then also apply to the narrower one's pods.
+    """
+    out: dict[str, list[PodSelector]] = {}
+    pod_zones = [z for z in doc.zones if z.kubernetes]
+    for zone in pod_zones:
+        kept: list[PodSelector] = []
+        for sel in zone.kubernetes:
+            parts = [(one, _inner_labels(one, zone, pod_zones, doc, warnings))
+                     for one in _per_namespace(sel)]  # fmt: skip
+            if not any(excluded for _, excluded in parts):
+                kept.append(sel)  # nothing to leave out: as written
+                continue
+            kept += [_excluding(one, excluded) for one, excluded in parts]
+        out[zone.name] = kept
+    return out
+
+
+def _inner_labels(
+    sel: PodSelector, zone: Zone, pod_zones: list[Zone], doc: ModelDocument, warnings: list[str]
+) -> dict[str, list[str]]:
+    """label -> values of the zones inside ``sel`` by that one label (to leave out);
+    the other zones inside it are warned about."""
+    excluded: dict[str, list[str]] = {}
+    for other in pod_zones:
+        if other is zone:
+            continue
+        for inner in other.kubernetes:
+            extra = _inside_by(inner, sel)
+            if extra is None:
+                continue
+            if len(extra) == 1 and extra[0][0] and sel.namespaces:
+                excluded.setdefault(extra[0][0], []).append(extra[0][1])
+                continue
+            flows = ", ".join(f.id for f in doc.flows if zone.name in (*f.source, *f.destination))
+            warning = (
+                f"zone {zone.name}: its selector also matches the pods of zone {other.name} "
+                f"too, which the target cannot leave out; what {zone.name} may open and "
+                f"receive ({flows or 'its defaults'}) also applies to them"
+            )
+            if warning not in warnings:
+                warnings.append(warning)
+    return excluded
+
+
+def _per_namespace(sel: PodSelector) -> list[PodSelector]:
+    if len(sel.namespaces) <= 1:
+        return [sel]
+    return [sel.model_copy(update={"namespaces": (ns,)}) for ns in sel.namespaces]
+
+
+def _inside_by(inner: PodSelector, outer: PodSelector) -> list[tuple[str, str]] | None:
+    """The label requirements ``inner`` adds to ``outer`` when every pod ``inner``
+    selects is also ``outer``'s (None when not inside, or not more specific); an
+    added expression is returned as ("", "") so that it cannot be excluded."""
+    if outer.namespaces and not set(inner.namespaces) <= set(outer.namespaces):
+        return None
+    if outer.namespaces and not inner.namespaces:
+        return None
+    if (
+        outer.namespace_selector is not None
+        and inner.namespace_selector != outer.namespace_selector
+    ):
+        return None
+    a = outer.pod_selector or LabelSelector()
+    b = inner.pod_selector or LabelSelector()
+    if not (a.match_labels.items() <= b.match_labels.items()
+            and set(a.match_expressions) <= set(b.match_expressions)):  # fmt: skip
+        return None
+    extra = [(k, v) for k, v in sorted(b.match_labels.items()) if k not in a.match_labels]
+    extra += [("", "")] * len(set(b.match_expressions) - set(a.match_expressions))
+    if inner.namespace_selector is not None and outer.namespace_selector is None:
+        extra.append(("", ""))
+    return extra or None
+
+
+def _excluding(sel: PodSelector, excluded: dict[str, list[str]]) -> PodSelector:
+    if not excluded:
+        return sel
+    base = sel.pod_selector or LabelSelector()
+    exprs = [*base.match_expressions,
+             *(LabelExpression(key=k, operator="NotIn", values=tuple(sorted(set(v))))
+               for k, v in sorted(excluded.items()))]  # fmt: skip
+    pod = LabelSelector.model_validate({"matchLabels": dict(base.match_labels)}).model_copy(
+        update={"match_expressions": tuple(exprs)}
+    )
+    return sel.model_copy(update={"pod_selector": pod})
+
+
+def zone_selectors(zone: Zone, exclusive: dict[str, list[PodSelector]] | None) -> list[PodSelector]:
+    """The zone's selectors as :func:`exclusive_selectors` narrowed them."""
+    return list(zone.kubernetes) if exclusive is None else exclusive.get(zone.name, [])

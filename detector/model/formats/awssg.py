@@ -291,7 +291,7 @@ def _zones(
             continue
         zone.endpoint = {"ip": rep}
         zones.append(zone)
-    nest([z for z in zones if z.name not in members_of])
+    nest([z for z in zones if z.name not in members_of or z.within is None])
     internet = internet_representative(
         [n for n in rule_nets.values() if n not in internet_nets] + member_nets
     )
@@ -340,6 +340,12 @@ def export_aws_sg(model: CompiledModel) -> tuple[dict[str, Any], list[str]]:
     for zone in doc.zones:
         if not zone.cidrs:
             warnings.append(f"zone {zone.name} has no CIDRs: its group has no members to attach to")
+        if zone.mode == "monitor":
+            warnings.append(
+                f"zone {zone.name} is in monitor mode, and security groups have no audit "
+                "mode: its group enforces (VPC flow logs show what it rejects); the import "
+                "reads it back as enforce"
+            )
         groups.append(
             {
                 "GroupId": group_id(zone.name),

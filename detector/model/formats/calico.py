@@ -48,7 +48,14 @@ from detector.model.formats._derive import (
     unique,
     zone_worthy,
 )
-from detector.model.formats._export import ExportProblem, inner_networks, internet_excepts, needs
+from detector.model.formats._export import (
+    ExportProblem,
+    exclusive_selectors,
+    inner_networks,
+    internet_excepts,
+    needs,
+    zone_selectors,
+)
 from detector.model.formats._io import read_documents
 from detector.model.formats.calico_selector import (
     Expr,
@@ -487,7 +494,8 @@ def export_calico(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]]
     """The model as GlobalNetworkPolicies: {file name: [policies]} and warnings."""
     doc = model.model.document
     warnings: list[str] = []
-    entities = {z.name: _entities(z, doc) for z in doc.zones}
+    exclusive = exclusive_selectors(doc, warnings)
+    entities = {z.name: _entities(z, doc, exclusive) for z in doc.zones}
     entities[INTERNET] = [{"nets": ["0.0.0.0/0"], "notNets": internet_excepts(doc)}]
     by_zone: dict[tuple[str, str], list[tuple[str, dict[str, Any], Services]]] = {}
     for need in needs(doc, {"tcp", "udp", "icmp"}, warnings):
@@ -499,7 +507,8 @@ def export_calico(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]]
     for zone in doc.zones:
         if not zone.kubernetes:
             continue  # an address zone: only a peer
-        for i, sel in enumerate(zone.kubernetes):
+        selectors = zone_selectors(zone, exclusive)
+        for i, sel in enumerate(selectors):
             spec: dict[str, Any] = {"order": 100, "selector": _selector_text(sel)}
             if sel.namespace_selector is not None:
                 spec["namespaceSelector"] = _label_selector_text(sel.namespace_selector)
@@ -509,7 +518,7 @@ def export_calico(model: CompiledModel) -> tuple[dict[str, list[dict[str, Any]]]
                 spec["stagedAction"] = "Set"
             spec["ingress"] = _rules(by_zone.get((zone.name, "ingress"), []), "source")
             spec["egress"] = _rules(by_zone.get((zone.name, "egress"), []), "destination")
-            suffix = f"-{i + 1}" if len(zone.kubernetes) > 1 else ""
+            suffix = f"-{i + 1}" if len(selectors) > 1 else ""
             policies.append(
                 {
                     "apiVersion": API,
@@ -560,9 +569,11 @@ def _label_selector_text(sel: LabelSelector) -> str:
     return " && ".join(parts) or "all()"
 
 
-def _entities(zone: Zone, doc: ModelDocument) -> list[dict[str, Any]]:
+def _entities(
+    zone: Zone, doc: ModelDocument, exclusive: dict[str, list[PodSelector]] | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for sel in zone.kubernetes:
+    for sel in zone_selectors(zone, exclusive):
         entity: dict[str, Any] = {"selector": _selector_text(sel)}
         if sel.namespace_selector is not None:
             entity["namespaceSelector"] = _label_selector_text(sel.namespace_selector)

@@ -68,10 +68,12 @@ from detector.model.formats._derive import (
 from detector.model.formats._export import (
     SYSTEM_NAMESPACES,
     ExportProblem,
+    exclusive_selectors,
     inner_networks,
     internet_excepts,
     needs,
     outside_system,
+    zone_selectors,
 )
 from detector.model.formats._io import read_documents
 from detector.model.formats.k8s import DNS, DNS_SERVER_EGRESS, NAME_LABEL, NAMED_PORTS
@@ -631,7 +633,8 @@ def export_cilium(
     """
     doc = model.model.document
     warnings: list[str] = []
-    peers = {z.name: _peers(z, doc) for z in doc.zones}
+    exclusive = exclusive_selectors(doc, warnings)
+    peers = {z.name: _peers(z, doc, exclusive) for z in doc.zones}
     peers[INTERNET] = [{"CIDRSet": [{"cidr": "0.0.0.0/0", "except": internet_excepts(doc)}]}]
     by_zone: dict[tuple[str, str], list[tuple[dict[str, Any], Services]]] = {}
     for need in needs(doc, {"tcp", "udp"}, warnings):
@@ -657,7 +660,7 @@ def export_cilium(
                 )
             continue
         selectors = []
-        for sel in zone.kubernetes:
+        for sel in zone_selectors(zone, exclusive):
             kept = outside_system(zone.name, list(sel.namespaces), isolate_system, warnings)
             if sel.namespaces and not kept:
                 continue
@@ -746,12 +749,14 @@ def _expr(key: str, e: Any) -> dict[str, Any]:
     return {"key": key, "operator": e.operator, **({"values": list(e.values)} if e.values else {})}
 
 
-def _peers(zone: Zone, doc: ModelDocument) -> list[dict[str, Any]]:
+def _peers(
+    zone: Zone, doc: ModelDocument, exclusive: dict[str, list[PodSelector]] | None = None
+) -> list[dict[str, Any]]:
     """The peer fields (without from/to) that name a zone's members."""
     if zone.tags.extra.get(APISERVER_TAG) == "kube-apiserver":
         return [{"Entities": ["kube-apiserver"]}]
     out: list[dict[str, Any]] = []
-    for sel in zone.kubernetes:
+    for sel in zone_selectors(zone, exclusive):
         out.append({"Endpoints": [_endpoint_selector(sel, list(sel.namespaces), True)]})
     for cidr, inner in inner_networks(doc, zone.name).items():
         out.append({"CIDRSet": [{"cidr": cidr, **({"except": inner} if inner else {})}]})

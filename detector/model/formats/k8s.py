@@ -51,10 +51,12 @@ from detector.model.formats._derive import (
 from detector.model.formats._export import (
     SYSTEM_NAMESPACES,
     ExportProblem,
+    exclusive_selectors,
     inner_networks,
     internet_excepts,
     needs,
     outside_system,
+    zone_selectors,
 )
 from detector.model.formats._io import read_documents
 from detector.model.load import SegmentationModel
@@ -363,7 +365,8 @@ def export_k8s(
     """
     doc = model.model.document
     warnings: list[str] = []
-    peers = {z.name: _peers(z, doc) for z in doc.zones}
+    exclusive = exclusive_selectors(doc, warnings)
+    peers = {z.name: _peers(z, doc, exclusive) for z in doc.zones}
     peers[INTERNET] = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": internet_excepts(doc)}}]
     by_zone: dict[tuple[str, str], list[tuple[list[dict[str, Any]], Services]]] = {}
     for need in needs(doc, {"tcp", "udp"}, warnings):
@@ -379,7 +382,7 @@ def export_k8s(
     namespaces: set[str] = set()
     observed: set[str] = set()  # namespaces of monitor zones: no default deny there
     for zone in doc.zones:
-        targets = _targets(zone, warnings)
+        targets = _targets(zone, zone_selectors(zone, exclusive), warnings)
         system = any(ns in SYSTEM_NAMESPACES for ns, _ in targets)
         kept = outside_system(zone.name, [ns for ns, _ in targets], isolate_system, warnings)
         targets = [t for t in targets if t[0] in kept]
@@ -444,9 +447,11 @@ def _policy(name: str, namespace: str, spec: dict[str, Any], zone: Zone | None) 
     return {"apiVersion": API, "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
 
 
-def _targets(zone: Zone, warnings: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def _targets(
+    zone: Zone, selectors: list[PodSelector], warnings: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for sel in zone.kubernetes:
+    for sel in selectors:
         if not sel.namespaces:
             warnings.append(
                 f"zone {zone.name}: a selector without namespaces cannot be a policy "
@@ -462,7 +467,13 @@ def _targets(zone: Zone, warnings: list[str]) -> list[tuple[str, dict[str, Any]]
         pod = _selector_data(sel.pod_selector) if sel.pod_selector else {}
         out += [(ns, pod) for ns in sel.namespaces]
     if zone.cidrs and not zone.kubernetes:
-        return []  # an address zone: only a peer
+        warnings.append(
+            f"zone {zone.name}: an address zone is only a peer in NetworkPolicies (ipBlock), "
+            "and ipBlock does not match pods: if its addresses are pods, the default deny "
+            "of their namespace isolates them without what the model allows them (DNS "
+            "included); give the zone a kubernetes selector"
+        )
+        return []
     return out
 
 
@@ -482,9 +493,11 @@ def _selector_data(sel: LabelSelector) -> dict[str, Any]:
     return data
 
 
-def _peers(zone: Zone, doc: ModelDocument) -> list[dict[str, Any]]:
+def _peers(
+    zone: Zone, doc: ModelDocument, exclusive: dict[str, list[PodSelector]] | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for sel in zone.kubernetes:
+    for sel in zone_selectors(zone, exclusive):
         out += _selector_peers(sel)
     for cidr, inner in inner_networks(doc, zone.name).items():
         block: dict[str, Any] = {"cidr": cidr}

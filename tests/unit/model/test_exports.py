@@ -98,3 +98,46 @@ def test_kubernetes_has_no_audit_mode_so_a_monitor_zone_is_left_open_with_a_warn
     assert "data.yaml" not in files  # neither the zone's policy nor a default deny
     assert "segwatch-default-deny" in _policies({"k": files["shop.yaml"]})
     assert any("zone db is in monitor mode" in w and "no audit mode" in w for w in warnings)
+
+
+def _nested(inner_labels: dict[str, str]) -> Any:
+    return compile_model(model_from_data({
+        "apiVersion": "segwatch/v1", "metadata": {"name": "n"},
+        "zones": [
+            {"name": "shop", "kubernetes": [{"namespaces": ["shop"]}]},
+            {"name": "db", "kubernetes": [{"namespaces": ["shop"],
+                                           "podSelector": {"matchLabels": inner_labels}}]},
+            {"name": "office", "cidrs": ["10.30.0.0/16"]},
+        ],
+        "flows": [{"id": "shop-out", "from": "shop", "to": "internet", "protocol": "tcp",
+                   "ports": [443]}],
+    }))  # fmt: skip
+
+
+def test_a_zone_around_a_more_specific_one_leaves_its_pods_out(tmp_path: Any) -> None:
+    """The model puts db's pods in db, not shop: shop's policy and peers must not
+    select them (a policy applies to every pod its selector matches)."""
+    files, warnings = export_k8s(_nested({"app": "db"}))
+    shop = _policies(files)["segwatch-shop"]["spec"]
+    assert shop["podSelector"] == {
+        "matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]
+    }
+    assert not any("also matches the pods" in w for w in warnings)
+    calico = export_calico(_nested({"app": "db"}))[0]["global-network-policies.yaml"]
+    selector = next(p for p in calico if p["metadata"]["name"] == "segwatch-shop")
+    assert "app not in {'db'}" in selector["spec"]["selector"]
+    path = tmp_path / "k8s.yaml"
+    path.write_text(dump_yaml_all([p for docs in files.values() for p in docs]))
+    again = compile_model(IMPORTERS["k8s"]([str(path)], "rt")[0])
+    db_pod = {"namespace": "shop", "labels": {"app": "db"},
+              "namespace_labels": {"kubernetes.io/metadata.name": "shop"}}  # fmt: skip
+    web_pod = {**db_pod, "labels": {"app": "web"}}
+    assert again.place(flow(web_pod, "203.0.113.9", 443, sport=None)).verdict == "allowed"
+    assert again.place(flow(db_pod, "203.0.113.9", 443, sport=None)).verdict != "allowed"
+
+
+def test_an_overlap_no_selector_can_leave_out_is_warned_with_zones_and_flows() -> None:
+    _, warnings = export_k8s(_nested({"app": "db", "tier": "data"}))
+    assert any(w.startswith("zone shop: its selector also matches the pods of zone db")
+               and "(shop-out)" in w for w in warnings)  # fmt: skip
+    assert any(w.startswith("zone office: an address zone is only a peer") for w in warnings)
