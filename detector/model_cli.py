@@ -37,8 +37,9 @@ __all__ = ["model_app"]
 model_app = typer.Typer(
     name="model",
     help=(
-        "Work with segmentation models: validate, lint, blast radius, graph, diff, "
-        "import from and export to Kubernetes, Calico and AWS security groups."
+        "Work with segmentation models: validate, lint, test, blast radius, graph, diff, "
+        "recommendations from traffic, quarantine policies, import from and export to "
+        "Kubernetes, Calico, Cilium and AWS security groups."
     ),
     no_args_is_help=True,
 )

@@ -53,6 +53,8 @@ _DATASET_TARGETS = {
     "segwatch.calico": "calico",
     "segwatch.vpcflow": "aws-sg",
 }
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_POD = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _LABEL_PAIR = re.compile(r"^([A-Za-z0-9./_-]+)=([A-Za-z0-9._-]*)$")
 
 
@@ -72,12 +74,12 @@ class Workload:
     def parse(cls, text: str) -> Workload:
         if "/" in text and ":" not in text:
             namespace, _, pod = text.partition("/")
-            if namespace and pod and "/" not in pod:
+            if _NAMESPACE.fullmatch(namespace) and _POD.fullmatch(pod):
                 return cls(namespace, pod)
         elif ":" in text:
             namespace, _, rest = text.partition(":")
             pairs = [_LABEL_PAIR.match(p.strip()) for p in rest.split(",") if p.strip()]
-            if namespace and pairs and all(pairs):
+            if _NAMESPACE.fullmatch(namespace) and pairs and all(pairs):
                 found = [(m.group(1), m.group(2)) for m in pairs if m]
                 return cls(namespace, labels=tuple(sorted(found)))
         raise QuarantineProblem(

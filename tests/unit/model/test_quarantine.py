@@ -156,7 +156,10 @@ def test_what_a_target_cannot_isolate_is_refused_with_why(
         quarantine(K8S_MODEL, target, **kwargs)
 
 
-@pytest.mark.parametrize("text", ["shop", "shop/", "/web", "shop:app", "shop:=x", "a/b/c"])
+@pytest.mark.parametrize(
+    "text", ["shop", "shop/", "/web", "shop:app", "shop:=x", "a/b/c", "../x/web", "shop/$(id)",
+             "UPPER/web", "shop:app=$(id)"]
+)  # fmt: skip
 def test_a_workload_is_ns_slash_pod_or_ns_colon_labels(text: str) -> None:
     with pytest.raises(QuarantineProblem, match="NAMESPACE/POD"):
         Workload.parse(text)
