@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from detector.model import compile_model, model_from_data
-from detector.model.formats import IMPORTERS
+from detector.model.formats import IMPORTERS, ExportProblem
 from detector.model.formats.calico import export_calico
 from detector.model.formats.k8s import KUBE_DNS, export_k8s
 from detector.model.load import dump_yaml_all
@@ -141,3 +141,23 @@ def test_an_overlap_no_selector_can_leave_out_is_warned_with_zones_and_flows() -
     assert any(w.startswith("zone shop: its selector also matches the pods of zone db")
                and "(shop-out)" in w for w in warnings)  # fmt: skip
     assert any(w.startswith("zone office: an address zone is only a peer") for w in warnings)
+
+
+def test_kubernetes_exports_of_every_example_are_valid_objects() -> None:
+    """What `model export --to k8s` writes passes the Kubernetes OpenAPI schema."""
+    import kubernetes_validate
+
+    from .conftest import MODELS
+
+    version = kubernetes_validate.latest_version()
+    checked = 0
+    for path in sorted(MODELS.glob("*.yaml")):
+        try:
+            files, _ = export_k8s(example(path.name), isolate_system=True)
+        except ExportProblem:  # a CIDR-only model: refused with the reason
+            continue
+        for docs in files.values():
+            for policy in docs:
+                kubernetes_validate.validate(policy, version, strict=True)
+                checked += 1
+    assert checked > 5
