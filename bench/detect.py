@@ -25,6 +25,7 @@ import orjson
 
 from bench import Row
 from detector.analyze import Analysis
+from detector.assets import RULES
 from detector.detect import DetectorSettings, Engine, load_rules
 from detector.detect.detectors import NewPathDetector
 from detector.errors import ParseError
@@ -40,7 +41,7 @@ START = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 
 def run(scale: float) -> list[Row]:
     rows = []
-    model = compile_model(load_model(ROOT / "rules" / "models" / "retail_store.yaml"))
+    model = compile_model(load_model(ROOT / "detector" / "assets" / "models" / "retail_store.yaml"))
     days = max(3 * scale, 0.2)
     sim = Simulator(model, "vpcflow", seed=2)
     records = []
@@ -65,9 +66,7 @@ def run(scale: float) -> list[Row]:
         raise RuntimeError(f"{len(events) - len(placed)} simulated records did not parse")
     gc.collect()
     gc.freeze()
-    engine = Engine(
-        model, DetectorSettings(learning_seconds=3600), load_rules(ROOT / "rules" / "detections")
-    )
+    engine = Engine(model, DetectorSettings(learning_seconds=3600), load_rules(RULES))
     started = time.perf_counter()
     for event, placement in placed:
         engine.process(event, placement, "bench")
@@ -113,7 +112,7 @@ def _with_incidents(model: CompiledModel, parser: Parser, records: list[str]) ->
     """Place, score, alert and group into incidents: what ``analyze`` does per event."""
     events = [e for r in records for e in parser.parse(r) if isinstance(e, dict)]
     engine = Engine(model, DetectorSettings(learning_seconds=3600),
-                    load_rules(ROOT / "rules" / "detections"))  # fmt: skip
+                    load_rules(RULES))  # fmt: skip
     run = Analysis(model, engine)
     gc.collect()
     gc.freeze()
@@ -199,7 +198,7 @@ def _separation(model: CompiledModel, scale: float) -> list[Row]:
             labels.setdefault(label.scenario, label).lines.append(line)
     parser = make_parser("vpcflow", ParseOptions(reference_time=START + 30 * 86_400))
     run = Analysis(model, Engine(model, DetectorSettings(),
-                                 load_rules(ROOT / "rules" / "detections")))  # fmt: skip
+                                 load_rules(RULES)))  # fmt: skip
 
     def events() -> Iterator[tuple[str, dict[str, Any]]]:
         for number, record in enumerate(lines, 1):

@@ -45,7 +45,7 @@ from streams.ship import ship
 from streams.topics import ensure_topics, pipeline_topics
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "rules" / "models" / "three_tier_vpc.yaml"
+MODEL = ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml"
 BULK = 2_000  # the worker's batch size, and documents per raw bulk for the ceiling
 RATE = 5_000  # records/s for the latency figure
 SCALE_PARTITIONS = 6  # an even split between two workers
@@ -99,9 +99,7 @@ def _run(**extra: str) -> Iterator[tuple[Settings, dict[str, str]]]:
         "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
         "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
         "SEGWATCH_WORKER__BATCH_SIZE": str(BULK),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
-        "SEGWATCH_ELASTICSEARCH__INCIDENTS_INDEX": f"segwatch-incidents-{tag}",
+        "SEGWATCH_ELASTICSEARCH__NAMESPACE": tag,  # logs-segwatch.*-<tag>
         **extra,
     }
     with mock.patch.dict(os.environ, env):
@@ -127,7 +125,8 @@ def _forget(settings: Settings) -> None:
         with suppress(KafkaException):  # a group the run never made
             future.result()
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    _drop_stream(es, settings.elasticsearch.events_stream)
+    for stream in settings.elasticsearch.events_pattern().split(","):
+        _drop_stream(es, stream)
     for index in (settings.elasticsearch.alerts_index, settings.elasticsearch.incidents_index):
         es.indices.delete(index=index, ignore_unavailable=True)
     es.close()
@@ -245,7 +244,7 @@ def _end_to_end(es: Elasticsearch, records: list[bytes], roles: list[str]) -> fl
     with _run() as (settings, env):
         if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
             raise RuntimeError("could not ship the records")
-        stream = settings.elasticsearch.events_stream
+        stream = settings.elasticsearch.events_target("segwatch.vpcflow")
         with _workers(env, len(roles), roles) as workers:
             # documents Elasticsearch acknowledged, from the worker's counter: polling the
             # stream's count would refresh it several times a second and slow Elasticsearch
@@ -280,7 +279,7 @@ def _consume_rate(settings: Settings, topic: str, n: int) -> float:
 def _bulk_rate(es: Elasticsearch, records: list[bytes], name: str) -> float:
     """Raw bulk (create, with ids) of the documents the pipeline makes of ``records``,
     into a data stream of its own (deleted afterwards)."""
-    stream = f"segwatch-events-{name}-{uuid.uuid4().hex[:8]}"
+    stream = f"logs-segwatch.vpcflow-{name}{uuid.uuid4().hex[:8]}"
     normalizer = Normalizer("vpcflow")
     scorer = Scorer(compile_model(load_model(MODEL)))
     docs = []

@@ -13,6 +13,7 @@ from typing import Any
 
 from detector.detect import Engine, event_time
 from detector.detect.alerts import Alert
+from detector.events import is_flow
 from detector.incidents import IncidentBook, Page
 from detector.model.compile import VERDICTS, CompiledModel, Placement
 from detector.model.schema import INTERNET, SENSITIVITY_ORDER
@@ -47,6 +48,8 @@ class Summary:
     # violations of monitor zones: what enforcing them would deny (src, dst, service)
     would_block: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     timeline: Counter[tuple[int, str]] = field(default_factory=Counter)  # (hour, verdict|alert)
+    # records that are no flow (VPC NODATA/SKIPDATA intervals), by what they say
+    states: Counter[str] = field(default_factory=Counter)
 
     def observe(self, event: dict[str, Any], placement: Placement, when: float = 0.0) -> None:
         """Count one placed event (``when``: its time, for the timeline)."""
@@ -117,6 +120,7 @@ class Summary:
             "events": self.events,
             "connections": self.events - self.replies,
             "replies": self.replies,
+            "state_records": dict(self.states),
             "model_version": self.model.version,
             "verdicts": dict(self.verdicts),
             "zone_pairs": [
@@ -156,8 +160,15 @@ class Analysis:
         self._paged: dict[str, dict[str, Any]] = {}  # incident id -> its last paged document
         self._flushed = 0.0  # event time the alert book was last asked for due updates
 
-    def process(self, event: dict[str, Any], event_id: str) -> tuple[Placement, int, Alert | None]:
-        """Place and score one event (enriched in place); the alert it sends, if any."""
+    def process(
+        self, event: dict[str, Any], event_id: str
+    ) -> tuple[Placement | None, int, Alert | None]:
+        """Place and score one event (enriched in place); the alert it sends, if any. A
+        record that is no flow (``event.kind: state``) is counted, never placed."""
+        if not is_flow(event):
+            event.setdefault("event", {})["id"] = event_id
+            self.summary.states[str(event["event"].get("reason", "state")).split(":")[0]] += 1
+            return None, 0, None
         placement = self.engine.place(event)
         event.setdefault("event", {})["id"] = event_id
         score, alert = self.engine.process(event, placement, event_id)

@@ -40,7 +40,7 @@ __all__ = ["build_engine"]
 RulesOpt = Annotated[
     Path | None,
     typer.Option(
-        "--rules", help="Detection rules folder (default: rules/detections if it exists)."
+        "--rules", help="Detection rules folder (default: the rules shipped with segwatch)."
     ),
 ]
 MlOpt = Annotated[Path | None, typer.Option("--ml", help="A model artifact from `segwatch train`.")]
@@ -53,20 +53,19 @@ LearningOpt = Annotated[
 def build_engine(compiled: CompiledModel, rules: Path | None, ml: Path | None,
                  learning: str) -> Engine:  # fmt: skip
     """The detectors for a run, from command-line options; problems end the run (status 2)."""
+    from detector.assets import RULES
     from detector.detect import DetectorSettings, Engine, MLDetector, load_rules
     from detector.detect.ml import ModelArtifactError
     from detector.model import ModelError
 
     seconds = _duration(learning, "--learning")
-    folder = rules if rules is not None else Path("rules/detections")
-    loaded = []
-    if rules is not None or folder.is_dir():
-        try:
-            loaded = load_rules(folder)
-        except ModelError as exc:
-            for problem in exc.problems:
-                typer.echo(str(problem), err=True)
-            fail(f"{folder}: {len(exc.problems)} problem(s) in the detection rules")
+    folder = rules if rules is not None else RULES
+    try:
+        loaded = load_rules(folder)
+    except ModelError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        fail(f"{folder}: {len(exc.problems)} problem(s) in the detection rules")
     detector = None
     if ml is not None:
         try:

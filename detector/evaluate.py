@@ -153,6 +153,8 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
         line = int(event_id.rsplit(":", 1)[1])
         book.touched = None
         placement, score, _ = run.process(event, event_id)
+        if placement is None:  # not a flow (a VPC NODATA interval)
+            continue
         when = event_time(event)
         learned_from = when if learned_from is None else learned_from
         if placement.reply:

@@ -20,6 +20,7 @@ __all__ = [
     "FlowEventModel",
     "NetworkFields",
     "event_time",
+    "is_flow",
     "iso_ms",
     "parse_stamp",
     "validate_event",
@@ -36,10 +37,10 @@ class _Open(BaseModel):
 class EventFields(_Open):
     """``event.*``."""
 
-    kind: Literal["event", "alert"]
+    kind: Literal["event", "alert", "state"]
     category: list[Literal["network"]]
-    type: list[Literal["connection", "allowed", "denied"]]
-    outcome: Literal["success", "failure", "unknown"]
+    type: list[Literal["connection", "allowed", "denied", "info"]]
+    outcome: Literal["success", "failure", "unknown"] | None = None
     dataset: str = Field(pattern=r"^segwatch\.[a-z]+$")
     start: str
     end: str
@@ -91,6 +92,13 @@ class FlowEventModel(_Open):
     destination: Endpoint | None = None
     network: NetworkFields | None = None
     related: dict[str, list[str]] | None = None
+
+
+def is_flow(event: dict[str, Any]) -> bool:
+    """Whether an event is a flow (to place and score), not a state record such as a VPC
+    ``NODATA`` interval (``event.kind: state``)."""
+    head = event.get("event")
+    return not isinstance(head, dict) or head.get("kind", "event") == "event"
 
 
 def validate_event(event: dict[str, Any]) -> FlowEventModel:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detector.definitions import ECS_VERSION, stream_fields
 from detector.detect.rules import SEVERITIES
 from detector.events import iso_ms, parse_stamp
 
@@ -279,6 +280,8 @@ class Incident:
                 "dataset": "segwatch.incidents",
                 "module": "segwatch",
             },
+            "ecs": {"version": ECS_VERSION},
+            "data_stream": stream_fields("segwatch.incidents"),
             "message": summary,
             "rule": {"name": title},
             "source": {"ip": self.attacker},

@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 
+from detector.assets import RULES
 from detector.model import CompiledModel, compile_model, load_model
 from streams.consumer import App
 from streams.deliver import (
@@ -162,7 +163,8 @@ def create_app(settings: Settings) -> faust.App:
         help="Detector state per partition of the normalized topic (streams/state.py).",
     )  # fmt: skip
     state = DetectorState(state_table, worker.snapshot_seconds)
-    scorer = Scorer(model, settings.detectors, worker.rules_folder, restore=state.restore)
+    rules = worker.rules_folder or str(RULES)
+    scorer = Scorer(model, settings.detectors, rules, restore=state.restore)
     models = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file,
                           initial=model)  # fmt: skip
     METRICS.model_info.labels(model.model.name, model.version).set(1)

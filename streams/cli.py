@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from detector import analyze_cli  # noqa: F401  (registers analyze, simulate, evaluate, train)
+from detector.assets import MODELS
 from detector.cli import app
 from detector.model_cli import model_app
 from streams.errors import mask_url, mask_urls
@@ -201,7 +202,7 @@ def worker_cmd(
 def demo_cmd(
     model: Annotated[
         Path, typer.Option("--model", "-m", help="Model to simulate and watch.")
-    ] = Path("rules/models/retail_store.yaml"),
+    ] = MODELS / "retail_store.yaml",
     rate: Annotated[float, typer.Option(help="Simulated flows per second at full activity.")] = 2.0,
     cycle: Annotated[float, typer.Option(help="Seconds between shipped batches.")] = 10.0,
     worker_url: Annotated[
@@ -240,11 +241,7 @@ def es_setup(config: ConfigOption = None) -> None:
     settings = _settings(config)
     client = Elasticsearch(**settings.elasticsearch.client_kwargs())
     try:
-        report = install_templates(
-            client,
-            lifecycle=settings.elasticsearch.lifecycle,
-            retention=settings.elasticsearch.retention,
-        )
+        report = install_templates(client, settings.elasticsearch)
     except (ApiError, TransportError, SegwatchError) as exc:
         where = mask_url(settings.elasticsearch.url)
         _err.print(f"[red]Elasticsearch at {where}:[/red] {_safe(str(exc))}", soft_wrap=True)
@@ -258,7 +255,7 @@ def es_setup(config: ConfigOption = None) -> None:
 
 SavedObjectFiles = Annotated[
     list[Path] | None,
-    typer.Argument(help="Saved-object NDJSON files (default: deploy/kibana/*.ndjson).",
+    typer.Argument(help="Saved-object NDJSON files (default: streams/assets/kibana/*.ndjson).",
                    dir_okay=False, exists=True),
 ]  # fmt: skip
 

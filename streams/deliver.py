@@ -63,7 +63,7 @@ class TemplateGate(StageLoop):
         client = Elasticsearch(**es.client_kwargs())
         try:
             self.report = self.policy.call("templates", "elasticsearch", lambda: install_templates(
-                client, lifecycle=es.lifecycle, retention=es.retention), self.waiting)  # fmt: skip
+                client, es), self.waiting)  # fmt: skip
         finally:
             client.close()
         self.log.info("elasticsearch %s templates: %s; %s", self.report.server_version,

@@ -52,9 +52,7 @@ def run_demo(
     """
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    install_templates(
-        es, lifecycle=settings.elasticsearch.lifecycle, retention=settings.elasticsearch.retention
-    )
+    install_templates(es, settings.elasticsearch)
     model = compile_model(load_model(model_path))
     if worker_url is None:
         host, port = "127.0.0.1", settings.worker.web_port or 6066

@@ -1,11 +1,23 @@
 """Elasticsearch: the index templates, installed idempotently (the sinks that write
 there are in :mod:`streams.sinks`).
 
-Templates are data in ``deploy/elasticsearch/`` (``component-*.json``,
-``index-*.json``). ``install_templates`` adapts them to what the server has:
-``match_only_text`` falls back to ``text`` (without norms) where the server
-lacks it; the events' retention is set with data stream lifecycle or ILM,
-whichever the server runs (or as configured), and the report says which.
+Names follow Elastic's data stream scheme, ``{type}-{dataset}-{namespace}``: events go
+to one data stream per family (``logs-segwatch.vpcflow-default``), alerts and incidents
+to regular indices named the same way (``logs-segwatch.alerts-default``), documents
+updated by id. Elastic's ``logs-*`` data views and Elastic Security's default index
+patterns see them all.
+
+The component templates are data in :mod:`streams.assets` (``elasticsearch/``):
+``segwatch-ecs`` (the ECS fields segwatch writes, for a server without Elastic's own
+``ecs@mappings``), ``segwatch-fields`` (segwatch's and the providers' namespaces) and
+``segwatch-settings``. The index templates are built here, per dataset, composing
+Elastic's built-in ``logs@mappings``, ``logs@settings`` and ``ecs@mappings`` where the
+server has them (segwatch's ECS component where it has not), then segwatch's own
+components, then the ``logs@custom`` and ``logs-<dataset>@custom`` hooks when they
+exist, as Elastic's integrations do. ``install_templates`` adapts them to what the
+server has: ``match_only_text`` falls back to ``text`` (without norms) where the server
+lacks it; the events' retention is set with data stream lifecycle or ILM, whichever the
+server runs (or as configured), and the report says which.
 """
 
 from __future__ import annotations
@@ -19,31 +31,96 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
+from detector.definitions import FAMILIES, dataset
+from streams.assets import TEMPLATES
 from streams.errors import Fatal
+from streams.settings import ElasticsearchSettings
 
 __all__ = [
+    "BUILTIN_COMPONENTS",
     "ILM_POLICY",
     "TemplateReport",
     "choose_lifecycle",
+    "index_templates",
     "install_templates",
-    "load_templates",
+    "load_components",
 ]
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "deploy" / "elasticsearch"
-EVENTS_STREAM = "segwatch-events"
-ALERTS_INDEX = "segwatch-alerts"
-INCIDENTS_INDEX = "segwatch-incidents"
+ILM_POLICY = "segwatch-events"
+PRIORITY = 200  # above the built-in logs-*-* template (100), as integrations' templates
+# Elastic's built-in component templates (x-pack's stack templates), when the server has them
+BUILTIN_COMPONENTS = ("logs@mappings", "logs@settings", "ecs@mappings")
+DOCUMENT_DATASETS = ("segwatch.alerts", "segwatch.incidents")
 
 
-def load_templates(folder: Path = TEMPLATES) -> tuple[dict[str, Any], dict[str, Any]]:
-    """({component name: body}, {index template name: body}) from the folder."""
-    components: dict[str, Any] = {}
-    indices: dict[str, Any] = {}
-    for path in sorted(folder.glob("*.json")):
-        kind, _, name = path.stem.partition("-")
-        body = json.loads(path.read_text())
-        (components if kind == "component" else indices)[name] = body
-    return components, indices
+def load_components(folder: Path = TEMPLATES) -> dict[str, Any]:
+    """{component template name: body} from ``component-<name>.json`` in the folder."""
+    return {path.stem.removeprefix("component-"): json.loads(path.read_text())
+            for path in sorted(folder.glob("component-*.json"))}  # fmt: skip
+
+
+def index_templates(settings: ElasticsearchSettings | None = None,
+                    builtin: frozenset[str] = frozenset()) -> dict[str, Any]:  # fmt: skip
+    """{index template name: body} for these settings, given the built-in components
+    the server has (``builtin``): one data stream template per family, one regular-index
+    template each for alerts and incidents, and the segwatch 0.1 names where the
+    settings still use them."""
+    settings = settings or ElasticsearchSettings()
+    ecs = ["ecs@mappings"] if "ecs@mappings" in builtin else ["segwatch-ecs"]
+    logs = [name for name in ("logs@mappings", "logs@settings") if name in builtin]
+    mappings = [name for name in ("logs@mappings",) if name in builtin]
+
+    def template(name: str, patterns: list[str], what: str, stream: bool,
+                 parts: list[str], custom: list[str]) -> dict[str, Any]:  # fmt: skip
+        body: dict[str, Any] = {
+            "index_patterns": patterns,
+            "priority": PRIORITY,
+            "composed_of": [*parts, *ecs, "segwatch-fields", "segwatch-settings", *custom],
+            "ignore_missing_component_templates": custom,
+            "_meta": {"description": what, "managed_by": "segwatch"},
+        }
+        if stream:
+            body["data_stream"] = {}
+        return {name: body}
+
+    out: dict[str, Any] = {}
+    for family in FAMILIES:
+        name = f"logs-{dataset(family)}"
+        out |= template(name, [f"{name}-*"], f"segwatch {family} flow events (data stream)",
+                        True, logs, ["logs@custom", f"{name}@custom"])  # fmt: skip
+    for kind in DOCUMENT_DATASETS:
+        name = f"logs-{kind}"
+        what = f"segwatch {kind.split('.')[1]}, one document per id (regular index)"
+        # logs@settings is left out: its ILM policy rolls over, which a regular index cannot
+        out |= template(name, [f"{name}-*"], what, False, mappings, [f"{name}@custom"])
+    if settings.events_stream:  # segwatch 0.1: every family in one stream
+        out |= template("segwatch-events", ["segwatch-events*"], "segwatch flow events, all "
+                        "families (segwatch 0.1's data stream)", True, [], [])  # fmt: skip
+        # four datasets share the stream: dataset is a keyword here, not a constant
+        out["segwatch-events"]["template"] = {
+            "mappings": {
+                "properties": {
+                    "data_stream": {
+                        "properties": {
+                            "dataset": {"type": "keyword"},
+                            "namespace": {"type": "keyword"},
+                        }
+                    }
+                }
+            }
+        }
+    for index, kind in ((settings.alerts_index, "alerts"),
+                        (settings.incidents_index, "incidents")):  # fmt: skip
+        if index.startswith(f"segwatch-{kind}"):
+            out |= template(
+                f"segwatch-{kind}",
+                [f"segwatch-{kind}*"],
+                f"segwatch {kind} (segwatch 0.1's index)",
+                False,
+                [],
+                [],
+            )
+    return out
 
 
 @dataclass
@@ -54,9 +131,6 @@ class TemplateReport:
     installed: list[str] = field(default_factory=list)
     adaptations: list[str] = field(default_factory=list)
     lifecycle: str = "none"  # dsl, ilm or none: who deletes old events
-
-
-ILM_POLICY = "segwatch-events"
 
 
 def choose_lifecycle(wanted: str, dsl: bool, ilm: bool) -> tuple[str, str]:
@@ -88,15 +162,17 @@ def _runs(call: Callable[[], Any]) -> bool:
         return False
 
 
-def install_templates(
-    client: Elasticsearch, folder: Path = TEMPLATES, lifecycle: str = "auto", retention: str = "30d"
-) -> TemplateReport:
+def install_templates(client: Elasticsearch, settings: ElasticsearchSettings | None = None,
+                      folder: Path = TEMPLATES) -> TemplateReport:  # fmt: skip
     """Put the component and index templates (idempotent: PUT replaces), adapting to the
-    server, and set the events' retention with the lifecycle mechanism the server runs
-    (``lifecycle``: auto, dsl, ilm or none; see :func:`choose_lifecycle`).
+    server, and set the events' retention (``elasticsearch.retention``) with the
+    lifecycle mechanism the server runs (``elasticsearch.lifecycle``: auto, dsl, ilm or
+    none; see :func:`choose_lifecycle`).
 
     :raises Fatal: the server is not 8.x or 9.x, or lacks the lifecycle asked for.
     """
+    settings = settings or ElasticsearchSettings()
+    retention = settings.retention
     version = _server_version(client)
     if version.split(".")[0] not in ("8", "9"):
         raise Fatal(
@@ -105,8 +181,13 @@ def install_templates(
     report = TemplateReport(version)
     dsl = _runs(client.indices.get_data_lifecycle_stats)
     ilm = _runs(client.ilm.get_status)
-    report.lifecycle, why = choose_lifecycle(lifecycle, dsl, ilm)
-    components, indices = load_templates(folder)
+    report.lifecycle, why = choose_lifecycle(settings.lifecycle, dsl, ilm)
+    builtin = frozenset(name for name in BUILTIN_COMPONENTS
+                        if client.cluster.exists_component_template(name=name))  # fmt: skip
+    if builtin:
+        report.adaptations.append(f"composed with the server's {', '.join(sorted(builtin))}")
+    if "ecs@mappings" not in builtin:
+        report.adaptations.append("the server has no ecs@mappings: segwatch-ecs maps ECS")
     text_type = "match_only_text"
     try:
         client.indices.simulate_template(
@@ -116,7 +197,9 @@ def install_templates(
     except ApiError:
         text_type = "text"
         report.adaptations.append("match_only_text is not available: event.original is text")
-    for name, body in components.items():
+    for name, body in load_components(folder).items():
+        if name == "segwatch-ecs" and "ecs@mappings" in builtin:
+            continue  # Elastic's own ECS mappings serve
         body = _retype(copy.deepcopy(body), text_type)
         client.cluster.put_component_template(name=name, **body)
         report.installed.append(f"component template {name}")
@@ -126,16 +209,18 @@ def install_templates(
             "delete": {"min_age": retention, "actions": {"delete": {}}},
         }})  # fmt: skip
         report.installed.append(f"ILM policy {ILM_POLICY} (delete after {retention})")
-    for name, body in indices.items():
-        body = copy.deepcopy(body)
+    for name, body in index_templates(settings, builtin).items():
         if "data_stream" in body:
             template = body.setdefault("template", {})
+            index_settings = template.setdefault("settings", {})
             if report.lifecycle == "dsl":
                 template["lifecycle"] = {"data_retention": retention}
+                if "logs@settings" in builtin:  # it names an ILM policy, which would win
+                    index_settings["index.lifecycle.prefer_ilm"] = False
             elif report.lifecycle == "ilm":
-                template.setdefault("settings", {})["index.lifecycle.name"] = ILM_POLICY
+                index_settings["index.lifecycle.name"] = ILM_POLICY
         client.indices.put_index_template(name=name, **body)
-        report.installed.append(f"index template {name}")
+        report.installed.append(f"index template {name} ({', '.join(body['index_patterns'])})")
     retained = f", events kept {retention}" if report.lifecycle != "none" else ""
     report.adaptations.append(f"lifecycle: {report.lifecycle} ({why}{retained})")
     return report

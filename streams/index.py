@@ -1,10 +1,11 @@
 """The index stage (a :class:`~streams.loop.StageLoop`): ``flows.events`` -> the
-events data stream, with documents Elasticsearch refuses -> ``flows.dlq``.
+events' data streams (``logs-segwatch.<family>-<namespace>``, by ``event.dataset``),
+with documents Elasticsearch refuses -> ``flows.dlq``.
 
 It takes a few messages (JSON arrays of events) at a time and bulk-writes their
 events as they are: each array is split into its elements' raw bytes and their
-``event.id`` (msgspec, without building the events), so nothing is parsed and
-serialized again. Two bulks are in flight at once, so Elasticsearch works while
+``event.id`` and ``event.dataset`` (msgspec, without building the events), so nothing
+is parsed and serialized again. Two bulks are in flight at once, so Elasticsearch works while
 the next one is read; their offsets are committed in order, each only once its
 bulk was acknowledged item by item and its refused documents are in the
 dead-letter topic. Before the first bulk it waits for the index templates
@@ -24,6 +25,7 @@ import orjson
 from confluent_kafka import Consumer, Message, Producer
 from elasticsearch import Elasticsearch
 
+from detector.definitions import FAMILIES, dataset
 from streams.deliver import TemplateGate
 from streams.loop import StageLoop
 from streams.metrics import METRICS
@@ -42,16 +44,17 @@ def index_group(settings: Settings) -> str:
     return f"{settings.worker.app_id}-index"
 
 
-class _Id(msgspec.Struct):
+class _Head(msgspec.Struct):
     id: str
+    dataset: str = ""
 
 
 class _Event(msgspec.Struct):
-    event: _Id
+    event: _Head
 
 
 _RAW = msgspec.json.Decoder(list[msgspec.Raw])
-_IDS = msgspec.json.Decoder(list[_Event])
+_HEADS = msgspec.json.Decoder(list[_Event])
 
 _Refused = list[tuple[Item, str]]
 _Bulk = tuple["Future[tuple[_Refused, int]]", dict[tuple[str, int], int], int, list[bytes]]
@@ -65,13 +68,15 @@ class IndexLoop(StageLoop):
     def __init__(self, settings: Settings, gate: TemplateGate) -> None:
         super().__init__(settings)
         self.gate = gate
+        es = settings.elasticsearch
+        self.streams = {dataset(f): es.events_target(dataset(f)) for f in FAMILIES}
 
     def _loop(self) -> None:
         settings = self.settings
         self.gate.wait(self)
         es = settings.elasticsearch
         sink = make_sink("elasticsearch-events", Elasticsearch(**es.client_kwargs()),
-                         es.events_stream)  # fmt: skip
+                         es.events_pattern(), "events")  # fmt: skip
         consumer = self._consumer(index_group(settings), **{"max.poll.interval.ms": 3_600_000})
         producer = self._producer()
         consumer.subscribe([settings.topics.events])
@@ -110,14 +115,21 @@ class IndexLoop(StageLoop):
             last[(topic, partition)] = offset
             try:
                 raws = _RAW.decode(value)
-                ids = _IDS.decode(value)
+                heads = _HEADS.decode(value)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # not our writer's
                 why = f"not a JSON array of events with event.id: {exc}"
                 letter = dead_letter(value, topic, partition, offset, "index", why)
                 bad.append(orjson.dumps(letter))
                 continue
-            items += (Item(e.event.id, bytes(raw), position)
-                      for e, raw in zip(ids, raws, strict=True))  # fmt: skip
+            streams = self.streams
+            for e, raw in zip(heads, raws, strict=True):
+                stream = streams.get(e.event.dataset)
+                if stream is None:  # no stream (nor template) for it: never a guessed mapping
+                    why = (f"event.dataset is {e.event.dataset[:40]!r}, not one of segwatch's "
+                           f"({', '.join(streams)})")  # fmt: skip
+                    bad.append(orjson.dumps(dead_letter(bytes(raw), *position, "index", why)))
+                    continue
+                items.append(Item(e.event.id, bytes(raw), position, stream))
             METRICS.records_in.labels(topic).inc(len(raws))
         return items, last, bad
 
@@ -140,9 +152,7 @@ class IndexLoop(StageLoop):
         while not bulk.done():  # Elasticsearch is slow or away: keep the membership
             self._idle(consumer, 1.0)
         refused, _ = bulk.result()  # Stopped or Fatal from the bulk stops the loop
-        METRICS.records_out.labels(self.settings.elasticsearch.events_stream).inc(
-            count - len(refused)
-        )
+        METRICS.records_out.labels("events").inc(count - len(refused))
         METRICS.bulk_rejected.inc(len(refused))
         for item, reason in refused:
             try:  # where the event came from: the raw record

@@ -1,4 +1,4 @@
-"""Kibana: the saved objects in ``deploy/kibana/*.ndjson`` (data views, visualizations,
+"""Kibana: the saved objects in ``streams/assets/kibana/*.ndjson`` (data views, visualizations,
 dashboards), their import through Kibana's saved-objects API, and a check that runs
 the query and aggregations behind every panel against Elasticsearch.
 
@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 from elasticsearch import Elasticsearch
 
-from streams.elastic import TEMPLATES, load_templates
+from streams.assets import TEMPLATES
+from streams.elastic import load_components
 
 __all__ = [
     "SAVED_OBJECTS",
@@ -37,7 +38,8 @@ __all__ = [
     "run_panel",
 ]
 
-SAVED_OBJECTS = Path(__file__).resolve().parents[1] / "deploy" / "kibana"
+from streams.assets import SAVED_OBJECTS
+
 _AGGREGATABLE = {"keyword", "ip", "long", "integer", "short", "byte", "float", "double",
                  "scaled_float", "date", "boolean"}  # fmt: skip
 _METRICS = {"count", "cardinality", "sum", "max", "min", "avg"}
@@ -190,7 +192,7 @@ def _query_fields(query: dict[str, Any]) -> list[str]:
 
 def mapped_fields(folder: Path = TEMPLATES) -> dict[str, str]:
     """{field: type} of every field the index templates map."""
-    components, _ = load_templates(folder)
+    components = load_components(folder)
     out: dict[str, str] = {}
 
     def walk(properties: dict[str, Any], prefix: str) -> None:

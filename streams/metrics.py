@@ -27,6 +27,9 @@ class Metrics:
         self.records_out = Counter("segwatch_records_out", "Records written", ["topic"], registry=r)
         self.parse_errors = Counter("segwatch_parse_errors", "Records that did not parse",
                                     ["family"], registry=r)  # fmt: skip
+        self.state_records = Counter("segwatch_state_records", "Records that are no flow "
+                                     "(VPC NODATA/SKIPDATA), indexed, not scored",
+                                     ["dataset"], registry=r)  # fmt: skip
         self.dlq_writes = Counter("segwatch_dlq_writes", "Dead letters written", ["stage"],
                                   registry=r)  # fmt: skip
         self.sink_batch_seconds = Histogram("segwatch_sink_batch_seconds",

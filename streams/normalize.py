@@ -61,8 +61,11 @@ class NormalizeLoop(StageLoop):
         self.sent_messages = self.sent_events = 0  # to the normalized topic
         self._failed_batches = 0  # in a row
         topics = settings.topics
+        namespace = settings.elasticsearch.namespace  # the events' data_stream.namespace
         self._normalizers = {
-            topics.raw(f): Normalizer(f, lambda: ParseOptions(reference_time=time.time()))
+            topics.raw(f): Normalizer(
+                f, lambda: ParseOptions(reference_time=time.time(), namespace=namespace)
+            )
             for f in topics.families
         }
 

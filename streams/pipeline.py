@@ -16,8 +16,10 @@ import orjson
 
 from detector.detect import Alert, DetectorSettings, Engine, load_rules
 from detector.errors import ParseError
+from detector.events import is_flow
 from detector.model import CompiledModel
 from detector.parsers import ParseOptions, make_parser
+from streams.metrics import METRICS
 
 __all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "pack", "parse_source_id",
            "source_id"]  # fmt: skip
@@ -172,6 +174,9 @@ class Scorer:
     def score(
         self, event: dict[str, Any], partition: int = 0
     ) -> tuple[dict[str, Any], Alert | None]:
+        if not is_flow(event):  # a state record (VPC NODATA): indexed as it is, never placed
+            METRICS.state_records.labels(event["event"].get("dataset", "")).inc()
+            return event, None
         engine = self.engine(partition)
         _, alert = engine.process(event, engine.place(event), event["event"]["id"])
         return event, alert

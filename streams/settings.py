@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,13 @@ from pydantic_settings import (
 )
 
 from detector import yamlsafe
+from detector.definitions import (
+    DEFAULT_NAMESPACE,
+    FAMILIES,
+    NAMESPACE_PATTERN,
+    dataset,
+    stream_name,
+)
 from detector.detect.base import DetectorSettings
 from detector.incidents import IncidentSettings
 from streams.retry import RetrySettings
@@ -39,8 +46,6 @@ __all__ = [
     "WorkerSettings",
     "load_settings",
 ]
-
-FAMILIES: tuple[str, ...] = ("vpcflow", "calico", "iptables")
 
 _config_file: ContextVar[Path | None] = ContextVar("segwatch_config_file", default=None)
 
@@ -82,7 +87,7 @@ class TopicSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     raw_prefix: str = "flows.raw."
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = FAMILIES  # a raw topic for each
     events: str = "flows.events"
     alerts: str = "flows.alerts"
     incidents: str = "flows.incidents"
@@ -108,26 +113,60 @@ class ElasticsearchSettings(BaseModel):
     password: SecretStr | None = None
     ca_certs: Path | None = None
     timeout: float = Field(default=30.0, gt=0)
-    # the shipped index templates match these prefixes: a name outside them would get
-    # no template (a plain index with guessed mappings), so it is refused
-    events_stream: str = Field(
-        default="segwatch-events",
+    # Elastic's data stream naming scheme, {type}-{dataset}-{namespace}: events go to
+    # logs-segwatch.<family>-<namespace>, alerts and incidents to regular indices named
+    # the same way. Names outside the templates' patterns would get no template (a plain
+    # index with guessed mappings), so they are refused.
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE,
+        pattern=NAMESPACE_PATTERN,
+        description="The data_stream.namespace of everything segwatch writes (Elastic's "
+        "{type}-{dataset}-{namespace}: events go to logs-segwatch.<family>-<namespace>): "
+        "lowercase, at most 100 characters, no '-' (for example default, prod, eu_west).",
+    )
+    events_stream: str | None = Field(
+        default=None,
         pattern=r"^segwatch-events[a-z0-9._-]*$",
-        description="The events data stream: segwatch-events, or that with a lowercase suffix "
-        "(the index template's pattern is segwatch-events*).",
+        description="Unset (the default): one data stream per family, "
+        "logs-segwatch.<family>-<namespace>. Set to segwatch-events (or that with a "
+        "lowercase suffix) to keep the single stream of segwatch 0.1.",
     )
     alerts_index: str = Field(
-        default="segwatch-alerts",
-        pattern=r"^segwatch-alerts[a-z0-9._-]*$",
-        description="The alerts index: segwatch-alerts, or that with a lowercase suffix "
-        "(the index template's pattern is segwatch-alerts*).",
+        default="",
+        pattern=r"^(logs-segwatch\.alerts-[a-z0-9_]+|segwatch-alerts[a-z0-9._-]*)$",
+        description="The alerts index (one document per alert): "
+        "logs-segwatch.alerts-<namespace> by default; segwatch-alerts (or that with a "
+        "lowercase suffix) keeps segwatch 0.1's name.",
     )
     incidents_index: str = Field(
-        default="segwatch-incidents",
-        pattern=r"^segwatch-incidents[a-z0-9._-]*$",
-        description="The incidents index: segwatch-incidents, or that with a lowercase suffix "
-        "(the index template's pattern is segwatch-incidents*).",
+        default="",
+        pattern=r"^(logs-segwatch\.incidents-[a-z0-9_]+|segwatch-incidents[a-z0-9._-]*)$",
+        description="The incidents index (one document per incident): "
+        "logs-segwatch.incidents-<namespace> by default; segwatch-incidents (or that with "
+        "a lowercase suffix) keeps segwatch 0.1's name.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_by_namespace(cls, data: Any) -> Any:
+        """Unset alert and incident index names follow the namespace."""
+        if isinstance(data, dict):
+            namespace = data.get("namespace") or DEFAULT_NAMESPACE
+            for key, kind in (("alerts_index", "alerts"), ("incidents_index", "incidents")):
+                if not data.get(key):
+                    data = {**data, key: stream_name(f"segwatch.{kind}", str(namespace))}
+        return data
+
+    def events_target(self, dataset: str) -> str:
+        """Where the events of one dataset (``segwatch.vpcflow``) are written."""
+        return self.events_stream or stream_name(dataset, self.namespace)
+
+    def events_pattern(self) -> str:
+        """Every events stream these settings write, as one index expression."""
+        if self.events_stream:
+            return self.events_stream
+        return ",".join(stream_name(dataset(f), self.namespace) for f in FAMILIES)
+
     lifecycle: Literal["auto", "dsl", "ilm", "none"] = Field(
         default="auto",
         description="Who deletes old events: dsl (data stream lifecycle), ilm, none, or auto "
@@ -185,7 +224,11 @@ class WorkerSettings(BaseModel):
         default=None, description="The model to start with (a published model replaces it)."
     )
     watch_file: bool = Field(default=False, description="Reload model_file when it changes.")
-    rules_folder: str | None = Field(default="rules/detections", description="Detection rules.")
+    rules_folder: str | None = Field(
+        default=None,
+        description="A folder of detection rules (*.yaml); unset: the rules shipped with "
+        "segwatch. A folder that is missing or holds no rules is an error.",
+    )
     batch_size: int = Field(
         default=500,
         ge=1,

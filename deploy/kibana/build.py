@@ -1,4 +1,4 @@
-"""Writes the Kibana saved objects (``deploy/kibana/*.ndjson``) from the panel list below.
+"""Writes the Kibana saved objects (``streams/assets/kibana/*.ndjson``) from the panel list below.
 
     python deploy/kibana/build.py          # rewrite the files
     python deploy/kibana/build.py --check  # exit 1 if they are not what this writes
@@ -19,7 +19,7 @@ from dataclasses import field as _field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "streams" / "assets" / "kibana"
 VERSION = "7.10.0"
 
 DATA_VIEWS = {

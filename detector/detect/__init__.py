@@ -3,7 +3,7 @@
 :class:`Engine` runs every detector on an event, scores it, matches the
 detection rules and keeps the alert book::
 
-    engine = Engine(compiled_model, DetectorSettings(), rules=load_rules("rules/detections"))
+    engine = Engine(compiled_model, DetectorSettings(), rules=load_rules("detector/assets/rules"))
     placement = engine.place(event)      # the connection's zones and verdict
     score, alert = engine.process(event, placement, event_id)
 

@@ -21,6 +21,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from detector.definitions import ECS_VERSION, stream_fields
 from detector.detect.base import Context, Evidence
 from detector.detect.rules import SEVERITIES, DetectionRule
 from detector.events import iso_ms
@@ -160,6 +161,8 @@ class Alert:
                 "dataset": "segwatch.alerts",
                 "module": "segwatch",
             },
+            "ecs": {"version": ECS_VERSION},
+            "data_stream": stream_fields("segwatch.alerts"),
             "rule": {"id": self.rule_id, "name": self.rule_name},
             "message": self.headline or (self.reasons[0] if self.reasons else self.rule_name),
             "segwatch": {

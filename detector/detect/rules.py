@@ -1,4 +1,4 @@
-"""Detection rules as data: ``rules/detections/*.yaml``.
+"""Detection rules as data: ``detector/assets/rules/*.yaml``.
 
 A rule fires on an event when all its conditions hold. Conditions read the
 enriched event's fields (``segmentation.verdict``, ``destination.port``,

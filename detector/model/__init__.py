@@ -2,7 +2,7 @@
 
 Typical use::
 
-    model = load_model("rules/models/three_tier_vpc.yaml")
+    model = load_model("detector/assets/models/three_tier_vpc.yaml")
     compiled = compile_model(model)
     placement = compiled.place(event)      # zones, verdict, rule, reason
 """

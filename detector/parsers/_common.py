@@ -16,7 +16,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from detector.communityid import community_id
-from detector.definitions import IANA_PROTOCOLS, PROTOCOL_NUMBERS, Disposition
+from detector.definitions import (
+    DEFAULT_NAMESPACE,
+    ECS_VERSION,
+    IANA_PROTOCOLS,
+    PROTOCOL_NUMBERS,
+    Disposition,
+    dataset,
+    stream_fields,
+)
 from detector.errors import DetectorError, ParseError
 
 __all__ = [
@@ -63,6 +71,9 @@ class ParseOptions:
         header lines, then the field count, decide.
     :param prefix_actions: log prefix substring -> disposition, first match wins.
     :param keep_original: keep the raw record in ``event.original``.
+    :param namespace: the ``data_stream.namespace`` of the events (Elastic's
+        ``{type}-{dataset}-{namespace}`` scheme; the worker's
+        ``elasticsearch.namespace``).
     """
 
     reference_time: float = field(default_factory=time.time)
@@ -74,6 +85,7 @@ class ParseOptions:
     vpc_format: str | None = None
     prefix_actions: tuple[tuple[str, Disposition], ...] = DEFAULT_PREFIX_ACTIONS
     keep_original: bool = True
+    namespace: str = DEFAULT_NAMESPACE
 
     @property
     def tz(self) -> ZoneInfo:
@@ -145,17 +157,20 @@ def parse_int(value: str, name: str, lo: int, hi: int) -> int:
 
 
 def parse_ip(value: str, name: str) -> str:
-    """A valid IPv4 or IPv6 address as written, or FieldError."""
+    """A valid IPv4 address as written, an IPv6 address in RFC 5952 text (lowercase, the
+    longest run of zero groups as ``::``, IPv4-mapped as ``::ffff:10.0.0.1``; kernels
+    write ``fe80:0000:...``), or FieldError."""
     if not isinstance(value, str):
         raise FieldError(f"{name} is a {type(value).__name__}, expected an IPv4 or IPv6 "
                          "address", name)  # fmt: skip
+    v6 = ":" in value
     try:
-        socket.inet_pton(socket.AF_INET6 if ":" in value else socket.AF_INET, value)
+        packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, value)
     except (OSError, ValueError):
         raise FieldError(
             f"{name} is {value[:60]!r}, expected an IPv4 or IPv6 address", name
         ) from None
-    return value
+    return socket.inet_ntop(socket.AF_INET6, packed) if v6 else value
 
 
 def protocol(value: str | int, name: str = "protocol") -> tuple[int, str]:
@@ -287,21 +302,24 @@ def base_event(
     original: str | None,
     start: str | None = None,
     end: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
 ) -> FlowEvent:
-    """The ``@timestamp`` and ``event.*`` part every flow event shares."""
+    """The ``@timestamp``, ``event.*``, ``ecs`` and ``data_stream`` part every flow event
+    shares."""
     event: dict[str, Any] = {
         "kind": "event",
         "category": ["network"],
         "type": ["connection"] if disposition == "unknown" else ["connection", disposition],
         "outcome": _OUTCOMES[disposition],
-        "dataset": f"segwatch.{family}",
+        "dataset": dataset(family),
         "module": "segwatch",
         "start": start or timestamp,
         "end": end or timestamp,
     }
     if original is not None:
         event["original"] = original
-    return {"@timestamp": timestamp, "event": event}
+    return {"@timestamp": timestamp, "event": event, "ecs": {"version": ECS_VERSION},
+            "data_stream": stream_fields(event["dataset"], namespace)}  # fmt: skip
 
 
 _OUTCOMES: dict[Disposition, str] = {

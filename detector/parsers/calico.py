@@ -55,6 +55,9 @@ _CALICO_KEYS = (
     "reporter", "source_type", "dest_type", "num_flows", "num_flows_started",
     "num_flows_completed", "dest_service_name", "dest_service_namespace",
 )  # fmt: skip
+# the deny log's words -> calico.* (snake_case, as ECS names fields)
+_FELIX_FIELDS = (("policy", "policy"), ("tier", "tier"), ("rule", "rule"),
+                 ("ruleDir", "rule_direction"), ("trafficDir", "traffic_direction"))  # fmt: skip
 _PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "icmpv6": 58, "sctp": 132}
 _FELIX_PAIR = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
 _FELIX_HEAD = re.compile(
@@ -117,6 +120,7 @@ def _flow_log(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
         text if opts.keep_original else None,
         iso_seconds(start) if start is not None else None,
         end_iso,
+        opts.namespace,
     )
     ev["event"]["action"] = action
 
@@ -295,6 +299,7 @@ def _felix(text: str, opts: ParseOptions) -> FlowEvent:
         stamp,
         disposition,  # type: ignore[arg-type]
         text if opts.keep_original else None,
+        namespace=opts.namespace,
     )
     ev["event"]["action"] = action
     proto = protocol(pairs["proto"], "proto")[0] if pairs.get("proto") else None
@@ -325,7 +330,5 @@ def _felix(text: str, opts: ParseOptions) -> FlowEvent:
         ev["observer"] = {"name": head["host"]}
     if "policy" in pairs:
         ev["rule"] = {"name": pairs["policy"], "ruleset": pairs.get("tier", "")}
-    ev["calico"] = {
-        k: pairs[k] for k in ("policy", "tier", "rule", "ruleDir", "trafficDir") if k in pairs
-    }
+    ev["calico"] = {name: pairs[key] for key, name in _FELIX_FIELDS if key in pairs}
     return ev

@@ -90,6 +90,7 @@ def _flow(doc: Any, text: str, opts: ParseOptions) -> FlowEvent:
         iso_datetime(when),
         disposition,  # type: ignore[arg-type]
         text if opts.keep_original else None,
+        namespace=opts.namespace,
     )
     ev["event"]["action"] = verdict.lower()
     reason = flow.get("drop_reason_desc")

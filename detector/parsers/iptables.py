@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from detector.communityid import community_id_packed
-from detector.definitions import Disposition
+from detector.definitions import ECS_VERSION, Disposition, stream_fields
 from detector.errors import ParseError
 from detector.parsers import _envelope
 from detector.parsers._common import (
@@ -67,6 +67,16 @@ _MAC = re.compile(
     r"([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})(?::[0-9A-Fa-f]{2})*$"
 )
 _UPTIME = re.compile(r"\[\s*\d+\.\d+\]\s*")
+# dmesg -T: [Tue Dec  1 10:00:00 2026]
+_DMESG_T = re.compile(
+    r"^\[(?P<ctime>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\]\s*"
+)
+# RFC 5424 SD-ELEMENT: [SD-ID (SP PARAM-NAME="PARAM-VALUE")*]; names are 1-32 printable
+# characters but = SP ] "
+_SD_NAME = r'[^\s=\]"]{1,32}'
+_SD_PARAM = re.compile(rf'({_SD_NAME})="((?:[^"\\]|\\.)*)"')
+_SD_ELEMENT = re.compile(rf'\[(?P<id>{_SD_NAME})(?P<params>(?: {_SD_NAME}="(?:[^"\\]|\\.)*")*)\]')
+_SD_ESCAPE = re.compile(r'\\(["\\\]])')
 _HEADER_INTS = (
     ("LEN", "length", 65535),
     ("TTL", "ttl", 255),
@@ -151,7 +161,7 @@ def parse_kernel_line(
         )
     header, body = line[:start], line[start:]
     fields, flags = _fields(body)
-    when, host, pri, prefix = _header(header, opts, bare=inner is not None)
+    when, host, syslog, prefix = _header(header, opts, bare=inner is not None)
     if when is None and inner is not None:
         when = inner.timestamp
     if when is None:
@@ -160,7 +170,11 @@ def parse_kernel_line(
 
     action, disposition, rule = _action(prefix, opts)
     ev = base_event(
-        family, iso_datetime(when), disposition, (original or line) if opts.keep_original else None
+        family,
+        iso_datetime(when),
+        disposition,
+        (original or line) if opts.keep_original else None,
+        namespace=opts.namespace,
     )
     if action:
         ev["event"]["action"] = action
@@ -201,8 +215,8 @@ def parse_kernel_line(
             observer.setdefault("egress", {})["zone"] = zones[1]
     if observer:
         ev["observer"] = observer
-    if pri is not None:
-        ev["log"] = {"syslog": {"priority": pri}}
+    if syslog:
+        ev["log"] = {"syslog": syslog}
     ev["iptables"] = ipt
     return ev
 
@@ -233,13 +247,22 @@ def _fields(body: str) -> tuple[dict[str, str], list[str]]:
 
 def _header(
     header: str, opts: ParseOptions, bare: bool
-) -> tuple[datetime | None, str | None, int | None, str]:
-    """(time, host, syslog priority, log prefix) from the text before ``IN=``."""
+) -> tuple[datetime | None, str | None, dict[str, Any], str]:
+    """(time, host, ``log.syslog.*``, log prefix) from the text before ``IN=``."""
     if bare:  # journald / shipper message: the text is the kernel's own
-        return None, None, None, _UPTIME.sub("", header).strip()
+        return None, None, {}, _UPTIME.sub("", header).strip()
+    ctime = _DMESG_T.match(header)
+    if ctime:  # dmesg -T: the kernel's wall-clock rendering, in the local zone
+        try:
+            wall = datetime.strptime(" ".join(ctime["ctime"].split()), "%a %b %d %H:%M:%S %Y")
+        except ValueError:
+            raise FieldError(f"dmesg time {ctime['ctime']!r} is not a valid date",
+                             "timestamp") from None  # fmt: skip
+        rest = header[ctime.end() :]
+        return wall.replace(tzinfo=opts.tz).astimezone(UTC), None, {}, rest.strip()
     m = _SYSLOG.match(header)
     assert m is not None  # every group is optional
-    pri = int(m["pri"]) if m["pri"] else None
+    syslog: dict[str, Any] = {"priority": int(m["pri"])} if m["pri"] else {}
     when = None
     if m["bsd"]:
         when = parse_bsd_time(m["bsd"], opts)
@@ -256,16 +279,49 @@ def _header(
                              if stamp == "-" else
                              f"RFC 5424 timestamp {stamp[:40]!r} is not a valid date",
                              "timestamp")  # fmt: skip
-        parts = rest.split(" ", 5)  # HOST APP PROCID MSGID SD MSG
-        host = parts[0] if parts and parts[0] != "-" else None
-        rest = parts[5] if len(parts) == 6 else ""
+        parts = rest.split(" ", 4)  # HOSTNAME APP-NAME PROCID MSGID, then SD and MSG
+        if len(parts) < 5:
+            raise FieldError("RFC 5424 header is cut short: expected HOSTNAME APP-NAME PROCID "
+                             "MSGID STRUCTURED-DATA before the message", "header")  # fmt: skip
+        syslog["version"] = "1"
+        for name, value in zip(("hostname", "appname", "procid", "msgid"), parts, strict=False):
+            if value != "-":
+                syslog[name] = value
+        host = syslog.get("hostname")
+        structured, rest = _structured_data(parts[4])
+        if structured:
+            syslog["structured_data"] = structured
     elif "kernel:" in rest:
         before, _, rest = rest.partition("kernel:")
         host = before.split()[-1] if before.split() else None
     elif when is not None and (words := rest.split()) and len(words) > 1:
         host, rest = words[0], rest.split(None, 1)[1]
     prefix = _UPTIME.sub("", rest).strip()
-    return when, host, pri, prefix
+    return when, host, syslog, prefix
+
+
+def _structured_data(text: str) -> tuple[dict[str, dict[str, str]], str]:
+    """RFC 5424 STRUCTURED-DATA (``-`` or ``[id name="value" ...]...``, values with
+    ``\\"``, ``\\\\`` and ``\\]`` escaped) -> ({id: {name: value}}, the message after it).
+
+    :raises FieldError: it is not well formed (the message cannot be told from it).
+    """
+    if text == "-" or text.startswith("- "):
+        return {}, text[2:]
+    found: dict[str, dict[str, str]] = {}
+    position = 0
+    while text.startswith("[", position):
+        m = _SD_ELEMENT.match(text, position)
+        if m is None:
+            raise FieldError(f"RFC 5424 structured data is not well formed at "
+                             f"{text[position:position + 40]!r}", "structured_data")  # fmt: skip
+        found[m["id"]] = {name: _SD_ESCAPE.sub(r"\1", value)
+                          for name, value in _SD_PARAM.findall(m["params"])}  # fmt: skip
+        position = m.end()
+    if not found:
+        raise FieldError(f"RFC 5424 structured data is {text[:40]!r}: expected - or [id ...]",
+                         "structured_data")  # fmt: skip
+    return found, text[position:].lstrip()
 
 
 def _action(
@@ -439,6 +495,8 @@ def _fast_line(line: str, opts: ParseOptions, family: str) -> FlowEvent | None:
     ev: FlowEvent = {
         "@timestamp": timestamp,
         "event": event,
+        "ecs": {"version": ECS_VERSION},
+        "data_stream": stream_fields(event["dataset"], opts.namespace),
         "source": source,
         "destination": destination,
         "network": {

@@ -8,9 +8,10 @@ it); otherwise the number of fields, with the layouts AWS and Elastic use:
 40 (+ v8 ``reject-reason``), 36 (Transit Gateway default), and Elastic's 6,
 17 and 21-field custom layouts.
 
-``-`` means absent. ``NODATA`` / ``SKIPDATA`` records are events with their
-log status, not errors. JSON envelopes (``{"message": ...}``, CloudWatch Logs
-subscription data, gzip+base64 from Firehose) yield one event per line inside.
+``-`` means absent. ``NODATA`` / ``SKIPDATA`` records are not flows: they become
+``event.kind: state`` documents with their log status, never placed or scored. JSON
+envelopes (``{"message": ...}``, CloudWatch Logs subscription data, gzip+base64 from
+Firehose) yield one event per line inside.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detector.communityid import community_id_packed
-from detector.definitions import IANA_PROTOCOLS
+from detector.definitions import ECS_VERSION, IANA_PROTOCOLS, stream_fields
 from detector.errors import ParseError
 from detector.parsers import _envelope
 from detector.parsers._common import (
@@ -115,6 +116,13 @@ _TCP_FLAGS = ((0x01, "fin"), (0x02, "syn"), (0x04, "rst"), (0x08, "psh"), (0x10,
               (0x20, "urg"))  # fmt: skip
 _ACTIONS = {"ACCEPT": "allowed", "REJECT": "denied"}
 _STATUSES = frozenset(("OK", "NODATA", "SKIPDATA"))
+# Status records: no flow, the interface's state over the aggregation interval (AWS's
+# words). They become event.kind "state" documents, counted and indexed, never placed.
+_NOT_FLOWS = {
+    "NODATA": "NODATA: no network traffic to or from the interface during the interval",
+    "SKIPDATA": "SKIPDATA: some flow records were skipped during the interval (an internal "
+    "capacity constraint or error at AWS)",
+}
 _INT_LIMITS = {
     "srcport": 65535, "dstport": 65535, "protocol": 255, "version": 255, "tcp_flags": 255,
     "traffic_path": 255, "packets": 2**63 - 1, "bytes": 2**63 - 1,
@@ -257,7 +265,7 @@ class VpcFlowParser:
 
 
 _V2 = _LAYOUTS[14]
-_INET, _INET6, _pton = socket.AF_INET, socket.AF_INET6, socket.inet_pton
+_INET, _INET6, _pton, _ntop = socket.AF_INET, socket.AF_INET6, socket.inet_pton, socket.inet_ntop
 _MAX_COUNTER = 2**63 - 1
 
 
@@ -288,7 +296,7 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
         action,
         status,
     ) = fields
-    if (action != "ACCEPT" and action != "REJECT") or not account.isdigit():
+    if (action != "ACCEPT" and action != "REJECT") or status != "OK" or not account.isdigit():
         return None
     try:  # ASCII, unsigned (a '-' gives a negative number): what parse_int accepts
         sport, dport, proto = int(sport_s), int(dport_s), int(proto_s)
@@ -314,6 +322,9 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
         dst_b = _pton(_INET6 if ":" in dst else _INET, dst)
     except OSError:
         return None
+    if v6 or ":" in dst:  # RFC 5952 text, as parse_ip writes it
+        src = _ntop(_INET6 if v6 else _INET, src_b)
+        dst = _ntop(_INET6 if len(dst_b) == 16 else _INET, dst_b)
     cid = (
         community_id_packed(src_b, dst_b, proto, sport, dport) if len(src_b) == len(dst_b) else None
     )
@@ -341,6 +352,8 @@ def _fast_v2(line: str, opts: ParseOptions) -> FlowEvent | None:
     return {
         "@timestamp": end_iso,
         "event": event,
+        "ecs": {"version": ECS_VERSION},
+        "data_stream": stream_fields("segwatch.vpcflow", opts.namespace),
         "source": {"ip": src, "address": src, "port": sport, "bytes": nbytes, "packets": packets},
         "destination": {"ip": dst, "address": dst, "port": dport},
         "network": network,
@@ -392,9 +405,12 @@ def _build(
         timestamp = iso_datetime(when or datetime.fromtimestamp(opts.reference_time, UTC))
     ev = base_event(
         FAMILY, timestamp, disposition,  # type: ignore[arg-type]
-        line if opts.keep_original else None, start_iso, end_iso,
+        line if opts.keep_original else None, start_iso, end_iso, opts.namespace,
     )  # fmt: skip
     event = ev["event"]
+    if status in _NOT_FLOWS:  # the interface's state in the interval, not a flow
+        event.update(kind="state", type=["info"], reason=_NOT_FLOWS[status])
+        event.pop("outcome", None)
     if action != "-":
         event["action"] = action
     reason = get("reject_reason", "-")
@@ -429,7 +445,7 @@ def _build(
             aws[key] = value
     for name in ("pkt_srcaddr", "pkt_dstaddr"):
         if name in aws:
-            parse_ip(aws[name], name.replace("_", "-"))
+            aws[name] = parse_ip(aws[name], name.replace("_", "-"))
     for name in ("version", "traffic_path"):
         if name in aws:
             _int(rec, name)

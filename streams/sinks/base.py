@@ -22,11 +22,13 @@ __all__ = ["SINKS", "Item", "Sink", "Written", "deliver", "make_sink", "register
 @dataclass(frozen=True)
 class Item:
     """One thing to deliver: its id (document id, delivery id), its body (bytes of a
-    document, or a page), and where it was read (for a dead letter)."""
+    document, or a page), where it was read (for a dead letter) and, for the events,
+    the data stream it belongs to."""
 
     id: str
     body: Any
     source: tuple[str, int, int] = ("", 0, -1)
+    index: str | None = None  # where it goes, when a sink writes to more than one place
 
 
 @dataclass

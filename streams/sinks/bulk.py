@@ -1,4 +1,5 @@
-"""Elasticsearch bulk: the events data stream (kind ``elasticsearch-events``).
+"""Elasticsearch bulk: the events data streams (kind ``elasticsearch-events``), each item
+into its own stream (:attr:`Item.index`) or the sink's.
 
 Each item's body is the document's raw JSON; it is written with ``op_type:
 create`` and its id (derived from the source record's topic/partition/offset),
@@ -34,7 +35,8 @@ class BulkSink(Sink):
     def write(self, items: Sequence[Item]) -> Written:
         lines: list[bytes] = []  # NDJSON by orjson: the client's own JSON is far slower
         for item in items:
-            lines.append(orjson.dumps({self.op: {"_index": self.index, "_id": item.id}}))
+            action = {"_index": item.index or self.index, "_id": item.id}
+            lines.append(orjson.dumps({self.op: action}))
             lines.append(item.body if isinstance(item.body, bytes) else orjson.dumps(item.body))
         response = self.client.bulk(
             operations=b"\n".join(lines) + b"\n",  # type: ignore[arg-type]

@@ -30,7 +30,9 @@ def installed(es: Elasticsearch) -> Any:
 
 def _events() -> list[tuple[str, dict[str, Any]]]:
     """Every golden record of every family, placed and scored on the three-tier model."""
-    model = compile_model(load_model(ROOT / "rules" / "models" / "three_tier_vpc.yaml"))
+    model = compile_model(
+        load_model(ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml")
+    )
     run = Analysis(model, Engine(model, DetectorSettings()))
     out = []
     for folder in sorted(p for p in GOLDEN.iterdir() if p.is_dir()):

@@ -307,7 +307,7 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
     env = _env(tag)
     assert _segwatch("topics", "create", env=env).returncode == 0
     old = tmp_path / "old.yaml"
-    old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
+    old.write_text((ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml").read_text())
     new = tmp_path / "new.yaml"
     jump = "  - name: jump\n    cidrs: [10.0.1.10/32]\n    within: dmz\n    tags: {sensitivity: medium}\n"
     new.write_text(

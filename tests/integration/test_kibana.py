@@ -20,7 +20,7 @@ from tests.integration.test_worker import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "rules" / "models" / "retail_store.yaml"
+MODEL = ROOT / "detector" / "assets" / "models" / "retail_store.yaml"
 START = 1_793_577_600  # 2026-11-02T00:00:00Z, where the simulated day starts
 
 

@@ -26,7 +26,7 @@ from streams.settings import KafkaSettings
 from streams.webhooks import verify
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "rules" / "models" / "retail_store.yaml"
+MODEL = ROOT / "detector" / "assets" / "models" / "retail_store.yaml"
 SECRET = "hook-secret"
 
 
@@ -266,7 +266,7 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
     env = _env(f"r{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
     assert _segwatch("topics", "create", env=env).returncode == 0
     old = tmp_path / "old.yaml"
-    old.write_text((ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text())
+    old.write_text((ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml").read_text())
     new = tmp_path / "new.yaml"
     new.write_text(
         old.read_text().replace("ports: [5432]", "ports: [5432, 6432]")
@@ -441,7 +441,7 @@ def test_demo_ships_to_a_worker_that_runs_elsewhere(
     port = _free_port()
     env = _env(f"e{unique}", SEGWATCH_WORKER__WEB_PORT=str(port))
     assert _segwatch("topics", "create", env=env).returncode == 0
-    worker = _start_worker(ROOT / "rules" / "models" / "retail_store.yaml", env,
+    worker = _start_worker(ROOT / "detector" / "assets" / "models" / "retail_store.yaml", env,
                            tmp_path / "worker.log")  # fmt: skip
     demo = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "demo", "--cycle", "3",
@@ -466,7 +466,7 @@ def test_demo_ships_to_a_worker_that_runs_elsewhere(
 
 # -- detector state across restarts, workers and broker restarts ---------------------------
 
-TIERS = ROOT / "rules" / "models" / "three_tier_vpc.yaml"
+TIERS = ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml"
 DMZ, APP, DB, DNS, NET = "10.0.1.10", "10.0.2.20", "10.0.3.30", "10.0.0.2", "203.0.113.5"
 # learning starts per partition, at the first event it sees: every source zone learns
 LEARNED = [(DMZ, APP, 8080, 6), (APP, DB, 5432, 6), (DB, DNS, 53, 17), (NET, DMZ, 443, 6)]

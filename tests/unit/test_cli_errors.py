@@ -16,7 +16,7 @@ from streams import cli
 from streams.errors import mask_url, mask_urls
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "rules" / "models" / "retail_store.yaml"
+MODEL = ROOT / "detector" / "assets" / "models" / "retail_store.yaml"
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from detector.model import load_model
-from streams.elastic import TEMPLATES
-from streams.kibana import SAVED_OBJECTS
+from detector.assets import MODELS, RULES
+from streams.assets import SAVED_OBJECTS, TEMPLATES
 from streams.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,17 +48,22 @@ def test_the_dockerfile_lints_clean(tmp_path: Path) -> None:
 
 def test_the_image_is_pinned_non_root_and_holds_what_the_app_reads() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM (\S+)", text, re.M)
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", b) for b in bases), bases
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("0", "root")
-    copied = [Path(p.rstrip("/")) for line in re.findall(r"^COPY (.+)$", text, re.M)
+    copied = [Path(p.rstrip("/")) for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
               for p in line.split()[:-1]]  # fmt: skip
     for source in copied:
         assert (ROOT / source).exists(), source
-    needed = [TEMPLATES, SAVED_OBJECTS, ROOT / "rules", ROOT / "detector", ROOT / "streams"]
-    for folder in needed:
-        assert folder.relative_to(ROOT) in copied, f"{folder} is read at run time"
+    # the wheel is built from the packages, which hold what is read at run time
+    for folder in (ROOT / "detector", ROOT / "streams"):
+        assert folder.relative_to(ROOT) in copied, f"{folder} is packaged"
+    for data in (TEMPLATES, SAVED_OBJECTS, RULES, MODELS):
+        assert data.is_relative_to(ROOT / "detector") or data.is_relative_to(ROOT / "streams")
+    # the image installs the wheel, never an editable checkout
+    assert "pip wheel" in text and re.search(r"pip install .*/wheels/\*\.whl", text)
+    assert "pip install -e" not in text and "--editable" not in text
     assert "SEGWATCH_WORKER__WEB_HOST=0.0.0.0" in text  # probes reach it from outside
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not any(str(c).split("/")[0] in ignored for c in copied)
@@ -116,7 +121,7 @@ def test_the_manifests_agree_with_each_other_and_with_the_worker(tmp_path: Path)
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     # the model in its ConfigMap is the example model, and valid
     model = next(d for _, d in _manifests() if d["metadata"]["name"] == "segwatch-model")
-    example = ROOT / "rules" / "models" / "retail_store.yaml"
+    example = ROOT / "detector" / "assets" / "models" / "retail_store.yaml"
     assert model["data"]["model.yaml"] == example.read_text()
     (tmp_path / "model.yaml").write_text(model["data"]["model.yaml"])
     load_model(tmp_path / "model.yaml")

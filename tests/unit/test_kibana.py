@@ -1,4 +1,4 @@
-"""The Kibana saved objects (deploy/kibana/*.ndjson) and `segwatch kibana import`,
+"""The Kibana saved objects (streams/assets/kibana/*.ndjson) and `segwatch kibana import`,
 the latter against a real local HTTP server standing in for Kibana's API."""
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from streams.kibana import (
     panels,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted(SAVED_OBJECTS.glob("*.ndjson"))
 
 
 def test_the_files_are_what_the_build_script_writes() -> None:
-    spec = importlib.util.spec_from_file_location("kibana_build", SAVED_OBJECTS / "build.py")
+    spec = importlib.util.spec_from_file_location("kibana_build", ROOT / "deploy/kibana/build.py")
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = build  # (its dataclasses look their module up)

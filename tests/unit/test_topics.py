@@ -12,6 +12,7 @@ def test_every_pipeline_topic_is_declared() -> None:
         "flows.raw.vpcflow",
         "flows.raw.calico",
         "flows.raw.iptables",
+        "flows.raw.hubble",
         "flows.normalized",
         "flows.events",
         "flows.alerts",

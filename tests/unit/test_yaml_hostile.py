@@ -71,6 +71,6 @@ def test_rules_imports_and_settings_refuse_it(tmp_path: Path) -> None:
 
 def test_text_models_keep_working() -> None:
     text = (
-        Path(__file__).resolve().parents[2] / "rules" / "models" / "retail_store.yaml"
+        Path(__file__).resolve().parents[2] / "detector" / "assets" / "models" / "retail_store.yaml"
     ).read_text()
     assert model_from_text(text, "retail").name == "retail-store"

@@ -11,7 +11,7 @@ from detector.model import CompiledModel
 
 from ..model.conftest import MODELS, example, flow
 
-RULES = MODELS.parent / "detections"
+RULES = MODELS.parent / "rules"
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 
 

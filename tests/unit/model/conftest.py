@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from detector.assets import MODELS
 from detector.model import CompiledModel, compile_model, load_model, model_from_text
 
-MODELS = Path(__file__).resolve().parents[3] / "rules" / "models"
 _PROTO = {"tcp": "6", "udp": "17", "icmp": "1"}
 
 

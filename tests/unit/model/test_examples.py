@@ -1,4 +1,4 @@
-"""Every example model in rules/models: valid, lint-clean, and saying what it claims."""
+"""Every example model in detector/assets/models: valid, lint-clean, and saying what it claims."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_a_policy_of_an_absurd_shape_is_refused_in_one_line(
 
 
 def test_a_model_namespace_is_checked_where_it_is_written(tmp_path: Path) -> None:
-    text = (ROOT / "rules" / "models" / "kubernetes_dns.yaml").read_text()
+    text = (ROOT / "detector" / "assets" / "models" / "kubernetes_dns.yaml").read_text()
     model = tmp_path / "m.yaml"
     model.write_text(text.replace("namespaces: [shop]", 'namespaces: ["../../tmp/x"]', 1))
     with pytest.raises(ModelError, match=r"m\.yaml:\d+: zones\[0\]\.kubernetes\[0\]\.namespaces"):
@@ -69,7 +69,7 @@ def test_an_export_never_writes_outside_its_folder(
                         lambda model: ({"../escaped.yaml": [{}], "ok.yaml": [{}]}, []))  # fmt: skip
     out = tmp_path / "out"
     done = CliRunner(mix_stderr=False).invoke(app, [
-        "model", "export", "-m", str(ROOT / "rules" / "models" / "kubernetes_dns.yaml"),
+        "model", "export", "-m", str(ROOT / "detector" / "assets" / "models" / "kubernetes_dns.yaml"),
         "--to", "k8s", "-o", str(out)])  # fmt: skip
     assert done.exit_code == 2 and "refusing to write '../escaped.yaml'" in done.stderr
     assert not (tmp_path / "escaped.yaml").exists() and not out.exists()

@@ -77,7 +77,10 @@ def _mutations() -> Iterator[tuple[str, bytes]]:
         yield family, b'{"flow": ' * 900 + b"{}" + b"}" * 900
 
 
-MODELS = [compile_model(load_model(p)) for p in sorted((ROOT / "rules" / "models").glob("*.yaml"))]
+MODELS = [
+    compile_model(load_model(p))
+    for p in sorted((ROOT / "detector" / "assets" / "models").glob("*.yaml"))
+]
 ENGINES = [Engine(m, DetectorSettings()) for m in MODELS]
 
 
@@ -128,7 +131,9 @@ def test_the_review_samples_are_refused_or_carried(family: str, record: str, rea
 
 
 def test_an_ipv4_mapped_ipv6_address_is_placed_in_its_ipv4_zone() -> None:
-    tiers = compile_model(load_model(ROOT / "rules" / "models" / "three_tier_vpc.yaml"))
+    tiers = compile_model(
+        load_model(ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml")
+    )
     assert tiers.zone_of_ip("::ffff:10.0.3.7") == tiers.zone_of_ip("10.0.3.7") == "db"
     assert tiers.zone_of_ip("::ffff:8.8.8.8") == "internet"
     assert tiers.zone_of_ip("::ffff:0a00:0307") == "db"  # the same address, written in hex

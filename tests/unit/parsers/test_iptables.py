@@ -45,6 +45,37 @@ def test_rfc5424() -> None:
     assert ev["observer.name"] == "fw1" and ev["event.type"] == ["connection", "allowed"]
 
 
+def test_rfc5424_header_fields_and_structured_data_with_spaces_and_escapes() -> None:
+    sd = r'[meta sequenceId="7" note="a b \] c \"q\""][origin@32473 ip="192.0.2.1"]'
+    ev = _parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel 4242 NETFILTER {sd} DROP-IN: {BODY}")
+    assert ev["iptables.prefix"] == "DROP-IN:" and ev["event.action"] == "drop_in"
+    assert ev["log.syslog.hostname"] == "fw1" and ev["log.syslog.appname"] == "kernel"
+    assert ev["log.syslog.procid"] == "4242" and ev["log.syslog.msgid"] == "NETFILTER"
+    assert ev["log.syslog.priority"] == 4 and ev["log.syslog.version"] == "1"
+    assert ev["log.syslog.structured_data.meta.note"] == 'a b ] c "q"'
+    assert ev["log.syslog.structured_data.origin@32473.ip"] == "192.0.2.1"
+    nil = _parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel - - - DROP: {BODY}")
+    assert "log.syslog.procid" not in nil and "log.syslog.structured_data" not in nil
+    bad = only_error(IptablesParser().parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel - - [x DROP: {BODY}"))
+    assert "structured data is not well formed" in bad.reason
+
+
+def test_dmesg_uptime_and_wall_clock_stamps() -> None:
+    ev = _parse(f"[12345.678901] DROP: {BODY}")
+    assert ev["@timestamp"] == "2033-05-18T03:33:20.000Z" and ev["iptables.prefix"] == "DROP:"
+    ev = _parse(f"[Tue Dec  1 10:00:00 2026] DROP: {BODY}", syslog_timezone="Europe/Berlin")
+    assert ev["@timestamp"] == "2026-12-01T09:00:00.000Z" and ev["event.action"] == "drop"
+
+
+def test_ipv6_addresses_are_rfc5952_text() -> None:
+    line = ("Jan 22 09:05:05 h kernel: v6: IN=eth0 OUT= SRC=FE80:0000:0000:0000:0202:B3FF:FE1E:8329 "
+            "DST=2001:0db8:0000:0000:0001:0000:0000:0001 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 "
+            "PROTO=UDP SPT=1 DPT=2 LEN=8")
+    ev = _parse(line)
+    assert ev["source.ip"] == "fe80::202:b3ff:fe1e:8329" and ev["destination.ip"] == "2001:db8::1:0:0:1"
+    assert ev["related.ip"] == ["fe80::202:b3ff:fe1e:8329", "2001:db8::1:0:0:1"]
+
+
 def test_journald_export_json() -> None:
     doc = {
         "MESSAGE": f"REJECT-FWD: {BODY.replace('OUT= ', 'OUT=eth1 ')}",

@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 
+from detector.events import is_flow
 from detector.parsers import ParseOptions
 from detector.parsers.vpcflow import VpcFlowParser
 
@@ -55,12 +56,18 @@ def test_header_line_declares_the_layout_of_what_follows() -> None:
     assert ev["destination.port"] == 5432 and ev["cloud.account.id"] == "111122223333"
 
 
-def test_nodata_and_skipdata_are_events_not_errors() -> None:
+def test_nodata_and_skipdata_are_state_records_not_flows_nor_errors() -> None:
     for status in ("NODATA", "SKIPDATA"):
         line = f"2 123456789010 eni-1 - - - - - - - 1431280876 1431280934 - {status}"
-        ev = flatten(only_event(_parser().parse(line)))
-        assert ev["aws.vpcflow.log_status"] == status
-        assert "source.ip" not in ev and ev["event.outcome"] == "unknown"
+        event = only_event(_parser().parse(line))
+        ev = flatten(event)
+        assert ev["aws.vpcflow.log_status"] == status and ev["event.kind"] == "state"
+        assert ev["event.type"] == ["info"] and ev["event.reason"].startswith(f"{status}: ")
+        assert "source.ip" not in ev and "event.outcome" not in ev
+        assert not is_flow(event)
+    # an OK record with the same layout is a flow
+    ok = "2 123456789010 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 40 1431280876 1431280934 ACCEPT OK"
+    assert is_flow(only_event(_parser().parse(ok)))
 
 
 def test_transit_gateway_record() -> None:

@@ -82,7 +82,7 @@ def test_a_switch_changes_the_verdicts_from_the_next_message_on() -> None:
     stage.switch(None)
     stage.switch(stage.scorer.model)
     assert stage.scorer.model.version == before  # nothing to switch to
-    text = (ROOT / "rules" / "models" / "three_tier_vpc.yaml").read_text()
+    text = (ROOT / "detector" / "assets" / "models" / "three_tier_vpc.yaml").read_text()
     opened = text + "  - {id: dmz-to-db, from: dmz, to: db, protocol: tcp, ports: [5432]}\n"
     stage.switch(compile_model(model_from_text(opened, "opened")))
     assert stage.scorer.model.version != before

@@ -42,6 +42,7 @@ class FlakySink(Sink):
         self.name, self.dependency = "flaky", "memory target"
         self.down, self.stage = down, stage
         self.taken: list[str] = []
+        self.indices: set[str | None] = set()  # where the taken items were to go
         self.seen_waiting: list[dict[str, Any] | None] = []
 
     def write(self, items: Sequence[Item]) -> Written:
@@ -55,6 +56,7 @@ class FlakySink(Sink):
                 written.refused.append((item, "the target refuses bad ones"))
             else:
                 self.taken.append(item.id)
+                self.indices.add(item.index)
         return written
 
 
@@ -196,7 +198,9 @@ def test_the_normalize_stage_dead_letters_what_a_record_causes_and_goes_on() -> 
     from streams.normalize import NormalizeLoop
 
     root = Path(__file__).resolve().parents[3]
-    model = compile_model(load_model(root / "rules" / "models" / "three_tier_vpc.yaml"))
+    model = compile_model(
+        load_model(root / "detector" / "assets" / "models" / "three_tier_vpc.yaml")
+    )
     settings = _settings(worker={"normalize_ahead": 0})
     topics = settings.topics
     broker = Broker()
@@ -268,12 +272,13 @@ def test_the_index_stage_writes_after_the_gate_dead_letters_refusals_and_commits
     broker = Broker()
     events = settings.topics.events
     for start in (0, 3):
-        batch = [
-            {"event": {"id": f"flows.raw.vpcflow-0-{i}-0"}, "n": i} for i in range(start, start + 3)
-        ]
+        batch = [{"event": {"id": f"flows.raw.vpcflow-0-{i}-0", "dataset": "segwatch.vpcflow"},
+                  "n": i} for i in range(start, start + 3)]  # fmt: skip
         broker.append(events, orjson.dumps(batch))
     broker.append(events, b'{"not": "a batch"}')
-    broker.append(events, orjson.dumps([{"event": {"id": "bad-mapping"}, "port": "https"}]))
+    broker.append(events, orjson.dumps([
+        {"event": {"id": "bad-mapping", "dataset": "segwatch.calico"}, "port": "https"},
+        {"event": {"id": "flows.raw.x-0-9-0", "dataset": "other"}}]))  # fmt: skip
     holder: list[StageLoop] = []
     sink = FlakySink(down=2, stage=holder)
     monkeypatch.setattr(index, "make_sink", lambda *args: sink)
@@ -290,11 +295,13 @@ def test_the_index_stage_writes_after_the_gate_dead_letters_refusals_and_commits
     finally:
         stage.stop()
     assert sink.taken == [f"flows.raw.vpcflow-0-{i}-0" for i in range(6)]
+    assert sink.indices == {"logs-segwatch.vpcflow-default"}  # each family to its own stream
     letters = [orjson.loads(v) for v in broker.values(settings.topics.dlq)]
     assert [d["reason"][:40] for d in letters] == [
-        "not a JSON array of events with event.id", "the target refuses bad ones"]  # fmt: skip
-    assert letters[1]["source"]["offset"] == 3  # where the refused event was read
-    assert orjson.loads(letters[1]["raw"])["port"] == "https"
+        "not a JSON array of events with event.id", "event.dataset is 'other', not one of seg",
+        "the target refuses bad ones"]  # fmt: skip
+    assert letters[2]["source"]["offset"] == 3  # where the refused event was read
+    assert orjson.loads(letters[2]["raw"])["port"] == "https"
     assert stage.failed is None
 
 
@@ -348,7 +355,9 @@ def test_the_normalize_stage_redoes_a_batch_kafka_did_not_take_after_the_policy_
     from streams.normalize import NormalizeLoop
 
     root = Path(__file__).resolve().parents[3]
-    model = compile_model(load_model(root / "rules" / "models" / "three_tier_vpc.yaml"))
+    model = compile_model(
+        load_model(root / "detector" / "assets" / "models" / "three_tier_vpc.yaml")
+    )
     settings = _settings(worker={"normalize_ahead": 0})
     broker = Broker()
     t = 1764064800
