@@ -21,7 +21,7 @@ export SEGWATCH_ELASTICSEARCH__URL ?= http://127.0.0.1:$(SEGWATCH_ES_PORT)
 PYTEST_ARGS ?=
 
 .PHONY: help install services-up services-down services-status services-logs topics run \
-        test test-unit test-integration lint typecheck check golden bench clean distclean
+        test test-unit test-integration lint typecheck check golden bench dist clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -80,6 +80,11 @@ golden: install ## rewrite tests/golden/*/*-expected.json from the current parse
 
 bench: services-up ## run the benchmarks under bench/ and print their figures
 	$(PY) -m bench $(BENCH_ARGS)
+
+dist: install ## build the wheel (dist/segwatch-*.whl: code, templates, dashboards, rules, example models)
+	rm -rf dist build
+	$(PY) -m pip wheel -q --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 clean: ## remove build and test caches (keeps .venv and the stack's .cache)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

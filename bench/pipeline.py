@@ -125,7 +125,7 @@ def _forget(settings: Settings) -> None:
         with suppress(KafkaException):  # a group the run never made
             future.result()
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
-    for stream in settings.elasticsearch.events_pattern().split(","):
+    for stream in settings.elasticsearch.events_targets():
         _drop_stream(es, stream)
     for index in (settings.elasticsearch.alerts_index, settings.elasticsearch.incidents_index):
         es.indices.delete(index=index, ignore_unavailable=True)

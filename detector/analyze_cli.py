@@ -156,6 +156,7 @@ def analyze_cmd(
     if as_json:
         data = stats.to_dict()
         data["alerts"] = len(documents)
+        data["detection_rules"] = len(run.engine.rules.rules)
         data["incidents"] = [_incident_row(d) for d in incidents]
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     elif summary:
@@ -165,7 +166,7 @@ def analyze_cmd(
     typer.echo(
         f"segwatch: {counts['records']} records, {counts['events']} events "
         f"({stats.replies} replies), {counts['errors']} errors, {len(incidents)} incidents, "
-        f"{len(documents)} alerts; connections: "
+        f"{len(documents)} alerts ({len(run.engine.rules.rules)} detection rules); connections: "
         + ", ".join(f"{v} {n}" for v, n in stats.verdicts.items()),
         err=True,
     )

@@ -366,7 +366,7 @@ def kibana_check(
         raise typer.Exit(2) from None
     mapped = mapped_fields()
     elastic = settings.elasticsearch
-    indices = {"segwatch-events": events or elastic.events_stream,
+    indices = {"segwatch-events": events or elastic.events_pattern(),
                "segwatch-alerts": alerts or elastic.alerts_index,
                "segwatch-incidents": incidents or elastic.incidents_index}  # fmt: skip
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())

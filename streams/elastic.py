@@ -15,9 +15,10 @@ Elastic's built-in ``logs@mappings``, ``logs@settings`` and ``ecs@mappings`` whe
 server has them (segwatch's ECS component where it has not), then segwatch's own
 components, then the ``logs@custom`` and ``logs-<dataset>@custom`` hooks when they
 exist, as Elastic's integrations do. ``install_templates`` adapts them to what the
-server has: ``match_only_text`` falls back to ``text`` (without norms) where the server
-lacks it; the events' retention is set with data stream lifecycle or ILM, whichever the
-server runs (or as configured), and the report says which.
+server has: ``match_only_text`` falls back to ``text`` (without norms) and
+``constant_keyword`` to ``keyword`` where the server lacks them; the events'
+retention is set with data stream lifecycle or ILM, whichever the server runs (or as
+configured), and the report says which.
 """
 
 from __future__ import annotations
@@ -188,19 +189,13 @@ def install_templates(client: Elasticsearch, settings: ElasticsearchSettings | N
         report.adaptations.append(f"composed with the server's {', '.join(sorted(builtin))}")
     if "ecs@mappings" not in builtin:
         report.adaptations.append("the server has no ecs@mappings: segwatch-ecs maps ECS")
-    text_type = "match_only_text"
-    try:
-        client.indices.simulate_template(
-            index_patterns=["segwatch-probe-*"],
-            template={"mappings": {"properties": {"p": {"type": "match_only_text"}}}},
-        )
-    except ApiError:
-        text_type = "text"
-        report.adaptations.append("match_only_text is not available: event.original is text")
+    fallbacks = _missing_types(client)
+    for kind, instead in fallbacks.items():
+        report.adaptations.append(f"{kind} is not available: {instead['type']} instead")
     for name, body in load_components(folder).items():
         if name == "segwatch-ecs" and "ecs@mappings" in builtin:
             continue  # Elastic's own ECS mappings serve
-        body = _retype(copy.deepcopy(body), text_type)
+        body = _retype(copy.deepcopy(body), fallbacks)
         client.cluster.put_component_template(name=name, **body)
         report.installed.append(f"component template {name}")
     if report.lifecycle == "ilm":
@@ -234,9 +229,32 @@ def _server_version(client: Elasticsearch) -> str:
         return str(next(iter(nodes.values()))["version"])
 
 
-def _retype(node: Any, text_type: str) -> Any:
+# Field types some servers lack (an OSS or integ-test node has neither), and what stands
+# in for each: the documents are the same, only the index stores them less tightly.
+_FALLBACKS: dict[str, dict[str, Any]] = {
+    "match_only_text": {"type": "text", "norms": False},
+    "constant_keyword": {"type": "keyword"},
+}
+
+
+def _missing_types(client: Elasticsearch) -> dict[str, dict[str, Any]]:
+    """{type the server lacks: its stand-in}, asked with a simulated template each."""
+    missing = {}
+    for kind, instead in _FALLBACKS.items():
+        try:
+            client.indices.simulate_template(
+                index_patterns=["segwatch-probe-*"],
+                template={"mappings": {"properties": {"p": {"type": kind}}}},
+            )
+        except ApiError:
+            missing[kind] = instead
+    return missing
+
+
+def _retype(node: Any, fallbacks: dict[str, dict[str, Any]]) -> Any:
     if isinstance(node, dict):
-        if node.get("type") == "match_only_text" and text_type != "match_only_text":
-            return {"type": text_type, "norms": False}
-        return {k: _retype(v, text_type) for k, v in node.items()}
+        kind = node.get("type")  # (a field may be named "type" too: its mapping is a dict)
+        if isinstance(kind, str) and kind in fallbacks:
+            return dict(fallbacks[kind])
+        return {k: _retype(v, fallbacks) for k, v in node.items()}
     return node

@@ -76,7 +76,7 @@ class IndexLoop(StageLoop):
         self.gate.wait(self)
         es = settings.elasticsearch
         sink = make_sink("elasticsearch-events", Elasticsearch(**es.client_kwargs()),
-                         es.events_pattern(), "events")  # fmt: skip
+                         es.events_targets()[0], "events")  # fmt: skip
         consumer = self._consumer(index_group(settings), **{"max.poll.interval.ms": 3_600_000})
         producer = self._producer()
         consumer.subscribe([settings.topics.events])

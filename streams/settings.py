@@ -161,11 +161,19 @@ class ElasticsearchSettings(BaseModel):
         """Where the events of one dataset (``segwatch.vpcflow``) are written."""
         return self.events_stream or stream_name(dataset, self.namespace)
 
+    def events_targets(self) -> list[str]:
+        """Every events stream these settings write (one per family, or the single one)."""
+        return sorted({self.events_target(dataset(f)) for f in FAMILIES})
+
     def events_pattern(self) -> str:
-        """Every events stream these settings write, as one index expression."""
+        """The events of this namespace as one index expression for searches: every
+        ``logs-segwatch.*`` stream but the alerts and incidents indices (a stream not
+        made yet matches nothing rather than failing)."""
         if self.events_stream:
             return self.events_stream
-        return ",".join(stream_name(dataset(f), self.namespace) for f in FAMILIES)
+        ns = self.namespace
+        return (f"{stream_name('segwatch.*', ns)},-{stream_name('segwatch.alerts', ns)},"
+                f"-{stream_name('segwatch.incidents', ns)}")  # fmt: skip
 
     lifecycle: Literal["auto", "dsl", "ilm", "none"] = Field(
         default="auto",

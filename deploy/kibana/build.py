@@ -22,10 +22,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[2] / "streams" / "assets" / "kibana"
 VERSION = "7.10.0"
 
+# Elastic's {type}-{dataset}-{namespace} names, every namespace: the events are every
+# logs-segwatch.* data stream but the alerts and incidents indices named the same way
 DATA_VIEWS = {
-    "segwatch-events": ("segwatch-events*", "segwatch events (flows)"),
-    "segwatch-alerts": ("segwatch-alerts*", "segwatch alerts"),
-    "segwatch-incidents": ("segwatch-incidents*", "segwatch incidents"),
+    "segwatch-events": (
+        "logs-segwatch.*-*,-logs-segwatch.alerts-*,-logs-segwatch.incidents-*",
+        "segwatch events (flows)",
+    ),
+    "segwatch-alerts": ("logs-segwatch.alerts-*", "segwatch alerts"),
+    "segwatch-incidents": ("logs-segwatch.incidents-*", "segwatch incidents"),
 }
 
 

@@ -47,6 +47,12 @@ def es(es_settings: ElasticsearchSettings) -> Iterator[Elasticsearch]:
     client.close()
 
 
+def events_index(namespace: str) -> str:
+    """Every events stream of one namespace, as one index expression (its alerts and
+    incidents, named in the same scheme, left out)."""
+    return ElasticsearchSettings(namespace=namespace).events_pattern()
+
+
 @pytest.fixture
 def unique() -> str:
     """A short random name part, so tests never see each other's topics or indices."""

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
 from streams.settings import KafkaSettings
+from tests.integration.conftest import events_index
 from tests.integration.test_worker import (
     MODEL,
     SECRET,
@@ -149,7 +150,7 @@ def test_a_worker_started_while_elasticsearch_is_down_scores_pages_and_then_inde
     assert _segwatch("topics", "create", env=env).returncode == 0
     log = _simulate(tmp_path, env, ["port-scan", "dev-to-prod"])
     shipped = len(log.read_text().splitlines())
-    stream, incidents = f"segwatch-events-fd{unique}", f"segwatch-incidents-fd{unique}"
+    stream, incidents = events_index(f"fd{unique}"), f"logs-segwatch.incidents-fd{unique}"
     worker_log = tmp_path / "worker.log"
     _stack("down", "--only", "elasticsearch", "--kill")
     try:
@@ -218,9 +219,9 @@ def test_a_worker_started_while_the_broker_is_down_waits_for_it_then_runs(
         _stack("up", "--only", "kafka")
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(log), env=env).returncode == 0
-        got = _wait_count(es, f"segwatch-events-fb{unique}", shipped, seconds=240)
+        got = _wait_count(es, events_index(f"fb{unique}"), shipped, seconds=240)
         assert got == shipped, worker_log.read_text()[-3000:]
-        _no_duplicates(es, f"segwatch-events-fb{unique}")
+        _no_duplicates(es, events_index(f"fb{unique}"))
         assert worker.poll() is None
         print(
             f"broker down at start: the worker waited, then {got} of {shipped} events, none twice"
@@ -244,7 +245,7 @@ def test_a_failing_target_delays_no_other_and_gets_every_page_once_when_back(
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(log), env=env).returncode == 0
         shipped = len(log.read_text().splitlines())
-        assert _wait_count(es, f"segwatch-events-ft{unique}", shipped, 240) == shipped
+        assert _wait_count(es, events_index(f"ft{unique}"), shipped, 240) == shipped
         # every page reached the healthy target while the broken one kept failing
         assert _wait(lambda: len(healthy.accepted) >= 3, 60), worker_log.read_text()[-3000:]
         time.sleep(5)  # and nothing more is coming
@@ -327,7 +328,7 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
     workers = [_start_worker(old, {**env, "SEGWATCH_WORKER__WEB_PORT": str(port),
                                    "SEGWATCH_WORKER__ROLES": role}, tmp_path / f"w{i}.log")
                for i, (port, role) in enumerate(zip(ports, roles, strict=True))]  # fmt: skip
-    stream = f"segwatch-events-{tag}"
+    stream = events_index(f"{tag}")
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(batch("one.log", 40000)),
                          env=env).returncode == 0  # fmt: skip

@@ -38,7 +38,8 @@ def _settings(tag: str) -> Settings:
 
 
 def _event(i: int, port: object = 443) -> dict[str, object]:
-    return {"@timestamp": "2026-11-25T10:00:00.000Z", "event": {"id": f"t-0-{i}-0"},
+    return {"@timestamp": "2026-11-25T10:00:00.000Z",
+            "event": {"id": f"t-0-{i}-0", "dataset": "segwatch.vpcflow"},
             "source": {"ip": "10.0.0.1"}, "destination": {"ip": "10.0.0.2", "port": port}}  # fmt: skip
 
 
@@ -66,7 +67,7 @@ def test_events_are_indexed_refused_ones_dead_lettered_and_offsets_committed(
         producer.produce(settings.topics.events, orjson.dumps(batch), key=b"zone")
     producer.produce(settings.topics.events, b'{"not": "a batch"}', key=b"zone")  # a stranger's
     producer.flush(10)
-    stream = settings.elasticsearch.events_stream
+    stream = settings.elasticsearch.events_target("segwatch.vpcflow")
     gate = TemplateGate(settings)
     gate.start()
     loop = IndexLoop(settings, gate)
@@ -160,7 +161,7 @@ def test_a_worker_writes_no_event_before_its_templates_are_in(
                SEGWATCH_ELASTICSEARCH__URL=f"http://127.0.0.1:{proxy.server_address[1]}")  # fmt: skip
     worker = _start_worker(MODEL, env, tmp_path / "worker.log")
     try:
-        assert _wait_count(es, settings.elasticsearch.events_stream, 50) == 50
+        assert _wait_count(es, settings.elasticsearch.events_target("segwatch.vpcflow"), 50) == 50
     finally:
         _stop(worker)
         proxy.shutdown()
@@ -169,6 +170,6 @@ def test_a_worker_writes_no_event_before_its_templates_are_in(
     bulks = [t for t, method, path in answered if "_bulk" in path]
     assert templates and bulks, answered
     assert min(bulks) > max(templates)
-    stream = settings.elasticsearch.events_stream
+    stream = settings.elasticsearch.events_target("segwatch.vpcflow")
     (backing,) = es.indices.get(index=stream)  # a data stream's, not a plain index
     assert backing.startswith(f".ds-{stream}-")

@@ -11,6 +11,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from streams.kibana import SAVED_OBJECTS, load_objects, panels, run_panel
+from tests.integration.conftest import events_index
 from tests.integration.test_worker import (
     _env,
     _segwatch,
@@ -45,8 +46,8 @@ def test_every_panel_finds_buckets_in_what_the_pipeline_indexed(
 ) -> None:
     env = _env(f"kb{unique}", SEGWATCH_DETECTORS__LEARNING_SECONDS=str(6 * 3600),
                SEGWATCH_DETECTORS__RARE_PORT_MIN_FLOWS="50")  # fmt: skip
-    stream, alerts = f"segwatch-events-kb{unique}", f"segwatch-alerts-kb{unique}"
-    incidents = f"segwatch-incidents-kb{unique}"
+    stream, alerts = events_index(f"kb{unique}"), f"logs-segwatch.alerts-kb{unique}"
+    incidents = f"logs-segwatch.incidents-kb{unique}"
     day = tmp_path / "day.log"
     simulated = _segwatch("simulate", "-m", str(MODEL), "-o", str(day), "--duration", "1d",
                           "--rate", "0.15", "--attack", "port-scan", "--attack", "offhours-exfil",

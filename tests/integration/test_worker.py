@@ -24,6 +24,7 @@ from elasticsearch import Elasticsearch
 from streams.metrics import scrape
 from streams.settings import KafkaSettings
 from streams.webhooks import verify
+from tests.integration.conftest import events_index
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "detector" / "assets" / "models" / "retail_store.yaml"
@@ -86,9 +87,7 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
         "SEGWATCH_TOPICS__MODEL": f"{tag}.model",
         "SEGWATCH_WORKER__APP_ID": f"segwatch-{tag}",
         "SEGWATCH_WORKER__WEB_PORT": str(_free_port()),
-        "SEGWATCH_ELASTICSEARCH__EVENTS_STREAM": f"segwatch-events-{tag}",
-        "SEGWATCH_ELASTICSEARCH__ALERTS_INDEX": f"segwatch-alerts-{tag}",
-        "SEGWATCH_ELASTICSEARCH__INCIDENTS_INDEX": f"segwatch-incidents-{tag}",
+        "SEGWATCH_ELASTICSEARCH__NAMESPACE": tag,  # logs-segwatch.<dataset>-<tag>
         **extra,
     }
 
@@ -221,7 +220,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         stranger = _segwatch("ship", "-f", "vpcflow", "--topic", f"t{unique}.normalized", "-",
                              env=env, input="{not events}\n")  # fmt: skip
         assert stranger.returncode == 0, stranger.stderr
-        events = f"segwatch-events-t{unique}"
+        events = events_index(f"t{unique}")
         got = _wait_count(es, events, good)
         assert got == good, (tmp_path / "worker.log").read_text()[-4000:]
         dead = _count_topic(kafka, f"t{unique}.dlq", 7)
@@ -231,11 +230,11 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         dead.remove(odd)
         assert {d["family"] for d in dead} == {"vpcflow", "calico", "iptables"}
         assert all(d["reason"] and d["source"]["topic"].startswith(f"t{unique}.raw.") for d in dead)
-        alerts = f"segwatch-alerts-t{unique}"
+        alerts = f"logs-segwatch.alerts-t{unique}"
         assert _wait_count(es, alerts, 1) >= 1
         hits = es.search(index=alerts, size=50)["hits"]["hits"]
         assert any(h["_source"]["rule"]["id"] == "violation-into-restricted" for h in hits)
-        incidents = f"segwatch-incidents-t{unique}"
+        incidents = f"logs-segwatch.incidents-t{unique}"
         assert _wait_count(es, incidents, 1) >= 1
         found = [h["_source"] for h in es.search(index=incidents, size=50)["hits"]["hits"]]
         paged = {d["segwatch"]["incident"]["id"] for d in found
@@ -286,7 +285,7 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         return path
 
     worker = _start_worker(old, env, tmp_path / "worker.log")
-    stream = f"segwatch-events-r{unique}"
+    stream = events_index(f"r{unique}")
     try:
         assert (
             _segwatch("ship", "-f", "vpcflow", str(batch("one.log", 20)), env=env).returncode == 0
@@ -383,7 +382,7 @@ def test_elasticsearch_killed_mid_stream_and_restarted_loses_and_duplicates_noth
         assert made.returncode == 0, made.stderr
         logs.append(path)
     expected = sum(len(p.read_text().splitlines()) for p in logs)
-    stream = f"segwatch-events-e{unique}"
+    stream = events_index(f"e{unique}")
     worker = _start_worker(MODEL, env, tmp_path / "worker.log")
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(logs[0]), env=env).returncode == 0
@@ -423,7 +422,7 @@ def test_demo_runs_the_whole_pipeline_and_stops_on_ctrl_c(es: Elasticsearch, uni
         text=True,
     )
     try:
-        assert _wait_count(es, f"segwatch-events-d{unique}", 1000, seconds=120) >= 1000
+        assert _wait_count(es, events_index(f"d{unique}"), 1000, seconds=120) >= 1000
     finally:
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=90)
@@ -450,7 +449,7 @@ def test_demo_ships_to_a_worker_that_runs_elsewhere(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        assert _wait_count(es, f"segwatch-events-e{unique}", 1000, seconds=120) >= 1000
+        assert _wait_count(es, events_index(f"e{unique}"), 1000, seconds=120) >= 1000
         time.sleep(4)  # another cycle, which reads the worker's counters
     finally:
         demo.send_signal(signal.SIGINT)
@@ -558,7 +557,7 @@ def test_worker_killed_mid_stream_recovers_its_state(
     env = _env(f"k{unique}", **STATE_ENV, SEGWATCH_WORKER__STORE=store,
                SEGWATCH_WORKER__DATA_DIR=str(tmp_path / "data"))  # fmt: skip
     assert _segwatch("topics", "create", env=env).returncode == 0
-    stream = f"segwatch-events-k{unique}"
+    stream = events_index(f"k{unique}")
     start = int(time.time()) - 3 * 3600
     worker = _start_worker(TIERS, env, tmp_path / "worker-1.log")
     try:
@@ -620,7 +619,7 @@ def test_two_workers_share_the_partitions_and_the_state(
     tag = f"w{unique}"
     env = _env(tag, **STATE_ENV)
     assert _segwatch("topics", "create", env=env).returncode == 0
-    stream = f"segwatch-events-{tag}"
+    stream = events_index(f"{tag}")
     start = int(time.time()) - 3 * 3600
     ports = [_free_port(), _free_port()]
     workers = [_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(ports[0])},
@@ -655,7 +654,7 @@ def test_stages_split_over_two_processes_give_the_same_result(
     tag = f"r{unique}"
     env = _env(tag, **STATE_ENV)
     assert _segwatch("topics", "create", env=env).returncode == 0
-    stream = f"segwatch-events-{tag}"
+    stream = events_index(f"{tag}")
     ports = [_free_port(), _free_port()]
     roles = ['["normalize"]', '["score","index","alert"]']
     workers = [
@@ -685,7 +684,7 @@ def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
 ) -> None:
     env = _env(f"b{unique}", **STATE_ENV)
     assert _segwatch("topics", "create", env=env).returncode == 0
-    stream = f"segwatch-events-b{unique}"
+    stream = events_index(f"b{unique}")
     start = int(time.time()) - 3 * 3600
     worker = _start_worker(TIERS, env, tmp_path / "worker.log")
     try:
@@ -737,7 +736,7 @@ def test_a_killed_worker_leaves_each_incident_paged_once(
                      "4", "--start", "2026-11-25", *(f"--attack={a}" for a in attacks), env=env)  # fmt: skip
     assert made.returncode == 0, made.stderr
     shipped = len(log.read_text().splitlines())
-    stream, incidents = f"segwatch-events-p{unique}", f"segwatch-incidents-p{unique}"
+    stream, incidents = events_index(f"p{unique}"), f"logs-segwatch.incidents-p{unique}"
     worker = _start_worker(MODEL, env, tmp_path / "worker-1.log")
     try:
         assert _segwatch("ship", "-f", "vpcflow", str(log), env=env).returncode == 0

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from detector.model import load_model
 from detector.assets import MODELS, RULES
+from detector.model import load_model
 from streams.assets import SAVED_OBJECTS, TEMPLATES
 from streams.settings import load_settings
 

@@ -56,7 +56,9 @@ def test_rfc5424_header_fields_and_structured_data_with_spaces_and_escapes() -> 
     assert ev["log.syslog.structured_data.origin@32473.ip"] == "192.0.2.1"
     nil = _parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel - - - DROP: {BODY}")
     assert "log.syslog.procid" not in nil and "log.syslog.structured_data" not in nil
-    bad = only_error(IptablesParser().parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel - - [x DROP: {BODY}"))
+    bad = only_error(
+        IptablesParser().parse(f"<4>1 2026-11-25T10:00:00Z fw1 kernel - - [x DROP: {BODY}")
+    )
     assert "structured data is not well formed" in bad.reason
 
 
@@ -68,11 +70,16 @@ def test_dmesg_uptime_and_wall_clock_stamps() -> None:
 
 
 def test_ipv6_addresses_are_rfc5952_text() -> None:
-    line = ("Jan 22 09:05:05 h kernel: v6: IN=eth0 OUT= SRC=FE80:0000:0000:0000:0202:B3FF:FE1E:8329 "
-            "DST=2001:0db8:0000:0000:0001:0000:0000:0001 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 "
-            "PROTO=UDP SPT=1 DPT=2 LEN=8")
+    line = (
+        "Jan 22 09:05:05 h kernel: v6: IN=eth0 OUT= SRC=FE80:0000:0000:0000:0202:B3FF:FE1E:8329 "
+        "DST=2001:0db8:0000:0000:0001:0000:0000:0001 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 "
+        "PROTO=UDP SPT=1 DPT=2 LEN=8"
+    )
     ev = _parse(line)
-    assert ev["source.ip"] == "fe80::202:b3ff:fe1e:8329" and ev["destination.ip"] == "2001:db8::1:0:0:1"
+    assert (
+        ev["source.ip"] == "fe80::202:b3ff:fe1e:8329"
+        and ev["destination.ip"] == "2001:db8::1:0:0:1"
+    )
     assert ev["related.ip"] == ["fe80::202:b3ff:fe1e:8329", "2001:db8::1:0:0:1"]
 
 
