@@ -29,6 +29,7 @@ from detector.cli import (
     parse_files,
 )
 from detector.model_cli import JsonOpt, ModelOpt, _out, load_compiled, write_text
+from detector.simulate import FORMATS
 
 if TYPE_CHECKING:
     from detector.detect import Engine
@@ -292,7 +293,7 @@ def simulate_cmd(
         list[str] | None,
         typer.Option("--attack", help="Scenario to inject (repeatable); see README 'Simulator'."),
     ] = None,
-    family: Annotated[str, typer.Option(help="vpcflow, calico or iptables.")] = "vpcflow",
+    family: Annotated[str, typer.Option(help=f"{', '.join(FORMATS)}.")] = "vpcflow",
     start: Annotated[
         str, typer.Option(help="Start of simulated time (UTC date or ISO time).")
     ] = "2026-11-02",

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from detector import __version__
+from detector.definitions import FAMILIES
 from detector.errors import DetectorError
 
 if TYPE_CHECKING:
@@ -53,9 +54,7 @@ def version_cmd() -> None:
     typer.echo(f"segwatch {__version__} (Python {platform.python_version()})")
 
 
-_FAMILY_HELP = "Log family: auto (per record), " + ", ".join(
-    ["vpcflow", "calico", "iptables", "hubble"]
-)
+_FAMILY_HELP = "Log family: auto (per record), " + ", ".join(FAMILIES)
 
 
 # Options shared by the commands that read flow-log files.

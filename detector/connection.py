@@ -9,7 +9,8 @@ destination did). The evidence, strongest first:
 
 1. the log itself (:func:`from_log`): Hubble's ``is_reply``; Calico flow logs, which
    are written per connection from the initiator's side (``reporter`` src or dst);
-   TCP flags where the log carries them (VPC Flow Logs v3+ ``tcp-flags``,
+   Zeek's originator (``id.orig_*`` is the source), unless it saw only midstream
+   traffic (``OTH``, ``SHR``, ``RSTRH``); TCP flags where the log carries them (VPC Flow Logs v3+ ``tcp-flags``,
    iptables/nftables and Hubble flags): SYN without ACK opens, SYN-ACK answers;
    ICMP echo request/reply and error types;
 2. the model (:meth:`detector.model.CompiledModel.initiator`): a rule admits one
@@ -61,8 +62,10 @@ class Initiator(NamedTuple):
 
 UNKNOWN = Initiator("unknown", "none")
 SOURCE_BY_REPORTER = Initiator("source", "reporter")
+SOURCE_BY_ORIGINATOR = Initiator("source", "originator")
 # evidence good enough to learn server ports from
-STRONG_EVIDENCE = frozenset({"is_reply", "reporter", "tcp_flags", "icmp_type", "model"})
+STRONG_EVIDENCE = frozenset({"is_reply", "reporter", "originator", "tcp_flags", "icmp_type",
+                             "model"})  # fmt: skip
 
 _BY_FLAGS = {True: Initiator("destination", "tcp_flags"), False: Initiator("source", "tcp_flags")}
 _BY_ICMP = {True: Initiator("destination", "icmp_type"), False: Initiator("source", "icmp_type")}
@@ -74,6 +77,8 @@ _ICMP_ASKS = frozenset({8, 13, 15, 17})
 _ICMP6_ANSWERS = frozenset({1, 2, 3, 4, 129, 131, 136})  # errors, echo reply, MLD report, NA
 _ICMP6_ASKS = frozenset({128, 130, 135})  # echo request, MLD query, neighbour solicitation
 _AWS_SYN, _AWS_SYN_ACK = 0x02, 0x12
+# Zeek states where it never saw the opening: its originator is a guess
+_ZEEK_MIDSTREAM = frozenset({"OTH", "SHR", "RSTRH"})
 
 
 def _syn(flags: Any) -> bool | None:
@@ -98,6 +103,10 @@ def from_log(event: dict[str, Any]) -> Initiator | None:
     calico = event.get("calico")
     if calico is not None and calico.get("reporter") in ("src", "dst"):
         return SOURCE_BY_REPORTER
+    zeek = event.get("zeek")
+    if zeek is not None:  # Zeek's originator, unless it saw only midstream traffic
+        state = (zeek.get("connection") or {}).get("state")
+        return None if state in _ZEEK_MIDSTREAM else SOURCE_BY_ORIGINATOR
     aws = event.get("aws")
     if aws is not None:
         flags = (aws.get("vpcflow") or {}).get("tcp_flags")

@@ -19,8 +19,9 @@ __all__ = [
     "stream_name",
 ]
 
-Family = Literal["vpcflow", "calico", "iptables", "hubble"]
-FAMILIES: tuple[Family, ...] = ("vpcflow", "calico", "iptables", "hubble")
+# The flow-log families: parsers, raw topics, data streams and every help text read this.
+Family = Literal["vpcflow", "calico", "iptables", "hubble", "zeek"]
+FAMILIES: tuple[Family, ...] = ("vpcflow", "calico", "iptables", "hubble", "zeek")
 
 # The ECS version the documents follow (``ecs.version`` on every event, alert and
 # incident), and Elastic's data stream naming scheme: ``{type}-{dataset}-{namespace}``,

@@ -13,6 +13,7 @@ from rich.markup import escape
 from detector import analyze_cli  # noqa: F401  (registers analyze, simulate, evaluate, train)
 from detector.assets import MODELS
 from detector.cli import app
+from detector.definitions import FAMILIES
 from detector.model_cli import model_app
 from streams.errors import mask_url, mask_urls
 from streams.settings import Settings, SettingsError, load_settings
@@ -426,13 +427,23 @@ def webhooks_receive(
         server.server_close()
 
 
+def _declares_layout(family: str, raw: bytes) -> bool:
+    """Whether a file's first record is a header the lines after it depend on (a VPC
+    header line, Zeek's ``#separator``/``#fields``)."""
+    from detector.parsers.vpcflow import is_header
+
+    if family == "zeek":
+        return raw.startswith(b"#")
+    return family == "vpcflow" and is_header(raw)
+
+
 @app.command("ship")
 def ship_cmd(
     files: Annotated[
         list[str], typer.Argument(help="Flow-log files (gzip read transparently); - for stdin.")
     ],
     family: Annotated[
-        str, typer.Option("--family", "-f", help="vpcflow, calico or iptables: picks the topic.")
+        str, typer.Option("--family", "-f", help=f"{', '.join(FAMILIES)}: picks the topic.")
     ],
     topic: Annotated[
         str | None, typer.Option(help="Topic to produce to (default: flows.raw.<family>).")
@@ -451,7 +462,6 @@ def ship_cmd(
 
     from detector.cli import progress_bar
     from detector.files import iter_records
-    from detector.parsers.vpcflow import is_header
     from streams.ship import ship
 
     settings = _settings(config)
@@ -467,7 +477,7 @@ def ship_cmd(
             key = None  # no key: the records spread over the partitions
             try:
                 for number, raw in iter_records(path):
-                    if number == 1 and family == "vpcflow" and is_header(raw):
+                    if number == 1 and _declares_layout(family, raw):
                         # the header declares the layout of this file's lines: they go
                         # keyed by the file, in order, to one partition, header first
                         key = f"{host}:{Path(path).resolve() if path != '-' else '-'}".encode()

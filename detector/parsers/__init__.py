@@ -28,6 +28,7 @@ from detector.parsers.calico import CalicoParser
 from detector.parsers.hubble import HubbleParser
 from detector.parsers.iptables import IptablesParser
 from detector.parsers.vpcflow import VpcFlowParser
+from detector.parsers.zeek import ZeekParser
 
 __all__ = [
     "DEFAULT_PREFIX_ACTIONS",
@@ -57,6 +58,7 @@ PARSERS: dict[str, type[Parser]] = {
     "calico": CalicoParser,
     "iptables": IptablesParser,
     "hubble": HubbleParser,
+    "zeek": ZeekParser,
 }
 
 
@@ -64,16 +66,20 @@ def detect_family(text: str) -> str | None:
     """The family a record most likely belongs to, or None if it looks like none.
 
     JSON: ``logEvents`` or a ``message`` holding a VPC line -> vpcflow; a
-    ``flow``/``verdict`` -> hubble; ``start_time`` + ``action`` -> calico;
+    ``flow``/``verdict`` -> hubble; ``uid`` + ``id.orig_h`` -> zeek; ``start_time`` +
+    ``action`` -> calico;
     a ``message``/``MESSAGE`` holding a LOG line -> iptables (calico for
     ``calico-packet``). Text: ``calico-felix`` or ``calico-packet`` -> calico;
     ``IN=`` + ``SRC=`` -> iptables; a leading version number, ``-`` or a
-    header line -> vpcflow. gzip / base64-gzip -> vpcflow (CloudWatch via Firehose).
+    header line -> vpcflow; a ``#`` header or tab-separated ``ts uid ...`` -> zeek.
+    gzip / base64-gzip -> vpcflow (CloudWatch via Firehose).
     """
     head = text.lstrip()[:1]
     if head == "{":
         if '"logEvents"' in text:
             return "vpcflow"
+        if '"uid"' in text and ('"id.orig_h"' in text or '"orig_h"' in text):
+            return "zeek"
         if '"verdict"' in text and ('"flow"' in text or '"IP"' in text):
             return "hubble"
         if '"start_time"' in text and '"action"' in text:
@@ -85,6 +91,22 @@ def detect_family(text: str) -> str | None:
         return None
     if text.startswith("H4sI"):
         return "vpcflow"
+    if text.startswith(
+        (
+            "#separator",
+            "#fields",
+            "#set_separator",
+            "#empty_field",
+            "#unset_field",
+            "#path",
+            "#open",
+            "#close",
+            "#types",
+        )
+    ):
+        return "zeek"
+    if "\t" in text and text.split("\t", 2)[1:2] and text.split("\t", 2)[1].startswith("C"):
+        return "zeek"  # ts<TAB>uid...: Zeek's uids start with C
     if "calico-felix" in text or ("calico-packet" in text and "IN=" in text):
         return "calico"
     if ("IN=" in text and "SRC=" in text) or " kernel:" in text or "PROTO=" in text:
@@ -124,7 +146,8 @@ class AutoParser:
             return [ParseError(
                 "auto",
                 "not a recognised flow-log record (VPC flow log, Calico, iptables/nftables "
-                "LOG or Hubble); name the family with --family to see that parser's reason",
+                "LOG, Hubble or Zeek conn.log); name the family with --family to see that "
+                "parser's reason",
                 data,
             )]  # fmt: skip
         return self._parser(family).parse(data)

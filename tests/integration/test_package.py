@@ -63,7 +63,9 @@ def test_the_wheel_alone_sets_up_elasticsearch_and_analyzes_from_another_folder(
 
     setup = _run(segwatch, "es", "setup", cwd=elsewhere, env=env)
     assert "installed component template segwatch-ecs" in setup.stdout
-    assert "installed index template logs-segwatch.vpcflow (logs-segwatch.vpcflow-*)" in setup.stdout
+    assert (
+        "installed index template logs-segwatch.vpcflow (logs-segwatch.vpcflow-*)" in setup.stdout
+    )
     assert es.indices.get_index_template(name="logs-segwatch.alerts")["index_templates"]
 
     model = models / "retail_store.yaml"

@@ -60,6 +60,11 @@ _CALICO = (
     '"packets_in": 1, "packets_out": 1}}'
 )
 
+_ZEEK = (
+    '{{"ts": 1764064800.5, "uid": "C1", "id.orig_h": "{src}", "id.orig_p": {sport}, '
+    '"id.resp_h": "{dst}", "id.resp_p": {dport}, "proto": "tcp", "conn_state": "{state}"}}'
+)
+
 
 def parse(family: str, line: str, vpc_format: str | None = None) -> dict[str, Any]:
     options = ParseOptions(vpc_format=vpc_format, syslog_year=2026, reference_time=1.80e9)
@@ -121,6 +126,13 @@ TRUTH = [
     ("calico", _CALICO.format(src="10.65.1.4", dst="10.0.3.8", sport="null", dport=5432,
                               reporter="src"),
      None, ("source", "reporter", "violation", "pods", "db")),
+    # Zeek's originator is the source, whatever the ports say; midstream traffic is no evidence
+    ("zeek", _ZEEK.format(src="10.0.1.5", dst="10.0.3.8", sport=61103, dport=5432, state="SF"),
+     None, ("source", "originator", "violation", "corp", "db")),
+    ("zeek", _ZEEK.format(src="10.0.3.8", dst="10.0.1.5", sport=5432, dport=61103, state="S0"),
+     None, ("source", "originator", "violation", "db", "corp")),
+    ("zeek", _ZEEK.format(src="10.0.3.8", dst="10.0.1.5", sport=5432, dport=61103, state="OTH"),
+     None, ("destination", "model", "violation", "corp", "db")),
 ]  # fmt: skip
 
 

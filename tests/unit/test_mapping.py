@@ -188,7 +188,8 @@ def _simulated() -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     rules = load_rules(RULES)
     for family, name in (("vpcflow", "three_tier_vpc"), ("iptables", "retail_store"),
-                         ("calico", "kubernetes_dns"), ("calico", "multi_tenant_saas")):  # fmt: skip
+                         ("calico", "kubernetes_dns"), ("calico", "multi_tenant_saas"),
+                         ("zeek", "financial_pci")):  # fmt: skip
         model = compile_model(load_model(MODELS / f"{name}.yaml"))
         attacks = []
         for scenario in SCENARIOS:

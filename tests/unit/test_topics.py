@@ -13,6 +13,7 @@ def test_every_pipeline_topic_is_declared() -> None:
         "flows.raw.calico",
         "flows.raw.iptables",
         "flows.raw.hubble",
+        "flows.raw.zeek",
         "flows.normalized",
         "flows.events",
         "flows.alerts",

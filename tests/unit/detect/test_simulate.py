@@ -14,7 +14,7 @@ from detector.analyze import Analysis
 from detector.detect import DetectorSettings, Engine, load_rules
 from detector.evaluate import Evaluation, evaluate
 from detector.parsers import ParseOptions, make_parser
-from detector.simulate import SCENARIOS, SimulationError, Simulator
+from detector.simulate import FORMATS, SCENARIOS, SimulationError, Simulator
 from streams.cli import app
 
 from .conftest import MODELS, MONDAY, RULES, example
@@ -94,6 +94,14 @@ def test_iptables_logs_carry_the_scenarios_too() -> None:
     check(run("retail_store.yaml", "iptables", attacks, days=4.5, rate=0.3), attacks)
 
 
+def test_zeek_conn_logs_carry_the_scenarios_too() -> None:
+    attacks = fitting("three_tier_vpc.yaml", "zeek")
+    assert "port-scan" in attacks and "offhours-exfil" in attacks
+    result = run("three_tier_vpc.yaml", "zeek", attacks, days=3.5, rate=0.3)
+    check(result, attacks)
+    assert result.replies == 0  # one record per connection, its originator the source
+
+
 def test_the_scenarios_are_all_covered() -> None:
     covered = {a for name in MODEL_NAMES for a in fitting(name, FAMILY.get(name, "vpcflow"))}
     assert covered == set(SCENARIOS)
@@ -129,7 +137,7 @@ def test_scenarios_that_do_not_fit_are_refused(
 
 def test_the_simulator_is_deterministic_and_writes_parseable_records() -> None:
     model = example("three_tier_vpc.yaml")
-    for family in ("vpcflow", "calico", "iptables"):
+    for family in FORMATS:
         a = [r for r, _ in Simulator(model, family, seed=3).run(MONDAY, 3600, 1.0, ["port-scan"])]
         b = [r for r, _ in Simulator(model, family, seed=3).run(MONDAY, 3600, 1.0, ["port-scan"])]
         assert a == b and len(a) > 100

@@ -38,7 +38,19 @@ HUBBLE = json.dumps(
         "l4": {"TCP": {"source_port": 40000, "destination_port": 443}},
     }
 )
-VALID = {"vpcflow": V2, "iptables": IPT, "calico": CALICO, "hubble": HUBBLE}
+ZEEK = json.dumps(
+    {
+        "ts": 1764064800.5,
+        "uid": "CHhAvVGS1DHFjwGM9",
+        "id.orig_h": "10.0.0.1",
+        "id.orig_p": 40000,
+        "id.resp_h": "10.0.0.2",
+        "id.resp_p": 443,
+        "proto": "tcp",
+        "conn_state": "SF",
+    }
+)
+VALID = {"vpcflow": V2, "iptables": IPT, "calico": CALICO, "hubble": HUBBLE, "zeek": ZEEK}
 
 
 def _error(family: str, raw: bytes | str) -> ParseError:
@@ -94,6 +106,9 @@ ABSURD = [
     ("calico", CALICO.replace('"dest_port": 443', '"dest_port": 70000'), "dest_port is '70000'"),
     ("calico", CALICO.replace('"bytes_in": 10', '"bytes_in": -1'), "bytes_in is '-1'"),
     ("hubble", HUBBLE.replace("443", "70000"), "destination_port is '70000'"),
+    ("zeek", ZEEK.replace("443", "70000"), "id.resp_p is 70000, expected 0 to 65535"),
+    ("zeek", ZEEK.replace("1764064800.5", "-3"), "ts is '-3', not a time"),
+    ("zeek", ZEEK.replace('"SF"', "12"), "conn_state is not a word"),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.definitions import FAMILIES
 from detector.detect import DetectorSettings, Engine
 from detector.errors import ParseError
 from detector.model import compile_model, load_model
@@ -41,8 +42,12 @@ def _records() -> list[tuple[str, dict[str, Any]]]:
     journald = {"__REALTIME_TIMESTAMP": "1764064800000000", "_HOSTNAME": "node-1",
                 "MESSAGE": "DROP: IN=eth0 OUT= SRC=10.0.0.5 DST=10.0.0.6 LEN=60 PROTO=TCP "
                            "SPT=40000 DPT=22 MARK=0x1"}  # fmt: skip
+    zeek = [
+        json.loads(line)
+        for line in (GOLDEN / "zeek" / "conn.json.log").read_text().splitlines()[:2]
+    ]
     return [*(("hubble", r) for r in hubble), ("calico", calico), ("vpcflow", vpc),
-            ("iptables", journald)]  # fmt: skip
+            ("iptables", journald), *(("zeek", r) for r in zeek)]  # fmt: skip
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -72,7 +77,7 @@ def _mutations() -> Iterator[tuple[str, bytes]]:
             for value in VALUES:
                 yield family, json.dumps(_replaced(record, path, value)).encode()
     deep = b"[" * 1000 + b"]" * 1000
-    for family in ("auto", "hubble", "calico", "vpcflow", "iptables"):
+    for family in ("auto", *FAMILIES):
         yield family, deep
         yield family, b'{"flow": ' * 900 + b"{}" + b"}" * 900
 
@@ -85,7 +90,7 @@ ENGINES = [Engine(m, DetectorSettings()) for m in MODELS]
 
 
 def test_every_field_of_every_type_gets_nowhere() -> None:
-    parsers = {f: make_parser(f) for f in ("auto", "hubble", "calico", "vpcflow", "iptables")}
+    parsers = {f: make_parser(f) for f in ("auto", *FAMILIES)}
     for family, record in _records():  # unmutated, each is an event
         (event,) = parsers[family].parse(json.dumps(record).encode())
         assert not isinstance(event, ParseError), event
