@@ -10,9 +10,9 @@ destination did). The evidence, strongest first:
 1. the log itself (:func:`from_log`): Hubble's ``is_reply``; Calico flow logs, which
    are written per connection from the initiator's side (``reporter`` src or dst);
    Zeek's originator (``id.orig_*`` is the source), unless it saw only midstream
-   traffic (``OTH``, ``SHR``, ``RSTRH``); TCP flags where the log carries them (VPC Flow Logs v3+ ``tcp-flags``,
-   iptables/nftables and Hubble flags): SYN without ACK opens, SYN-ACK answers;
-   ICMP echo request/reply and error types;
+   traffic (``OTH``, ``SHR``, ``RSTRH``); TCP flags where the log carries them (VPC
+   Flow Logs v3+ ``tcp-flags``, iptables/nftables and Hubble flags): SYN without ACK
+   opens, SYN-ACK answers; ICMP echo request/reply and error types;
 2. the model (:meth:`detector.model.CompiledModel.initiator`): a rule admits one
    direction and not the other, or the destination port is a declared service of
    the destination zone and the source port is not one of the source zone's;
