@@ -29,20 +29,18 @@ from detector.assets import RULES
 from detector.model import CompiledModel, compile_model, load_model
 from streams.consumer import App
 from streams.deliver import (
-    DeliveryLoop,
     TemplateGate,
     alert_items,
-    delivery_group,
     document_items,
     index_stage,
     page_stage,
 )
-from streams.incidents import IncidentLoop, incident_group
-from streams.index import IndexLoop, index_group
+from streams.incidents import IncidentLoop
+from streams.index import IndexLoop
 from streams.loop import StageLoop
-from streams.metrics import METRICS, measure_lag
+from streams.metrics import CONTENT_TYPE_LATEST, METRICS, LagMeter
 from streams.model_sync import MODEL_HEADER, ModelWatcher
-from streams.normalize import NormalizeLoop, normalize_group
+from streams.normalize import NormalizeLoop
 from streams.pipeline import Scorer
 from streams.score import ScoreStage, Send
 from streams.settings import Settings
@@ -125,6 +123,10 @@ def _model_header(record: Any) -> str | None:
         if key == MODEL_HEADER and value:
             return bytes(value).decode("utf-8", "replace")
     return None
+
+
+def _same(topic: str) -> str:
+    return topic
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -252,24 +254,25 @@ def create_app(settings: Settings) -> faust.App:
             if sends:
                 await deliver(sends)
 
-    groups = [(normalize_group(settings), [topics.raw(f) for f in topics.families], ""),
-              (worker.app_id, [topics.normalized], ""),
-              (index_group(settings), [topics.events], ""),
-              (incident_group(settings), [topics.alerts], "@incidents")]  # fmt: skip
-    groups += [(delivery_group(settings, stage.name), [stage.topic], f"@{stage.name}")
-               for stage in stages if isinstance(stage, DeliveryLoop)]  # fmt: skip
+    meter = LagMeter(settings.kafka.client_config())
 
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:
-        conf = settings.kafka.client_config()
+        """The lag of what this worker reads now: its stages' partitions and the score
+        agent's (faust's); gauges of partitions it no longer reads are dropped."""
+        owned = [(stage.group, stage.owned(), stage.lag_label)
+                 for stage in stages if stage.group is not None]  # fmt: skip
+        if "score" in roles:
+            owned.append((worker.app_id, [(topics.normalized, p) for p in partitions], _same))
         found: dict[tuple[str, int], int] = {}
         try:
-            for group, group_topics, suffix in groups:
-                measured = await asyncio.to_thread(measure_lag, conf, group, group_topics)
-                found |= {(f"{t}{suffix}", p): v for (t, p), v in measured.items()}
+            for group, mine, label in owned:
+                measured = await asyncio.to_thread(meter.measure, group, mine)
+                found |= {(label(t), p): v for (t, p), v in measured.items()}
         except Exception as exc:  # a metric must never stop the pipeline
             log.warning("consumer lag not measured: %s", exc)
             return
+        METRICS.consumer_lag.clear()
         for (topic, partition), value in found.items():
             METRICS.consumer_lag.labels(topic, str(partition)).set(value)
 
@@ -304,6 +307,6 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(METRICS.render(), content_type="text/plain; version=0.0.4")
+        return web.bytes(METRICS.render(), content_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -91,6 +91,9 @@ class DeliveryLoop(StageLoop):
     """One sink's stage: ``topic`` through ``select`` (a message -> its items) into the
     sink made by ``make``."""
 
+    def lag_label(self, topic: str) -> str:
+        return f"{topic}@{self.name}"
+
     def __init__(self, settings: Settings, name: str, topic: str, make: Callable[[], Sink],
                  select: Select, gate: TemplateGate | None = None,
                  batch: int = 500) -> None:  # fmt: skip

@@ -76,6 +76,9 @@ class IncidentLoop(StageLoop):
 
     name = "incidents"
 
+    def lag_label(self, topic: str) -> str:
+        return f"{topic}@incidents"
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.book = IncidentBook(settings.incidents)

@@ -1,38 +1,23 @@
-"""ECS JSON logs for the worker: one JSON object per line on stderr."""
+"""ECS JSON logs for the worker, one JSON object per line on stderr, through Elastic's
+``ecs-logging`` (the ECS logging spec: ``@timestamp``, ``log.level``, ``message``,
+``ecs.version``, ``log.logger``, ``log.origin``, ``process.*``, ``error.*`` for
+exceptions), with ``service.name: segwatch``."""
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-import orjson
+import ecs_logging
 
 __all__ = ["EcsJsonFormatter", "logging_config"]
 
 
-class EcsJsonFormatter(logging.Formatter):
-    """``@timestamp``, ``log.level``, ``log.logger``, ``message``, ``service.name``,
-    ``process.pid`` and, for exceptions, ``error.type`` / ``error.message`` /
-    ``error.stack_trace``."""
+class EcsJsonFormatter(ecs_logging.StdlibFormatter):
+    """ecs-logging's formatter, naming the service."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        doc: dict[str, Any] = {
-            "@timestamp": f"{stamp}.{int(record.msecs):03d}Z",
-            "log": {"level": record.levelname.lower(), "logger": record.name},
-            "message": record.getMessage(),
-            "service": {"name": "segwatch"},
-            "process": {"pid": record.process},
-            "ecs": {"version": "8.11.0"},
-        }
-        if record.exc_info and record.exc_info[0] is not None:
-            doc["error"] = {
-                "type": record.exc_info[0].__name__,
-                "message": str(record.exc_info[1]),
-                "stack_trace": self.formatException(record.exc_info),
-            }
-        return orjson.dumps(doc).decode()
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("extra", {"service": {"name": "segwatch"}})
+        super().__init__(**kwargs)
 
 
 def logging_config(level: str) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class StageLoop(abc.ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.group: str | None = None  # its consumer group, once it has made its consumer
+        self._live: Consumer | None = None
         self.log = logging.getLogger(f"segwatch.{self.name}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,8 +180,25 @@ class StageLoop(abc.ABC):
         finally:
             consumer.resume(consumer.assignment())
 
+    def lag_label(self, topic: str) -> str:
+        """The ``topic`` label of its lag (``flows.alerts@incidents``: each consumer of a
+        topic shared by several stages has a name of its own)."""
+        return topic
+
+    def owned(self) -> list[tuple[str, int]]:
+        """The (topic, partition)s its consumer is assigned now (none before it starts or
+        after it closed): the lag this worker reports is of these only."""
+        consumer = self._live
+        if consumer is None:
+            return []
+        try:
+            return [(tp.topic, tp.partition) for tp in consumer.assignment()]
+        except (RuntimeError, KafkaException):  # closed meanwhile
+            return []
+
     def _consumer(self, group: str, **extra: Any) -> Consumer:
-        return Consumer({
+        self.group = group
+        self._live = Consumer({
             **self.settings.kafka.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
@@ -187,6 +206,7 @@ class StageLoop(abc.ABC):
             "session.timeout.ms": int(self.settings.worker.session_timeout_seconds * 1000),
             **extra,
         })  # fmt: skip
+        return self._live
 
     def _producer(self) -> Producer:
         return Producer({

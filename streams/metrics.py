@@ -5,24 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, TopicPartition
 
-__all__ = ["METRICS", "Metrics", "group_lag", "measure_lag", "scrape"]
+__all__ = ["CONTENT_TYPE_LATEST", "METRICS", "LagMeter", "Metrics", "group_lag", "scrape"]
 
 
 @dataclass
 class Metrics:
-    """Every metric, on one registry."""
+    """Every metric, on one registry, with the client's standard process (CPU, memory,
+    file descriptors), platform (Python version) and garbage-collector collectors."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.records_in = Counter("segwatch_records_in", "Records read", ["topic"], registry=r)
         self.records_out = Counter("segwatch_records_out", "Records written", ["topic"], registry=r)
         self.parse_errors = Counter("segwatch_parse_errors", "Records that did not parse",
@@ -87,20 +100,39 @@ def group_lag(
     return lag
 
 
-def measure_lag(
-    kafka_conf: dict[str, object], group: str, topics: list[str]
-) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> high watermark minus the group's committed offset."""
-    from confluent_kafka import Consumer, TopicPartition
+class LagMeter:
+    """Consumer lag (high watermark minus the committed offset) of the partitions this
+    worker owns, per group, from one long-lived ``AdminClient``: no consumer is made to
+    ask, and no worker reports a partition another one reads, so sums over the workers
+    are right."""
 
-    consumer = Consumer({**kafka_conf, "group.id": group, "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        partitions = [TopicPartition(t, p) for t in topics if t in metadata.topics
-                      for p in metadata.topics[t].partitions]  # fmt: skip
-        return group_lag(consumer, partitions)
-    finally:
-        consumer.close()
+    def __init__(self, kafka_conf: dict[str, object], timeout: float = 10.0) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient(dict(kafka_conf))  # type: ignore[arg-type]
+        self.timeout = timeout
+
+    def measure(self, group: str, owned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> lag, for ``owned`` in ``group``."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+        if not owned:
+            return {}
+        partitions = [TopicPartition(t, p) for t, p in owned]
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        answer = self.admin.list_consumer_group_offsets(request, request_timeout=self.timeout)
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in answer[group].result(self.timeout).topic_partitions}  # fmt: skip
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        ends = self.admin.list_offsets({tp: latest for tp in partitions},
+                                       request_timeout=self.timeout)  # fmt: skip
+        lag = {}
+        for tp, future in ends.items():
+            high = future.result(self.timeout).offset
+            lag[(tp.topic, tp.partition)] = max(high - max(committed.get((tp.topic, tp.partition),
+                                                                        -1), 0), 0)  # fmt: skip
+        return lag
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> list[Sample]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
-from streams.metrics import scrape
+from streams.metrics import CONTENT_TYPE_LATEST, scrape
 from streams.settings import KafkaSettings
 from streams.webhooks import verify
 from tests.integration.conftest import events_index
@@ -254,7 +255,7 @@ def test_end_to_end_exact_counts_dead_letters_alerts_and_webhooks(
         server.shutdown()
     assert worker.returncode is not None
     logged = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
-    assert logged and all(json.loads(line)["log"]["level"] for line in logged)  # ECS JSON
+    assert logged and all(json.loads(line)["log.level"] for line in logged)  # ECS JSON
 
 
 @pytest.mark.timeout(400)
@@ -324,6 +325,10 @@ def test_hot_reload_new_flows_get_the_new_verdicts_old_ones_keep_theirs(
         assert len(verdicts) == 2 and first
         names = {sample.name for sample in scrape(port)}
         assert "segwatch_records_in_total" in names and "segwatch_model_info" in names
+        # the client's standard collectors, in the exposition format's content type
+        assert {"process_cpu_seconds_total", "python_info"} <= names
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
 
         def lags() -> list[float]:
             return [
@@ -592,7 +597,6 @@ def test_worker_killed_mid_stream_recovers_its_state(
 
 def _readyz(port: int) -> dict[str, Any]:
     import urllib.error
-    import urllib.request
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:

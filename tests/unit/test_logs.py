@@ -21,6 +21,7 @@ def test_a_log_line_is_one_ecs_json_object_with_the_error() -> None:
     line = EcsJsonFormatter().format(record)
     assert "\n" not in line
     doc = json.loads(line)
-    assert doc["log"] == {"level": "error", "logger": "segwatch.model"}
+    assert doc["log.level"] == "error" and doc["log"]["logger"] == "segwatch.model"
     assert doc["message"] == "model refused: x" and doc["@timestamp"].endswith("Z")
+    assert doc["service"] == {"name": "segwatch"} and doc["ecs.version"]
     assert doc["error"]["type"] == "ValueError" and "broken model" in doc["error"]["stack_trace"]
