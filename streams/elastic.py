@@ -97,7 +97,7 @@ def index_templates(settings: ElasticsearchSettings | None = None,
     if settings.events_stream:  # segwatch 0.1: every family in one stream
         out |= template("segwatch-events", ["segwatch-events*"], "segwatch flow events, all "
                         "families (segwatch 0.1's data stream)", True, [], [])  # fmt: skip
-        # four datasets share the stream: dataset is a keyword here, not a constant
+        # every family shares the stream: dataset is a keyword here, not a constant
         out["segwatch-events"]["template"] = {
             "mappings": {
                 "properties": {

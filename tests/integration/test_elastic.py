@@ -131,6 +131,29 @@ def test_every_family_indexes_into_its_own_data_stream_and_queries_work(
     assert es.count(index=stream)["count"] == len(events)
 
 
+def test_the_single_stream_of_segwatch_0_1_keeps_working_when_configured(
+    es: Elasticsearch, unique: str
+) -> None:
+    stream = f"segwatch-events-legacy{unique}"
+    settings = ElasticsearchSettings(
+        events_stream=stream, alerts_index=f"segwatch-alerts-l{unique}"
+    )
+    report = install_templates(es, settings)
+    assert "index template segwatch-events (segwatch-events*)" in report.installed
+    assert "index template segwatch-alerts (segwatch-alerts*)" in report.installed
+    events = _events()
+    assert {settings.events_target(e["event"]["dataset"]) for _, e in events} == {stream}
+    items = [Item(i, orjson.dumps(e), index=stream) for i, e in events]
+    assert deliver(make_sink("elasticsearch-events", es, stream), items, RetryPolicy()) == ([], 0)
+    es.indices.refresh(index=stream)
+    (backing,) = es.indices.get(index=stream)
+    assert backing.startswith(f".ds-{stream}-")  # a data stream, as before
+    datasets = es.search(index=stream, size=0, aggs={"d": {"terms": {
+        "field": "data_stream.dataset"}}})["aggregations"]["d"]["buckets"]  # fmt: skip
+    assert len(datasets) == len(FAMILIES)  # every family in the one stream
+    install_templates(es)  # back to the default names
+
+
 def test_a_document_the_mapping_refuses_comes_back_with_the_reason(
     es: Elasticsearch, installed: Any, unique: str
 ) -> None:

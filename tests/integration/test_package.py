@@ -1,6 +1,7 @@
 """The wheel alone: built from the checkout, installed into a fresh virtualenv, run from a
-folder outside the checkout. It installs the index templates on the real node and
-analyzes with its own detection rules, as a user who installed it would."""
+folder outside the checkout. It installs the index templates on the real node,
+analyzes with its own detection rules and runs the worker (Zeek records shipped,
+indexed into their data stream), as a user who installed it would."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
+from detector.definitions import ECS_VERSION
 from streams.settings import ElasticsearchSettings
+from tests.integration.test_worker import _env, _stop, _wait_count
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +31,8 @@ def _run(*command: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.Com
     return done
 
 
-@pytest.mark.timeout(900)
-def test_the_wheel_alone_sets_up_elasticsearch_and_analyzes_from_another_folder(
+@pytest.mark.timeout(1200)
+def test_the_wheel_alone_sets_up_elasticsearch_analyzes_and_runs_the_worker_elsewhere(
     tmp_path: Path, es: Elasticsearch, es_settings: ElasticsearchSettings, unique: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -82,3 +85,26 @@ def test_the_wheel_alone_sets_up_elasticsearch_and_analyzes_from_another_folder(
                               "--rules", "/nonexistent"], cwd=elsewhere, env=env,
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+    # the worker, from the wheel alone, with the shipped rules: every Zeek record indexed
+    tag = f"pkg{unique}"
+    worker_env = {**_env(tag), **{k: v for k, v in env.items() if k.startswith("SEGWATCH_")}}
+    worker_env.pop("PYTHONPATH", None)
+    zeek = elsewhere / "conn.log"
+    _run(segwatch, "simulate", "-m", model, "-o", zeek, "--family", "zeek", "--duration", "1h",
+         "--rate", "0.2", "--start", "2026-11-02", cwd=elsewhere, env=worker_env)  # fmt: skip
+    records = len(zeek.read_text().splitlines())
+    _run(segwatch, "topics", "create", cwd=elsewhere, env=worker_env)
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([str(segwatch), "worker", "-m", str(model)], cwd=elsewhere,
+                              env=worker_env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              text=True)  # fmt: skip
+    try:
+        _run(segwatch, "ship", "-f", "zeek", zeek, cwd=elsewhere, env=worker_env)
+        stream = f"logs-segwatch.zeek-{tag}"
+        assert _wait_count(es, stream, records, seconds=180) == records, log.read_text()[-3000:]
+        assert es.count(index=stream, query={"term": {"ecs.version": ECS_VERSION}})["count"] == (
+            records)  # fmt: skip
+    finally:
+        _stop(worker)
+    assert worker.returncode is not None  # it stopped on SIGTERM

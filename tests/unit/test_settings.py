@@ -68,6 +68,29 @@ def test_index_names_outside_the_templates_patterns_are_refused(
     assert getattr(load_settings().elasticsearch, key) == f"segwatch-{key[:6]}-prod"
 
 
+def test_names_follow_elastics_scheme_and_the_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    es = load_settings().elasticsearch
+    assert es.namespace == "default" and es.events_stream is None
+    assert es.events_target("segwatch.zeek") == "logs-segwatch.zeek-default"
+    assert es.alerts_index == "logs-segwatch.alerts-default"
+    assert es.incidents_index == "logs-segwatch.incidents-default"
+    monkeypatch.setenv("SEGWATCH_ELASTICSEARCH__NAMESPACE", "eu_west")
+    es = load_settings().elasticsearch
+    assert es.alerts_index == "logs-segwatch.alerts-eu_west"
+    assert "logs-segwatch.vpcflow-eu_west" in es.events_targets()
+    assert es.events_pattern() == ("logs-segwatch.*-eu_west,-logs-segwatch.alerts-eu_west,"
+                                   "-logs-segwatch.incidents-eu_west")  # fmt: skip
+    for bad in ("eu-west", "Prod", ""):  # '-' separates the parts of the name
+        monkeypatch.setenv("SEGWATCH_ELASTICSEARCH__NAMESPACE", bad)
+        with pytest.raises(SettingsError, match=r"elasticsearch\.namespace"):
+            load_settings()
+    # segwatch 0.1's single stream, when asked for
+    monkeypatch.setenv("SEGWATCH_ELASTICSEARCH__NAMESPACE", "default")
+    monkeypatch.setenv("SEGWATCH_ELASTICSEARCH__EVENTS_STREAM", "segwatch-events")
+    es = load_settings().elasticsearch
+    assert es.events_targets() == ["segwatch-events"] == [es.events_pattern()]
+
+
 def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("kafka:\n  bootstrap_server: x:1\n")
