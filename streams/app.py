@@ -307,6 +307,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(METRICS.render(), content_type=CONTENT_TYPE_LATEST)
+        # as a header: aiohttp refuses a content_type argument that names a charset
+        return web.bytes(METRICS.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app

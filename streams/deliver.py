@@ -111,7 +111,7 @@ class DeliveryLoop(StageLoop):
         producer = self._producer()
         policy = self.policy
         policy.sleep = lambda seconds: self._idle(consumer, seconds)  # stay in the group
-        consumer.subscribe([self.topic])
+        self._subscribe(consumer, [self.topic])
         try:
             while not self._stop.is_set():
                 messages = self._take(consumer, self.batch, 0.5)

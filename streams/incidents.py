@@ -100,8 +100,7 @@ class IncidentLoop(StageLoop):
             "message.max.bytes": _MAX_STATE_BYTES + 1024, "compression.type": "lz4",
         })  # fmt: skip
         consumer = self._consumer(incident_group(settings), **{"max.poll.interval.ms": 3_600_000})
-        consumer.subscribe([settings.topics.alerts], on_assign=self._on_assign,
-                           on_revoke=self._on_revoke)  # fmt: skip
+        self._subscribe(consumer, [settings.topics.alerts], self._on_assign, self._on_revoke)
         self.active = False
         try:
             while not self._stop.is_set():

@@ -79,7 +79,7 @@ class IndexLoop(StageLoop):
                          es.events_targets()[0], "events")  # fmt: skip
         consumer = self._consumer(index_group(settings), **{"max.poll.interval.ms": 3_600_000})
         producer = self._producer()
-        consumer.subscribe([settings.topics.events])
+        self._subscribe(consumer, [settings.topics.events])
         pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")
         inflight: deque[_Bulk] = deque()
         try:

@@ -43,7 +43,7 @@ class StageLoop(abc.ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.group: str | None = None  # its consumer group, once it has made its consumer
-        self._live: Consumer | None = None
+        self._owned: tuple[tuple[str, int], ...] = ()  # its assignment, kept by the callbacks
         self.log = logging.getLogger(f"segwatch.{self.name}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,18 +187,39 @@ class StageLoop(abc.ABC):
 
     def owned(self) -> list[tuple[str, int]]:
         """The (topic, partition)s its consumer is assigned now (none before it starts or
-        after it closed): the lag this worker reports is of these only."""
-        consumer = self._live
-        if consumer is None:
-            return []
-        try:
-            return [(tp.topic, tp.partition) for tp in consumer.assignment()]
-        except (RuntimeError, KafkaException):  # closed meanwhile
-            return []
+        after it closed): the lag this worker reports is of these only. Read from what the
+        rebalance callbacks kept, never from the consumer: another thread's call into a
+        consumer that is inside ``poll`` blocks until that poll returns."""
+        return list(self._owned)
+
+    def _subscribe(
+        self,
+        consumer: Consumer,
+        topics: list[str],
+        on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+    ) -> None:
+        """Subscribe, keeping the assignment for :meth:`owned` (and calling the stage's
+        own callbacks, if any, after)."""
+
+        def assigned(c: Consumer, partitions: list[TopicPartition]) -> None:
+            self._owned = tuple(sorted({*self._owned, *((tp.topic, tp.partition)
+                                                        for tp in partitions)}))  # fmt: skip
+            if on_assign is not None:
+                on_assign(c, partitions)
+
+        def revoked(c: Consumer, partitions: list[TopicPartition]) -> None:
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            self._owned = tuple(tp for tp in self._owned if tp not in gone)
+            if on_revoke is not None:
+                on_revoke(c, partitions)
+
+        consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
 
     def _consumer(self, group: str, **extra: Any) -> Consumer:
         self.group = group
-        self._live = Consumer({
+        self._owned = ()
+        return Consumer({
             **self.settings.kafka.client_config(),
             "group.id": group,
             "enable.auto.commit": False,
@@ -206,7 +227,6 @@ class StageLoop(abc.ABC):
             "session.timeout.ms": int(self.settings.worker.session_timeout_seconds * 1000),
             **extra,
         })  # fmt: skip
-        return self._live
 
     def _producer(self) -> Producer:
         return Producer({

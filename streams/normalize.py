@@ -72,7 +72,7 @@ class NormalizeLoop(StageLoop):
     def _loop(self) -> None:
         consumer = self._consumer(normalize_group(self.settings))
         producer = self._producer()
-        consumer.subscribe(list(self._normalizers))
+        self._subscribe(consumer, list(self._normalizers))
         ahead = _Ahead(self.settings, self.scored)
         held = False
         METRICS.normalize_held.set(0)

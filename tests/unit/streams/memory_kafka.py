@@ -4,6 +4,7 @@ The integration tests run the same loops against the real one."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +61,16 @@ class MemoryConsumer:
         self.position: dict[str, int] = {}
         self.paused = False
         self.pauses = 0
+        self.thread = threading.get_ident()  # the one thread that may call it
+        self.on_revoke: Any = None
         broker.consumers.append(self)
 
-    def subscribe(self, topics: list[str], on_assign: Any = None, **_: Any) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, **_: Any
+    ) -> None:
         for topic in topics:
             self.position[topic] = self.broker.committed.get((self.group, topic), 0)
+        self.on_revoke = on_revoke
         if on_assign is not None:  # this member gets every partition at once
             on_assign(self, self.assignment())
 
@@ -76,6 +82,8 @@ class MemoryConsumer:
         return 0, len(self.broker.topics.get(tp.topic, []))
 
     def assignment(self) -> list[TopicPartition]:
+        # confluent-kafka's blocks while another thread is inside poll: never call it so
+        assert threading.get_ident() == self.thread, "assignment() from another thread"
         return [TopicPartition(t, 0) for t in self.position]
 
     def consume(self, num: int = 1, timeout: float = 0) -> list[Message]:
@@ -107,7 +115,8 @@ class MemoryConsumer:
             self.broker.committed[(self.group, tp.topic)] = tp.offset
 
     def close(self) -> None:
-        pass
+        if self.on_revoke is not None:
+            self.on_revoke(self, [TopicPartition(t, 0) for t in self.position])
 
 
 class MemoryProducer:

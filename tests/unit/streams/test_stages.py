@@ -101,6 +101,25 @@ def test_a_delivery_stage_waits_for_its_target_then_delivers_dead_letters_and_co
     assert stage.failed is None and stage.restarts == 0
 
 
+def test_a_stage_says_what_it_owns_without_calling_into_its_consumer() -> None:
+    """The worker's lag timer asks from the event loop's thread; a call into a consumer
+    inside ``poll`` on the stage's thread would block that loop (and /healthz with it)."""
+    broker = Broker()
+    broker.append("alerts", orjson.dumps({"segwatch": {"alert": {"fingerprint": "a"}}}))
+    sink = FlakySink(down=0, stage=[])
+    stage = in_memory(DeliveryLoop(_settings(), "alerts-index", "alerts", lambda: sink,
+                                   alert_items), broker)  # fmt: skip
+    assert stage.owned() == []
+    sink.stage.append(stage)
+    stage.start()
+    try:
+        _until(lambda: stage.owned() == [("alerts", 0)])
+    finally:
+        stage.stop()
+    assert stage.owned() == []  # revoked when it closed
+    assert stage.restarts == 0
+
+
 def test_dead_letters_are_written_again_until_kafka_takes_them() -> None:
     settings = _settings()
     broker = Broker()
