@@ -102,37 +102,31 @@ def group_lag(
 
 class LagMeter:
     """Consumer lag (high watermark minus the committed offset) of the partitions this
-    worker owns, per group, from one long-lived ``AdminClient``: no consumer is made to
-    ask, and no worker reports a partition another one reads, so sums over the workers
-    are right."""
+    worker owns, per group, each group asked through one long-lived consumer that never
+    joins it: no consumer is made per measurement, and no worker reports a partition
+    another one reads, so sums over the workers are right.
+
+    (Not the ``AdminClient``'s group-offset calls: their coordinator requests abort the
+    whole process inside librdkafka when the broker goes away meanwhile.)"""
 
     def __init__(self, kafka_conf: dict[str, object], timeout: float = 10.0) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        self.admin = AdminClient(dict(kafka_conf))  # type: ignore[arg-type]
+        self.conf = dict(kafka_conf)
         self.timeout = timeout
+        self._clients: dict[str, Consumer] = {}
 
     def measure(self, group: str, owned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """(topic, partition) -> lag, for ``owned`` in ``group``."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+        from confluent_kafka import Consumer, TopicPartition
 
         if not owned:
             return {}
+        client = self._clients.get(group)
+        if client is None:
+            client = self._clients[group] = Consumer(
+                {**self.conf, "group.id": group, "enable.auto.commit": False}
+            )
         partitions = [TopicPartition(t, p) for t, p in owned]
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
-        answer = self.admin.list_consumer_group_offsets(request, request_timeout=self.timeout)
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in answer[group].result(self.timeout).topic_partitions}  # fmt: skip
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        ends = self.admin.list_offsets({tp: latest for tp in partitions},
-                                       request_timeout=self.timeout)  # fmt: skip
-        lag = {}
-        for tp, future in ends.items():
-            high = future.result(self.timeout).offset
-            lag[(tp.topic, tp.partition)] = max(high - max(committed.get((tp.topic, tp.partition),
-                                                                        -1), 0), 0)  # fmt: skip
-        return lag
+        return group_lag(client, partitions, self.timeout)
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> list[Sample]:
