@@ -16,6 +16,7 @@ SUITES: tuple[str, ...] = (
     "bench.parsers",
     "bench.model",
     "bench.detect",
+    "bench.partitions",
     "bench.pipeline",
 )
 

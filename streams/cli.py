@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,20 +161,72 @@ def worker_cmd(
     ] = None,
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+    processes: Annotated[
+        str | None,
+        typer.Option(
+            "--processes",
+            "-p",
+            help="Worker processes to run (or worker.processes, 1 by default): a number, or "
+            "auto for one per core. More than one: the stages run over supervised child "
+            "processes (normalize apart), restarted if they die; /healthz, /readyz and "
+            "/metrics on worker.web_port cover them all.",
+        ),
+    ] = None,
 ) -> None:
     """Run the stream app: normalize, place and score, index, alert (the stages in
     worker.roles; all by default). Detector state is kept in a changelogged table, so a
     restart resumes it. Ctrl-C (or SIGTERM) stops it cleanly. Logs are ECS JSON lines on
     stderr."""
-    import faust
-
-    from streams.app import create_app, internal_topics, tune_gc
-
     settings = _settings(config)
     if model is not None:
         settings = settings.model_copy(
             update={"worker": settings.worker.model_copy(update={"model_file": model})}
         )
+    from streams.group import process_count
+
+    try:
+        count = process_count(processes if processes is not None else settings.worker.processes)
+    except ValueError as exc:
+        _err.print(f"[red]{_safe(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    level = {"crit": "critical", "warn": "warning"}.get(loglevel, loglevel)
+    if count > 1:
+        raise typer.Exit(_worker_group(settings, count, model, config, loglevel, level))
+    _worker(settings, level)
+
+
+def _worker_group(settings: Settings, count: int, model: Path | None, config: Path | None,
+                  loglevel: str, level: str) -> int:  # fmt: skip
+    """``count`` supervised worker processes (streams.group); the exit status."""
+    import logging.config
+
+    from streams.group import WorkerGroup
+    from streams.logs import logging_config
+
+    logging.config.dictConfig(logging_config(level))
+    command = [sys.executable, "-m", "streams.cli", "worker", "--processes", "1",
+               "--loglevel", loglevel]  # fmt: skip
+    if model is not None:
+        command += ["--model", str(model)]
+    if config is not None:
+        command += ["--config", str(config)]
+    worker = settings.worker
+    web = (worker.web_host, worker.web_port) if worker.web_port is not None else None
+    group = WorkerGroup(command, count, worker.roles, web, worker.data_dir)
+    try:
+        return group.run()
+    except OSError as exc:  # the group's web port is taken
+        _err.print(f"[red]cannot start the worker group:[/red] {_safe(str(exc))}",
+                   soft_wrap=True)  # fmt: skip
+        return 2
+
+
+def _worker(settings: Settings, level: str) -> None:
+    """One worker process: the stages of ``worker.roles``, until SIGTERM."""
+    import faust
+
+    from streams.app import create_app, internal_topics, tune_gc
+
     try:
         app = create_app(settings)
     except (ValueError, OSError) as exc:
@@ -187,7 +240,6 @@ def worker_cmd(
     from streams.health import wait_for_kafka
     from streams.logs import logging_config
 
-    level = {"crit": "critical", "warn": "warning"}.get(loglevel, loglevel)
     logging.config.dictConfig(logging_config(level))  # the wait below logs as the worker will
     worker = settings.worker
     web = (worker.web_host, worker.web_port) if worker.web_port is not None else None
@@ -210,6 +262,14 @@ def demo_cmd(
         str | None,
         typer.Option(help="Watch this worker (http://host:port) instead of starting one."),
     ] = None,
+    processes: Annotated[
+        str,
+        typer.Option(
+            "--processes",
+            "-p",
+            help="Processes of the worker it starts (a number, or auto: one per core).",
+        ),
+    ] = "auto",
     config: ConfigOption = None,
 ) -> None:
     """The whole pipeline live (what `make run` runs): topics, templates, a worker,
@@ -219,7 +279,7 @@ def demo_cmd(
 
     settings = _settings(config)
     try:
-        run_demo(settings, model, rate, cycle, worker_url)
+        run_demo(settings, model, rate, cycle, worker_url, processes)
     except RuntimeError as exc:
         _err.print(f"[red]{_safe(str(exc))}[/red]")
         raise typer.Exit(1) from None

@@ -44,11 +44,13 @@ def run_demo(
     rate: float,
     cycle_seconds: float,
     worker_url: str | None = None,
+    processes: str = "1",
 ) -> None:
     """Ship a cycle of simulated traffic every ``cycle_seconds`` and show the pipeline.
 
     ``worker_url`` (http://host:port): a worker that runs elsewhere (compose, Kubernetes)
-    whose metrics to show; none: start one here. Off a terminal, one line per cycle.
+    whose metrics to show; none: start one here, of ``processes`` processes (``segwatch
+    worker --processes``). Off a terminal, one line per cycle.
     """
     ensure_topics(settings.kafka, pipeline_topics(settings.topics))
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())
@@ -60,7 +62,7 @@ def run_demo(
                "SEGWATCH_DETECTORS__LEARNING_SECONDS": str(4 * 3600)}  # fmt: skip
         worker: subprocess.Popen[bytes] | None = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "-m", str(model_path),
-             "--loglevel", "error"], env=env,
+             "--processes", processes, "--loglevel", "error"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     else:
         address = urlsplit(worker_url)

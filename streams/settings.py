@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -254,6 +254,12 @@ class WorkerSettings(BaseModel):
     roles: tuple[Literal["normalize", "score", "index", "alert"], ...] = Field(
         default=("normalize", "score", "index", "alert"),
         description="The stages this worker runs; split them to scale each on its own.",
+    )
+    processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default=1,
+        description="Worker processes on this machine (`segwatch worker --processes`): auto "
+        "is one per core; more than one runs the stages over supervised child processes "
+        "(normalize apart, see docs/scaling.md).",
     )
     store: str = Field(
         default="memory://",

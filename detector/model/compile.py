@@ -384,28 +384,7 @@ class CompiledModel:
         sport = source.get("port") if source else None
         dport = destination.get("port") if destination else None
         when = event_time(event) if self._has_expiry else None
-        found = from_log(event)
-        if found is None and src is not None and dst is not None:
-            if sport is not None and dport is not None and when is None:
-                wide = self._names_ephemeral  # else every ephemeral port is alike to the model
-                key = (src, dst, proto, sport if wide or sport < EPHEMERAL else -1,
-                       dport if wide or dport < EPHEMERAL else -1)  # fmt: skip
-                found = self._evidence_cache.get(key, _MISSING)
-                if found is _MISSING:
-                    found = self._evidence_cache[key] = self.initiator(src, dst, proto, sport,
-                                                                       dport)  # fmt: skip
-                    if len(self._evidence_cache) >= _CACHE_LIMIT:
-                        self._evidence_cache.clear()
-            else:
-                found = self.initiator(src, dst, proto, sport, dport, when)
-        if found is None and learned is not None and source and destination:
-            found = learned.decide(
-                (source.get("ip") or "", src, sport), (destination.get("ip") or "", dst, dport),
-                proto,
-            )  # fmt: skip
-        if found is None and proto in _PORTED:
-            found = from_ports(sport, dport)
-        side, evidence = found or UNKNOWN
+        side, evidence = self._who(event, src, dst, proto, sport, dport, when, learned)
         port = dport
         if side == "destination":  # a reply: judge the connection it answers
             src, dst, source, destination, port = dst, src, destination, source, sport
@@ -427,6 +406,62 @@ class CompiledModel:
                 self._placements.clear()
             self._placements[case] = placement
         return placement
+
+    def initiator_host(self, event: dict[str, Any]) -> str:
+        """The address of the host that opened a record's connection as the log, the model
+        and the port ranges tell it — never learned state, so every record of a
+        connection gets the same answer wherever it is asked — or the source's when they
+        cannot tell (as :meth:`place` judges such a record). The key that brings a
+        connection's records, and an initiator's connections, to one scorer."""
+        source = event.get("source")
+        destination = event.get("destination")
+        network = event.get("network")
+        iana = network.get("iana_number") if network else None
+        when = event_time(event) if self._has_expiry else None
+        side, _ = self._who(event, self.zone_of(source), self.zone_of(destination),
+                            int(iana) if iana else None, source.get("port") if source else None,
+                            destination.get("port") if destination else None, when)  # fmt: skip
+        host = destination if side == "destination" else source
+        return str((host or {}).get("ip") or "")
+
+    def _who(
+        self,
+        event: dict[str, Any],
+        src: str | None,
+        dst: str | None,
+        proto: int | None,
+        sport: int | None,
+        dport: int | None,
+        when: float | None,
+        learned: ServerPorts | None = None,
+    ) -> Initiator:
+        """Who opened the record's connection: the log, the model, ``learned`` server
+        ports, the port ranges, in that order (``detector.connection``)."""
+        found = from_log(event)
+        if found is None and src is not None and dst is not None:
+            if sport is not None and dport is not None and when is None:
+                wide = self._names_ephemeral  # else every ephemeral port is alike to the model
+                key = (src, dst, proto, sport if wide or sport < EPHEMERAL else -1,
+                       dport if wide or dport < EPHEMERAL else -1)  # fmt: skip
+                found = self._evidence_cache.get(key, _MISSING)
+                if found is _MISSING:
+                    found = self._evidence_cache[key] = self.initiator(src, dst, proto, sport,
+                                                                       dport)  # fmt: skip
+                    if len(self._evidence_cache) >= _CACHE_LIMIT:
+                        self._evidence_cache.clear()
+            else:
+                found = self.initiator(src, dst, proto, sport, dport, when)
+        if found is None and learned is not None:
+            source, destination = event.get("source"), event.get("destination")
+            if source and destination:
+                found = learned.decide(
+                    (source.get("ip") or "", src, sport),
+                    (destination.get("ip") or "", dst, dport),
+                    proto,
+                )
+        if found is None and proto in _PORTED:
+            found = from_ports(sport, dport)
+        return found or UNKNOWN
 
     def _judge(
         self,

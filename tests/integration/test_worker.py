@@ -683,6 +683,67 @@ def test_stages_split_over_two_processes_give_the_same_result(
 
 
 @pytest.mark.timeout(500)
+def test_a_worker_group_runs_the_stages_over_processes_and_starts_a_dead_one_again(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """`segwatch worker --processes 2`: normalize in one process, the rest in the other;
+    the group's endpoints cover both; a child SIGKILLed is started again by the group,
+    and nothing is lost, repeated or new twice."""
+    tag = f"g{unique}"
+    port = _free_port()
+    env = _env(tag, **STATE_ENV, SEGWATCH_WORKER__WEB_PORT=str(port))
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = events_index(tag)
+    start = int(time.time()) - 3 * 3600
+    log = tmp_path / "group.log"
+    group = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(TIERS), "--processes", "2",
+         "--loglevel", "info"],
+        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        shipped = _learn_then_open(tmp_path, env, start, es, stream)
+        got = _wait_count(es, stream, shipped)
+        assert got == shipped, log.read_text()[-3000:]
+        ready = _readyz(port)
+        assert ready["ready"] is True, ready
+        assert [p["roles"] for p in ready["processes"]] == [
+            ["normalize"],
+            ["score", "index", "alert"],
+        ]
+        by_process: dict[tuple[str, str], float] = {
+            (sample.labels["worker_process"], sample.labels["topic"]): sample.value
+            for sample in scrape(port) if sample.name == "segwatch_records_in_total"
+        }  # fmt: skip
+        assert by_process[("0", f"{tag}.raw.vpcflow")] == shipped  # normalized once, there
+        assert by_process[("1", f"{tag}.normalized")] == shipped  # scored once, there
+        assert ("0", f"{tag}.normalized") not in by_process
+        os.kill(ready["processes"][1]["pid"], signal.SIGKILL)  # the scorer dies
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            now = _readyz(port)
+            if now.get("ready") and now["processes"][1]["restarts"] == 1:
+                break
+            time.sleep(1)
+        assert now["processes"][1]["restarts"] == 1 and now["ready"], now
+        assert now["processes"][0]["restarts"] == 0
+        shipped += _reopen(tmp_path, env, start + 30_000)
+        got = _wait_count(es, stream, shipped, seconds=240)
+        assert got == shipped, log.read_text()[-3000:]
+        _no_duplicates(es, stream)
+        assert _new_path_events(es, stream) == _expected_paths(NEW + LATER)
+        assert group.poll() is None
+    finally:
+        group.send_signal(signal.SIGTERM)
+        try:
+            status = group.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            group.kill()
+            raise
+    assert status == 0, log.read_text()[-3000:]  # every child drained on SIGTERM
+
+
+@pytest.mark.timeout(500)
 def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
     es: Elasticsearch, unique: str, tmp_path: Path
 ) -> None:

@@ -108,6 +108,8 @@ def test_the_segwatch_services_use_settings_the_worker_accepts(
     assert "8088" in services["receiver"]["command"]
     source, target, _ = worker["volumes"][0].split(":")
     assert (DEPLOY / "compose" / source).resolve().is_file()
-    assert worker["command"][:3] == ["worker", "--model", target]
+    command = worker["command"]
+    assert command[0] == "worker" and command[command.index("--model") + 1] == target
+    assert command[command.index("--processes") + 1] == "auto"  # the machine's cores
     assert services["setup"]["build"]["dockerfile"] == "Dockerfile"
     assert (DEPLOY / "compose" / services["setup"]["build"]["context"] / "Dockerfile").is_file()

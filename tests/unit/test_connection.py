@@ -227,3 +227,47 @@ def test_the_replies_of_a_forbidden_connection_raise_nothing_and_reverse_no_pair
     assert not run.engine.book.alerts
     assert not run.engine.new_paths.paths
     assert all((s, d) == zones for s, d, _ in run.summary.matrix)
+
+
+@pytest.mark.parametrize(("family", "record", "fmt", "expected"), TRUTH)
+def test_the_initiator_host_is_the_address_of_the_side_that_opened(
+    family: str, record: str, fmt: str | None, expected: tuple[str, ...]
+) -> None:
+    """The partition key (streams' normalize stage): the opener's address, told without
+    learned state; the source's when nothing tells."""
+    event = parse(family, record, fmt)
+    opened_by = "destination" if expected[0] == "destination" else "source"
+    assert MODEL.initiator_host(event) == event[opened_by]["ip"], f"{family}: {record}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    client=_hosts,
+    server=_hosts,
+    dport=st.integers(1, 65535),
+    sport=st.integers(1, 65535),
+    flags=st.sampled_from([None, 2, 16, 24]),  # none, SYN, ACK, ACK PSH
+)
+def test_a_connections_records_get_one_key_wherever_a_scorer_would_tell_them_apart(
+    client: str, server: str, dport: int, sport: int, flags: int | None
+) -> None:
+    """Request and reply of one connection get the same initiator host whenever the log,
+    the model or the port ranges tell who opened it; when nothing does, each record is
+    judged as written and keyed by its own source, as the scorer judges it."""
+    if flags is None:
+        request = flow(client, server, dport, sport=sport)
+        reply = flow(server, client, sport, sport=dport)
+    else:
+        line = "3 {} {} {} {} 6 {} 1764064800 1764064860 ACCEPT OK"
+        request = parse("vpcflow", line.format(client, server, sport, dport, flags), VPC_FLAGS)
+        answer = 18 if flags == 2 else flags  # SYN is answered by SYN-ACK
+        reply = parse("vpcflow", line.format(server, client, dport, sport, answer), VPC_FLAGS)
+    told = MODEL.place(request).initiator != "unknown"
+    assert told == (MODEL.place(reply).initiator != "unknown")
+    if told:
+        assert MODEL.initiator_host(request) == MODEL.initiator_host(reply)
+        opener = MODEL.place(request)
+        assert MODEL.initiator_host(request) == (client if opener.initiator == "source"
+                                                 else server)  # fmt: skip
+    else:
+        assert (MODEL.initiator_host(request), MODEL.initiator_host(reply)) == (client, server)

@@ -127,7 +127,11 @@ def test_the_manifests_agree_with_each_other_and_with_the_worker(tmp_path: Path)
     load_model(tmp_path / "model.yaml")
     # mounts, Secret keys and selectors line up
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert container["args"][2].startswith(mounts["model"] + "/")
+    args = container["args"]
+    assert args[args.index("--model") + 1].startswith(mounts["model"] + "/")
+    # a process per core of the CPU limit: one per pod with the limit of 1
+    assert args[args.index("--processes") + 1] == "auto"
+    assert container["resources"]["limits"]["cpu"] == "1"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SEGWATCH_CONFIG"].startswith(mounts["config"] + "/")
     assert mounts["data"] == str(settings.worker.data_dir)
@@ -164,7 +168,7 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze (Debian's systemd package) checks the unit"
     unit = (ROOT / "deploy" / "systemd" / "segwatch-worker.service").read_text()
-    ((command, model),) = re.findall(r"^ExecStart=(\S+) worker --model (\S+)", unit, re.M)
+    ((command, model),) = re.findall(r"^ExecStart=(\S+) worker --processes auto --model (\S+)", unit, re.M)
     assert (command, model) == ("/opt/segwatch/bin/segwatch", "/etc/segwatch/model.yaml")
     # verify checks that the command exists: point it at this checkout's segwatch
     here = tmp_path / "segwatch-worker.service"
