@@ -168,7 +168,9 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze (Debian's systemd package) checks the unit"
     unit = (ROOT / "deploy" / "systemd" / "segwatch-worker.service").read_text()
-    ((command, model),) = re.findall(r"^ExecStart=(\S+) worker --processes auto --model (\S+)", unit, re.M)
+    ((command, model),) = re.findall(
+        r"^ExecStart=(\S+) worker --processes auto --model (\S+)", unit, re.M
+    )
     assert (command, model) == ("/opt/segwatch/bin/segwatch", "/etc/segwatch/model.yaml")
     # verify checks that the command exists: point it at this checkout's segwatch
     here = tmp_path / "segwatch-worker.service"
