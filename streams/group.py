@@ -118,6 +118,17 @@ def merge_metrics(texts: Iterable[tuple[str, str]]) -> list[Metric]:
     return list(merged.values())
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM it when the parent dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG), so no worker outlives its group."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the children outlive a killed parent
+        pass
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -222,7 +233,8 @@ class WorkerGroup:
         self._stop.set()
 
     def _start(self, child: _Child) -> None:
-        child.process = subprocess.Popen(self.command, env=child.env)
+        child.process = subprocess.Popen(self.command, env=child.env,
+                                         preexec_fn=_die_with_parent)  # fmt: skip
         child.started = time.monotonic()
         log.info("worker process %d (%s) started, pid %d, web port %d", child.index,
                  ",".join(child.roles), child.process.pid, child.port)  # fmt: skip

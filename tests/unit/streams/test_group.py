@@ -5,6 +5,7 @@ Python programs standing in for workers)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -145,3 +146,39 @@ def test_each_child_gets_its_roles_port_and_data_folder(tmp_path: Path) -> None:
     assert [e["SEGWATCH_WORKER__DATA_DIR"] for e in envs] == [
         str(tmp_path / f"process-{i}") for i in range(3)
     ]
+
+
+def test_the_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """A group SIGKILLed (no drain) leaves no worker behind."""
+    marker = tmp_path / "pids"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from streams.group import WorkerGroup\n"
+        f"code = \"import os; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\\\n'); "
+        'import time; time.sleep(120)"\n'
+        "WorkerGroup([sys.executable, '-c', code], 2, data_dir=Path(sys.argv[1])).run()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              cwd=Path(__file__).resolve().parents[3])  # fmt: skip
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and len(_pids(tmp_path)) < 2:
+            time.sleep(0.05)
+        children = _pids(tmp_path)
+        assert len(children) == 2
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
