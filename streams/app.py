@@ -157,21 +157,26 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
     )
     model = compile_model(load_model(worker.model_file))
-    state_table = app.Table(
-        "detector-state",
-        partitions=topics.partitions,
-        key_type=bytes, value_type=bytes,  # raw bytes in the changelog
-        extra_topic_configs={"max.message.bytes": str(_MAX_STATE_BYTES)},
-        help="Detector state per partition of the normalized topic (streams/state.py).",
-    )  # fmt: skip
-    state = DetectorState(state_table, worker.snapshot_seconds)
+    roles = set(worker.roles)
+    state: DetectorState | None = None
+    if "score" in roles:  # only a scorer holds the table: a worker that does not score
+        # must not own its changelog's partitions (a restarted scorer then found its
+        # detector state with another member of the group and started it empty)
+        state_table = app.Table(
+            "detector-state",
+            partitions=topics.partitions,
+            key_type=bytes, value_type=bytes,  # raw bytes in the changelog
+            extra_topic_configs={"max.message.bytes": str(_MAX_STATE_BYTES)},
+            help="Detector state per partition of the normalized topic (streams/state.py).",
+        )  # fmt: skip
+        state = DetectorState(state_table, worker.snapshot_seconds)
     rules = worker.rules_folder or str(RULES)
-    scorer = Scorer(model, settings.detectors, rules, restore=state.restore)
+    scorer = Scorer(model, settings.detectors, rules,
+                    restore=state.restore if state is not None else None)  # fmt: skip
     models = ModelWatcher(settings.kafka, topics.model, worker.model_file, worker.watch_file,
                           initial=model)  # fmt: skip
     METRICS.model_info.labels(model.model.name, model.version).set(1)
     partitions: list[int] = []  # of the normalized topic, scored here
-    roles = set(worker.roles)
     scored = (lambda: partitions) if "score" in roles else None
     stages = worker_stages(settings, models, scored)
     normalized, events, alerts, dlq = (
@@ -200,7 +205,6 @@ def create_app(settings: Settings) -> faust.App:
         scorer.keep(mine)
         partitions[:] = sorted(mine)
 
-    scoring = ScoreStage(topics, scorer, state)
     by_name = {topics.events: events, topics.alerts: alerts, topics.dlq: dlq}
 
     async def deliver(sends: list[Send]) -> None:
@@ -244,7 +248,8 @@ def create_app(settings: Settings) -> faust.App:
                                        message.offset)  # fmt: skip
             await deliver(sends)
 
-    if "score" in roles:
+    if state is not None:  # the score role
+        scoring = ScoreStage(topics, scorer, state)
         app.agent(normalized, name="score")(score)
 
         @app.timer(interval=_FLUSH_SECONDS)  # type: ignore[misc]
