@@ -35,6 +35,7 @@ from bench import Row
 from detector.model import compile_model, load_model
 from detector.simulate import Simulator
 from streams.elastic import install_templates
+from streams.group import ALL_ROLES, process_count
 from streams.incidents import incident_group
 from streams.index import index_group
 from streams.metrics import scrape
@@ -156,10 +157,14 @@ class _Worker:
 
 @contextmanager
 def _workers(
-    env: dict[str, str], count: int = 1, roles: list[str] | None = None, **extra: str
+    env: dict[str, str],
+    count: int = 1,
+    roles: list[str] | None = None,
+    args: tuple[str, ...] = (),
+    **extra: str,
 ) -> Iterator[list[_Worker]]:
-    """``count`` workers of one group (``roles[i]``: the i-th one's, as JSON), stopped
-    (SIGTERM) on the way out."""
+    """``count`` workers of one group (``roles[i]``: the i-th one's, as JSON; ``args``:
+    more of their command line), stopped (SIGTERM) on the way out."""
     logs = Path(tempfile.mkdtemp(prefix="segwatch-bench-"))
     procs: list[_Worker] = []
     for i in range(count):
@@ -167,7 +172,7 @@ def _workers(
         if roles is not None:
             worker_env["SEGWATCH_WORKER__ROLES"] = roles[i]
         command = [sys.executable, "-m", "streams.cli", "worker", "-m", str(MODEL),
-                   "--loglevel", "warning"]  # fmt: skip
+                   "--loglevel", "warning", *args]  # fmt: skip
         log = logs / f"worker-{i}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(command, env=worker_env, cwd=ROOT, stdout=out,
@@ -190,8 +195,21 @@ def _steady_rate(
 ) -> float:
     """Records/s from the first output to ``n`` outputs; ``count()`` reads the output.
     A worker that exits on the way ends the wait at once, with its log."""
+    return _measured_rate(count, n, workers, timeout)[0]
+
+
+def _measured_rate(
+    count: Callable[[], int],
+    n: int,
+    workers: list[_Worker],
+    timeout: float = 600,
+    probe: Callable[[], list[float]] | None = None,
+) -> tuple[float, list[float]]:
+    """:func:`_steady_rate`, and how much each figure of ``probe()`` (CPU seconds)
+    grew over the same window, from the first output to the last."""
     deadline = time.time() + timeout
     first_at, first = None, 0
+    before: list[float] = []
     while time.time() < deadline:
         for worker in workers:
             if worker.proc.poll() is not None:
@@ -201,10 +219,44 @@ def _steady_rate(
         now = time.perf_counter()
         if first_at is None and seen > 0:
             first_at, first = now, seen
+            before = probe() if probe is not None else []
         if seen >= n and first_at is not None:
-            return (seen - first) / (now - first_at)
+            after = probe() if probe is not None else []
+            return (seen - first) / (now - first_at), [
+                b - a for a, b in zip(before, after, strict=True)
+            ]
         time.sleep(0.25)
     raise RuntimeError(f"only {count()} of {n} records came out in {timeout:.0f} s")
+
+
+def _cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds of the processes ``roots`` and all their descendants
+    (a worker group's children), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo, seen = 0.0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo += [child for child, (parent, _) in stats.items() if parent == pid]
+    return total
+
+
+def _service_pid(name: str) -> int:
+    """The pid the local stack's script wrote for ``name`` (kafka, elasticsearch)."""
+    cache = Path(os.environ.get("SEGWATCH_CACHE", ROOT / ".cache"))
+    return int((cache / name / f"{name}.pid").read_text().strip())
 
 
 def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
@@ -225,35 +277,74 @@ def _throughput(es: Elasticsearch, records: list[bytes]) -> list[Row]:
         Row("ceiling: raw bulk of the same documents (data stream)", bulk, "docs/s", cond),
     ]
     for layout in LAYOUTS:
-        rate = _end_to_end(es, records, [json.dumps(stages) for stages in layout])
+        rate, _ = _end_to_end(es, records, [json.dumps(stages) for stages in layout])
         what = f"{len(layout)} process{'es' if len(layout) > 1 else ''}"
         roles = " | ".join(f"[{', '.join(stages)}]" for stages in layout)
         rows += [
             Row(f"pipeline end to end, {what}", rate, "records/s", f"roles {roles}; {cond}"),
             Row(f"{what} / lower ceiling", 100 * rate / lower, "%", "target >= 70%"),
         ]
-    return rows
+    # what users run: `segwatch worker --processes auto`, with the CPU each part spent
+    rate, (worker, elastic, broker) = _end_to_end(es, records, [json.dumps(ALL_ROLES)],
+                                                  ("--processes", "auto"))  # fmt: skip
+    auto = f"--processes auto = {process_count('auto')} processes; {cond}"
+    per = {name: 1e6 * seconds for name, seconds in
+           (("worker", worker), ("elasticsearch", elastic), ("broker", broker))}  # fmt: skip
+    return [
+        *rows,
+        Row("pipeline end to end, default worker", rate, "records/s", auto),
+        Row(
+            "end to end, default worker / lower ceiling",
+            100 * rate / lower,
+            "%",
+            f"target >= 85%; {auto}",
+        ),
+        Row(
+            "worker CPU per record, default worker",
+            per["worker"],
+            "us",
+            "every worker process, /proc user + system, over the steady window",
+        ),
+        Row("Elasticsearch CPU per document", per["elasticsearch"], "us", "same window"),
+        Row("broker CPU per record", per["broker"], "us", "same window"),
+        Row(
+            "worker CPU per record / Elasticsearch CPU per document",
+            per["worker"] / per["elasticsearch"],
+            "x",
+            "target <= 0.5; same run",
+        ),
+    ]
 
 
-def _end_to_end(es: Elasticsearch, records: list[bytes], roles: list[str]) -> float:
+def _end_to_end(
+    es: Elasticsearch, records: list[bytes], roles: list[str], args: tuple[str, ...] = ()
+) -> tuple[float, list[float]]:
     """Records/s from a raw topic already holding ``records`` into the events stream, all
-    of them checked there, with a worker process per entry of ``roles``; the last one
-    indexes. (Shipping them while the workers run would put the shipper's CPU into
-    the measurement.)"""
+    of them checked there, with a worker process per entry of ``roles`` (``args``: more
+    of their command line); the last one indexes. Also the CPU seconds the workers,
+    Elasticsearch and the broker spent per record indexed meanwhile. (Shipping the records while the
+    workers run would put the shipper's CPU into the measurement.)"""
     n = len(records)
     with _run() as (settings, env):
         if ship(settings.kafka, settings.topics.raw("vpcflow"), records).failed:
             raise RuntimeError("could not ship the records")
         stream = settings.elasticsearch.events_target("segwatch.vpcflow")
-        with _workers(env, len(roles), roles) as workers:
+        services = [_service_pid("elasticsearch"), _service_pid("kafka")]
+        with _workers(env, len(roles), roles, args) as workers:
             # documents Elasticsearch acknowledged, from the worker's counter: polling the
             # stream's count would refresh it several times a second and slow Elasticsearch
             indexed = _counter("segwatch_records_out_total", 1, WEB_PORT + len(roles) - 1)
-            rate = _steady_rate(indexed, n, workers)
+
+            def probe() -> list[float]:
+                return [_cpu_seconds([w.proc.pid for w in workers]),
+                        *(_cpu_seconds([pid]) for pid in services), indexed()]  # fmt: skip
+
+            rate, grew = _measured_rate(indexed, n, workers, probe=probe)
+            cpu = [seconds / max(grew[-1], 1) for seconds in grew[:-1]]  # per record
         es.indices.refresh(index=stream)
         if es.count(index=stream)["count"] != n:
             raise RuntimeError(f"{stream} holds {es.count(index=stream)['count']} of {n} events")
-    return rate
+    return rate, cpu
 
 
 def _ceiling_group(topic: str) -> str:
