@@ -51,6 +51,7 @@ ALL_ROLES: tuple[str, ...] = ("normalize", "score", "index", "alert")
 _NORMALIZE_SHARE = 0.4
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 60.0  # a child that ran this long starts its backoff afresh
+_CANNOT_START = 2  # `segwatch worker`'s exit status for a configuration or model it refuses
 
 
 def process_count(value: str | int) -> int:
@@ -193,6 +194,7 @@ class WorkerGroup:
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
+        self.failed = False  # a child refused its configuration: the group stopped
         self._registry = CollectorRegistry(auto_describe=True)
         self._restarts = Counter("segwatch_worker_process_restarts",
                                  "Worker processes of the group started again after they "
@@ -212,10 +214,12 @@ class WorkerGroup:
 
     def run(self) -> int:
         """Start the children and supervise them until SIGTERM or SIGINT; 0 when every
-        child stopped on its own after the signal."""
+        child stopped on its own after the signal, 2 when a child could not start (its
+        configuration or model was refused), 1 when one had to be killed."""
+        before = {}
         if threading.current_thread() is threading.main_thread():  # else: stop() ends it
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: self._stop.set())
+                before[signum] = signal.signal(signum, lambda *_: self._stop.set())
         server = self._serve() if self.web is not None else None
         for child in self.children:
             self._start(child)
@@ -227,7 +231,9 @@ class WorkerGroup:
             if server is not None:
                 server.shutdown()
                 server.server_close()
-        return 0 if clean else 1
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+        return 2 if self.failed else 0 if clean else 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -245,6 +251,15 @@ class WorkerGroup:
             process = child.process
             if process is not None and process.poll() is None:
                 continue
+            if process is not None and process.returncode == _CANNOT_START:
+                # the worker refused its configuration or model: starting it again would
+                # refuse it again, forever; the group stops and says so
+                log.critical("worker process %d (%s) cannot start (exit status %d, its error "
+                             "is above): stopping the group", child.index,
+                             ",".join(child.roles), process.returncode)  # fmt: skip
+                self.failed = True
+                self._stop.set()
+                return
             if process is not None:  # it just died
                 lived = now - child.started
                 if lived >= _HEALTHY_AFTER:

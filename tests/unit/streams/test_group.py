@@ -119,6 +119,16 @@ def test_a_child_that_dies_is_started_again_and_a_stop_drains_them(tmp_path: Pat
     assert all(c.process is not None and c.process.poll() is not None for c in group.children)
 
 
+def test_a_child_that_cannot_start_stops_the_group(tmp_path: Path) -> None:
+    """Exit status 2 is `segwatch worker` refusing its configuration or model: starting it
+    again would refuse it again, so the group stops with that status."""
+    group = _group(tmp_path, "import sys\nsys.exit(2)", n=2)
+    started = time.time()
+    assert group.run() == 2
+    assert time.time() - started < 10
+    assert group.failed and all(c.restarts == 0 for c in group.children)
+
+
 def test_a_child_that_ignores_sigterm_is_killed_after_the_drain(tmp_path: Path) -> None:
     program = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
     group = _group(tmp_path, program, n=1 + 1, drain=0.5)
