@@ -16,10 +16,9 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from aiokafka.partitioner import murmur2
-
 from bench import Row
 from detector.assets import MODELS
+from detector.connection import key_partition
 from detector.errors import ParseError
 from detector.model import compile_model, load_model
 from detector.parsers import ParseOptions, make_parser
@@ -29,16 +28,11 @@ START = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 PARTITIONS = (6, 12)
 
 
-def partition(key: bytes, partitions: int) -> int:
-    """Where Kafka's Java client (and librdkafka's murmur2) puts a keyed message."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 def busiest(keys: Counter[bytes], partitions: int) -> float:
     """The busiest partition's share of the events over the mean share."""
     load = [0] * partitions
     for key, n in keys.items():
-        load[partition(key, partitions)] += n
+        load[key_partition(key, partitions)] += n
     return max(load) / (sum(load) / partitions)
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from detector.connection import key_partition
 from detector.detect import Engine, event_time
 from detector.detect.alerts import Alert
 from detector.events import is_flow
@@ -146,13 +147,24 @@ _FLUSH_SECONDS = 10.0  # event time between asking the alert book for due update
 class Analysis:
     """Place, score and count a stream of events, and group its alerts into incidents:
     the core of ``analyze``, the report and ``evaluate``. Call :meth:`finish` at the
-    end of the input."""
+    end of the input.
+
+    With ``partitions`` above 1 the events are scored as a worker scores a topic of
+    that many partitions: each event by the engine of the partition its initiator's
+    address is keyed to (``engine`` and its siblings, sharing one zone memory).
+    ``touched`` is the alert the last event opened or added to, if any."""
 
     def __init__(
-        self, model: CompiledModel, engine: Engine, incidents: IncidentBook | None = None
+        self,
+        model: CompiledModel,
+        engine: Engine,
+        incidents: IncidentBook | None = None,
+        partitions: int = 1,
     ) -> None:
         self.model = model
         self.engine = engine
+        self.engines = [engine, *(engine.sibling() for _ in range(partitions - 1))]
+        self.touched: Alert | None = None
         self.incidents = incidents if incidents is not None else IncidentBook()
         self.summary = Summary(model)
         self.sent: list[Alert] = []
@@ -169,24 +181,33 @@ class Analysis:
             event.setdefault("event", {})["id"] = event_id
             self.summary.states[str(event["event"].get("reason", "state")).split(":")[0]] += 1
             return None, 0, None
-        placement = self.engine.place(event)
+        engines = self.engines
+        engine = engines[0]
+        if len(engines) > 1:
+            engine = engines[key_partition(self.model.initiator_host(event).encode(),
+                                           len(engines))]  # fmt: skip
+        placement = engine.place(event)
         event.setdefault("event", {})["id"] = event_id
-        score, alert = self.engine.process(event, placement, event_id)
+        engine.book.touched = None
+        score, alert = engine.process(event, placement, event_id)
+        self.touched = engine.book.touched
         when = event_time(event)
         self.summary.observe(event, placement, when)
         if alert is not None:
             self._alert(alert)
         if when - self._flushed >= _FLUSH_SECONDS:
             self._flushed = when
-            for due in self.engine.flush(when):
-                self._alert(due)
+            for each in engines:
+                for due in each.flush(when):
+                    self._alert(due)
             self._page(self.incidents.tick(when))
         return placement, score, alert
 
     def finish(self) -> None:
         """The end of the input: the alerts' last changes go to their incidents."""
-        for alert in self.engine.flush():
-            self._alert(alert)
+        for engine in self.engines:
+            for alert in engine.flush():
+                self._alert(alert)
 
     def _alert(self, alert: Alert) -> None:
         self.sent.append(alert)
@@ -200,7 +221,8 @@ class Analysis:
 
     def alert_documents(self) -> list[dict[str, Any]]:
         """Every alert in its final state, highest risk first."""
-        alerts = sorted(self.engine.book.alerts.values(), key=lambda a: (-a.score, a.first_seen))
+        every = (a for engine in self.engines for a in engine.book.alerts.values())
+        alerts = sorted(every, key=lambda a: (-a.score, a.first_seen))
         return [a.to_document() for a in alerts]
 
     def incident_documents(self) -> list[dict[str, Any]]:

@@ -352,6 +352,15 @@ def evaluate_cmd(
     rules: RulesOpt = None,
     ml: MlOpt = None,
     learning: LearningOpt = "1d",
+    partitions: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Score as a worker scores a topic of this many partitions: each event by "
+            "the partition its initiator's address is keyed to. The results must not "
+            "depend on it.",
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Hold the analysis of simulated traffic against its ground truth.
@@ -371,7 +380,7 @@ def evaluate_cmd(
         fail(f"{labels_path}: cannot read the labels: {exc.strerror or exc}")
     except ValueError as exc:
         fail(str(exc))
-    run = Analysis(compiled, build_engine(compiled, rules, ml, learning))
+    run = Analysis(compiled, build_engine(compiled, rules, ml, learning), partitions=partitions)
     year = datetime.fromtimestamp(min((lb["start"] for lb in truth), default=0) or 0, UTC).year
     parser = build_parser(family, year=year if truth else None)
     counts = {"records": 0, "events": 0, "errors": 0}

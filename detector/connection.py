@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+from aiokafka.partitioner import murmur2
+
 __all__ = [
     "EPHEMERAL",
     "STRONG_EVIDENCE",
@@ -40,6 +42,7 @@ __all__ = [
     "Side",
     "from_log",
     "from_ports",
+    "key_partition",
     "port_class",
 ]
 
@@ -216,4 +219,14 @@ class ServerPorts:
         return {"ports": self.ports}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.ports = dict(state["ports"])
+        """Merge ``state`` in: each entry keeps its latest sighting."""
+        ports = self.ports
+        for key, when in state["ports"].items():
+            if when > ports.get(key, -1):
+                ports[key] = when
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java client (and the worker's ``murmur2_random``
+    partitioner) puts a message with ``key`` on, of ``partitions``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

@@ -147,11 +147,9 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
     samples: list[dict[str, Any]] = []
     owner: dict[str, ScenarioResult] = {}  # alert fingerprint -> the scenario that fed it
     risk = {"benign": [0] * 10, "attack": [0] * 10}
-    book = run.engine.book
     for event_id, event in events:
         flows += 1
         line = int(event_id.rsplit(":", 1)[1])
-        book.touched = None
         placement, score, _ = run.process(event, event_id)
         if placement is None:  # not a flow (a VPC NODATA interval)
             continue
@@ -159,7 +157,7 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
         learned_from = when if learned_from is None else learned_from
         if placement.reply:
             replies += 1
-            reply_alerts += book.touched is not None
+            reply_alerts += run.touched is not None
             continue
         scenario = by_line.get(line)
         seg = event.get("segmentation") or {}
@@ -167,8 +165,8 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             risk["attack" if scenario is not None else "benign"][min(score // 10, 9)] += 1
         alerting = score >= settings.alert_score or bool(seg.get("detections"))
         if scenario is not None:
-            if book.touched is not None:
-                owner.setdefault(book.touched.fingerprint, scenario)
+            if run.touched is not None:
+                owner.setdefault(run.touched.fingerprint, scenario)
             if alerting and not scenario.detected:
                 scenario.detected, scenario.detected_at = True, when
             if alerting:
@@ -181,7 +179,7 @@ def evaluate(run: Analysis, events: Iterable[tuple[str, dict[str, Any]]],
             continue
         if when - learned_from >= settings.learning_seconds:
             benign_after += 1
-            opened = book.touched
+            opened = run.touched
             if opened is None or opened.count > 1 or opened.fingerprint in owner:
                 continue  # only alerts benign traffic opened count as its own
             if opened.severity == "info":

@@ -1,9 +1,9 @@
 """The worker: ``flows.raw.<family>`` -> normalize -> ``flows.normalized`` (keyed by
-source zone, so one zone's flows meet one worker's detectors) -> place and score ->
-``flows.events`` and ``flows.alerts``; the events are bulk-indexed into
-Elasticsearch; the alerts are indexed and grouped into incidents, whose changes
-(``flows.incidents``) are indexed and paged to the webhooks. Bad records go to
-``flows.dlq`` with the reason.
+the connection's initiator, so each initiator's connections meet one worker's
+detectors) -> place and score -> ``flows.events`` and ``flows.alerts``; the events
+are bulk-indexed into Elasticsearch; the alerts are indexed and grouped into
+incidents, whose changes (``flows.incidents``) are indexed and paged to the
+webhooks. Bad records go to ``flows.dlq`` with the reason.
 
 Scoring (detector state in a faust table) is a faust agent; every other stage is
 a supervised confluent-kafka loop in its own thread (:mod:`streams.loop`): normalize,
@@ -44,7 +44,7 @@ from streams.normalize import NormalizeLoop
 from streams.pipeline import Scorer
 from streams.score import ScoreStage, Send
 from streams.settings import Settings
-from streams.state import DetectorState
+from streams.state import DetectorState, PathFeed, state_changelog
 from streams.topics import TopicSpec
 
 __all__ = ["create_app", "internal_topics", "tune_gc", "worker_stages"]
@@ -79,7 +79,7 @@ def internal_topics(settings: Settings) -> list[TopicSpec]:
     crashes its agent over a changelog of 0 partitions."""
     topics, app_id = settings.topics, settings.worker.app_id
     return [
-        TopicSpec(f"{app_id}-detector-state-changelog", topics.partitions,
+        TopicSpec(state_changelog(settings), topics.partitions,
                   topics.replication_factor, {"cleanup.policy": "compact",
                                               "max.message.bytes": str(_MAX_STATE_BYTES)},
                   "the detector state per partition of the normalized topic"),
@@ -90,12 +90,14 @@ def internal_topics(settings: Settings) -> list[TopicSpec]:
 
 def worker_stages(settings: Settings, models: ModelWatcher,
                   scored: Callable[[], Collection[int]] | None) -> list[StageLoop]:  # fmt: skip
-    """The thread stages of a worker with ``settings.worker.roles`` (score is faust's):
-    normalize; index (after the index templates); alert: incidents, the alerts and
-    incidents indices, and a page stage per webhook."""
+    """The thread stages of a worker with ``settings.worker.roles`` (score is faust's,
+    with the paths other scorers saw); normalize; index (after the index templates);
+    alert: incidents, the alerts and incidents indices, and a page stage per webhook."""
     roles = set(settings.worker.roles)
     topics, es = settings.topics, settings.elasticsearch
     stages: list[StageLoop] = []
+    if "score" in roles:
+        stages.append(PathFeed(settings))
     if "normalize" in roles:
         stages.append(NormalizeLoop(settings, models.current, scored))
     if roles & {"index", "alert"}:
@@ -249,7 +251,8 @@ def create_app(settings: Settings) -> faust.App:
             await deliver(sends)
 
     if state is not None:  # the score role
-        scoring = ScoreStage(topics, scorer, state)
+        feed = next(stage for stage in stages if isinstance(stage, PathFeed))
+        scoring = ScoreStage(topics, scorer, state, feed.take)
         app.agent(normalized, name="score")(score)
 
         @app.timer(interval=_FLUSH_SECONDS)  # type: ignore[misc]

@@ -3,9 +3,10 @@
 
 Every raw record is one Kafka message, and a faust agent pays about 100 us per
 message, twenty times what parsing one costs. This loop takes records in
-batches, parses them, sends one message per source zone and batch (a JSON array
-of events), waits until Kafka acknowledged every message it sent and only then
-commits the batch's offsets: at least once, never lost. If a delivery fails, it
+batches, parses them, sends one message per key and batch (a JSON array of
+events, keyed by the address of the host that opened the connection: see
+:func:`score_key`), waits until Kafka acknowledged every message it sent and only
+then commits the batch's offsets: at least once, never lost. If a delivery fails, it
 rewinds to the batch's first offsets and does the batch again (the events' ids
 make the replay harmless downstream).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 import orjson
 from confluent_kafka import (
@@ -34,7 +36,7 @@ from streams.model_sync import MODEL_HEADER
 from streams.pipeline import Normalizer, dead_letter, pack
 from streams.settings import Settings
 
-__all__ = ["NormalizeLoop", "normalize_group"]
+__all__ = ["NormalizeLoop", "normalize_group", "score_key"]
 
 log = logging.getLogger("segwatch.normalize")
 
@@ -44,8 +46,18 @@ def normalize_group(settings: Settings) -> str:
     return f"{settings.worker.app_id}-normalize"
 
 
+def score_key(model: CompiledModel, event: dict[str, Any]) -> bytes:
+    """The key of an event on the normalized topic: the address of the host that opened
+    its connection, as the log, the model and the port ranges tell it (never learnt
+    state, so a connection's request and reply get the same key wherever they are
+    normalized). Each initiator's connections meet one scorer, whole: its scans, sweeps
+    and alerts are exact; a busy zone spreads over every partition, and what the
+    detectors learn about zones the scorers share (``detector.detect.ZoneMemory``)."""
+    return model.initiator_host(event).encode()
+
+
 class NormalizeLoop(StageLoop):
-    """Raw records -> events by source zone; runs in its own thread."""
+    """Raw records -> events keyed by initiator; runs in its own thread."""
 
     name = "normalize"
 
@@ -101,7 +113,7 @@ class NormalizeLoop(StageLoop):
 
         model = self.model()  # the whole batch is keyed by one model, named in its messages
         headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, model.version.encode())]
-        by_zone: dict[bytes, list[bytes]] = {}
+        by_key: dict[bytes, list[bytes]] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
@@ -118,16 +130,14 @@ class NormalizeLoop(StageLoop):
             events, dead = normalizer.normalize(raw, topic, partition, offset, message.key())
             for event in events:
                 try:
-                    # one source zone's flows meet one scorer: zone-level state (new paths,
-                    # profiles) and per-source windows (scans) stay whole
-                    key = (model.zone_of(event.get("source")) or "").encode()
+                    key = score_key(model, event)
                     encoded = orjson.dumps(event)
                 except Exception as exc:  # what the event carries cannot travel: this record
                     why = f"the event cannot be carried: {type(exc).__name__}: {exc}"
                     dead.append(dead_letter(raw, topic, partition, offset, "normalize", why,
                                             normalizer.family))  # fmt: skip
                     continue
-                by_zone.setdefault(key, []).append(encoded)
+                by_key.setdefault(key, []).append(encoded)
             if dead:
                 METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
                 METRICS.dlq_writes.labels("normalize").inc(len(dead))
@@ -135,7 +145,7 @@ class NormalizeLoop(StageLoop):
                     produce(producer, topics.dlq, None, orjson.dumps(letter), delivered)
         for topic, count in counts.items():
             METRICS.records_in.labels(topic).inc(count)
-        for key, encoded_events in by_zone.items():
+        for key, encoded_events in by_key.items():
             for batch in pack(encoded_events):
                 produce(producer, topics.normalized, key, batch, delivered, headers)
                 self.sent_messages += 1

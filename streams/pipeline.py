@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from detector.detect import Alert, DetectorSettings, Engine, load_rules
+from detector.detect import Alert, DetectorSettings, Engine, ZoneMemory, load_rules
 from detector.errors import ParseError
 from detector.events import is_flow
 from detector.model import CompiledModel
@@ -136,15 +136,18 @@ class Normalizer:
 
 @dataclass
 class Scorer:
-    """Places and scores events with the active model; one :class:`Engine` (detector
-    state) per partition of the normalized topic, so a partition's state can move
-    between workers whole. ``restore(partition, engine)`` fills a new engine."""
+    """Places and scores events with the active model; one :class:`Engine` per
+    partition of the normalized topic, so what a partition's initiators did can move
+    between workers whole, all sharing one :class:`ZoneMemory` (what the worker learnt
+    about zones, services and servers). ``restore(partition, engine)`` fills a new
+    engine."""
 
     model: CompiledModel
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     rules_folder: str | None = None
     restore: Callable[[int, Engine], None] | None = None
     engines: dict[int, Engine] = field(init=False, default_factory=dict)
+    memory: ZoneMemory = field(init=False, default_factory=ZoneMemory)
 
     def __post_init__(self) -> None:
         self._rules = load_rules(self.rules_folder) if self.rules_folder else []
@@ -152,7 +155,8 @@ class Scorer:
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
         if engine is None:
-            engine = self.engines[partition] = Engine(self.model, self.settings, self._rules)
+            engine = self.engines[partition] = Engine(self.model, self.settings, self._rules,
+                                                      memory=self.memory)  # fmt: skip
             if self.restore is not None:
                 self.restore(partition, engine)
         return engine
@@ -166,10 +170,8 @@ class Scorer:
         """Use a new model from the next event on; the detectors keep what they learned."""
         self.model = model
         for partition, old in self.engines.items():
-            engine = self.engines[partition] = Engine(model, self.settings, self._rules)
-            engine.load(old.state(paths=False))  # the paths move as they are, not through JSON
-            engine.new_paths.paths = old.new_paths.paths
-            engine.new_paths.journal = old.new_paths.journal
+            engine = self.engines[partition] = old.sibling(model)  # the memory stays as it is
+            engine.load(old.state(paths=False))
 
     def score(
         self, event: dict[str, Any], partition: int = 0

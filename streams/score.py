@@ -11,6 +11,7 @@ without a broker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,11 +49,13 @@ def events_of(value: bytes) -> list[dict[str, Any]] | None:
 @dataclass
 class ScoreStage:
     """Places and scores normalized messages; ``state`` snapshots each partition's
-    detectors (the faust table)."""
+    detectors (the faust table); ``paths``, if given, returns the paths other scorers
+    saw since it was last called (``streams.state.PathFeed.take``)."""
 
     topics: TopicSettings
     scorer: Scorer
     state: _State
+    paths: Callable[[], dict[int, int]] | None = None
 
     def switch(self, model: CompiledModel | None) -> None:
         """Score with ``model`` from now on (None, or the model in use: nothing changes)."""
@@ -77,6 +80,8 @@ class ScoreStage:
                                  "not a JSON array of events")  # fmt: skip
             return [(topics.dlq, None, orjson.dumps(letter), None)]
         METRICS.records_in.labels(topics.normalized).inc(len(batch))
+        if self.paths is not None and (seen := self.paths()):
+            self.scorer.memory.merge_paths(seen)
         engine = self.scorer.engine(partition)
         sends: list[Send] = []
         scored: list[dict[str, Any]] = []

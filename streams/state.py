@@ -4,27 +4,42 @@ partition moves to, carries on where the last one stopped.
 The table has one changelog partition per partition of the normalized topic and
 holds, per partition ``p``:
 
-- ``p/path/<hash>`` -> the path's last-seen second: written as the event that opened
-  the path is processed (and hourly while it stays in use), deleted when the path is
+- ``p/path/<hash>`` -> the path's last-seen second: written as an event of ``p``
+  opens the path (and hourly while it stays in use), deleted when the path is
   forgotten. Faust flushes these writes before it commits the event's offset, so a
   path that raised its new-path alert is never new again after a crash.
-- ``p`` -> the rest of the partition's detector state (learning start, port and hour
-  profiles, scan windows, alert send times), zlib-compressed JSON, written at most
-  every ``snapshot_seconds`` while events flow. After a crash, up to that much of
-  this learning is lost; the events themselves are never lost.
-"""
+- ``p`` -> the rest: what ``p``'s initiators did (scan windows, alert send times)
+  and a copy of the worker's zone memory (learning starts, port and hour profiles,
+  server ports), zlib-compressed JSON, written at most every ``snapshot_seconds``
+  while events flow. After a crash, up to that much of this learning is lost; the
+  events themselves are never lost.
+
+The engines of a worker share one zone memory (``detector.detect.ZoneMemory``):
+restoring a partition merges its paths and its copy into it. Paths seen by other
+workers come from the same changelog, read whole by :class:`PathFeed`."""
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from typing import Any
 
 import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from detector.detect import Engine
+from streams.loop import StageLoop
+from streams.settings import Settings
 
-__all__ = ["DetectorState"]
+__all__ = ["DetectorState", "PathFeed", "state_changelog"]
+
+_PATH = b"/path/"
+
+
+def state_changelog(settings: Settings) -> str:
+    """The topic faust keeps the detector-state table in."""
+    return f"{settings.worker.app_id}-detector-state-changelog"
 
 
 class DetectorState:
@@ -45,13 +60,13 @@ class DetectorState:
         if snapshot is not None:
             engine.load(orjson.loads(zlib.decompress(snapshot)))
         prefix = b"%d/path/" % partition
-        paths = {
+        engine.memory.merge_paths({
             int(key[len(prefix) :]): int(value)
             for key, value in list(self.table.items())
             if key.startswith(prefix) and value is not None
-        }
-        engine.new_paths.paths = dict(sorted(paths.items(), key=lambda kv: kv[1]))
-        engine.new_paths.journal = {}
+        })  # fmt: skip
+        if engine.new_paths.journal is None:
+            engine.new_paths.journal = {}
         self._saved.pop(partition, None)  # snapshot at the first event: the learning start
 
     def save(self, partition: int, engine: Engine) -> None:
@@ -72,3 +87,71 @@ class DetectorState:
             state = orjson.dumps(engine.state(paths=False), option=orjson.OPT_NON_STR_KEYS)
             self.table[b"%d" % partition] = zlib.compress(state, 1)
             self._saved[partition] = now
+
+
+class PathFeed(StageLoop):
+    """The paths every scorer saw, for this one: reads the whole detector-state
+    changelog (every partition, from its start, outside any consumer group) and keeps
+    each path's latest sighting until the score stage :meth:`take` s them.
+
+    Keyed by initiator, one path's connections come from many initiators, scored by
+    many workers: without this, a path one worker knows would be new to another. A
+    path's first sighting is journalled within the message that saw it, so the other
+    workers know it a moment later (the changelog's round trip, about a second at
+    most); two workers that both see a path for the first time within that moment
+    both call it new.
+    """
+
+    name = "paths"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.topic = state_changelog(settings)
+        self._seen: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self) -> dict[int, int]:
+        """The paths read since the last call: hash -> last seen second."""
+        with self._lock:
+            seen, self._seen = self._seen, {}
+        return seen
+
+    def _loop(self) -> None:
+        consumer = Consumer({**self.settings.kafka.client_config(),
+                             "group.id": f"{self.settings.worker.app_id}-paths",  # never joined
+                             "enable.auto.commit": False})  # fmt: skip
+        try:
+            partitions = self._partitions(consumer)
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+            while not self._stop.is_set():
+                found: dict[int, int] = {}
+                for message in consumer.consume(1000, timeout=0.5):
+                    key, value = message.key(), message.value()
+                    if message.error() is not None or not key or not value or _PATH not in key:
+                        continue  # a snapshot, a forgotten path (kept: it ages out) or an error
+                    path, seen = int(key.rsplit(b"/", 1)[1]), int(value)
+                    if seen > found.get(path, -1):
+                        found[path] = seen
+                if found:
+                    with self._lock:
+                        mine = self._seen
+                        for path, seen in found.items():
+                            if seen > mine.get(path, -1):
+                                mine[path] = seen
+        finally:
+            consumer.close()
+
+    def _partitions(self, consumer: Consumer) -> list[int]:
+        """The changelog's partitions, once it exists (faust makes it as it starts)."""
+        while not self._stop.is_set():
+            try:
+                found = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+                why = f"the topic {self.topic} does not exist yet"
+            except KafkaException as exc:
+                found, why = None, str(exc)
+            if found is not None and found.error is None and found.partitions:
+                self.waiting.end()
+                return sorted(found.partitions)
+            self.waiting.begin("kafka", why)
+            self._stop.wait(1.0)
+        return []

@@ -42,7 +42,7 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
         for f in topics.families
     ]
     specs += [
-        TopicSpec(topics.normalized, p, r, purpose="parsed events keyed by source zone"),
+        TopicSpec(topics.normalized, p, r, purpose="parsed events keyed by initiator host"),
         TopicSpec(topics.events, p, r, purpose="enriched ECS flow events"),
         TopicSpec(
             topics.alerts,

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.connection import STRONG_EVIDENCE, ServerPorts
+from detector.connection import STRONG_EVIDENCE
 from detector.detect.alerts import Alert, AlertBook, risk
-from detector.detect.base import Context, DetectorSettings, Evidence, event_time
+from detector.detect.base import Context, DetectorSettings, Evidence, ZoneMemory, event_time
 from detector.detect.detectors import (
     NewPathDetector,
     OddPortDetector,
@@ -38,6 +38,7 @@ __all__ = [
     "Engine",
     "Evidence",
     "MLDetector",
+    "ZoneMemory",
     "event_time",
     "load_rules",
 ]
@@ -47,7 +48,12 @@ _SUSPICIOUS = frozenset({"violation", "blocked_attempt"})
 
 
 class Engine:
-    """Detectors + scoring + rules + alerts for one model (state included)."""
+    """Detectors + scoring + rules + alerts for one model (state included).
+
+    What it learns about zones, services and servers is in ``memory`` (a
+    :class:`ZoneMemory`), which the engines of other partitions may share
+    (:meth:`sibling`); the rest (scan windows, alerts, ...) is about initiators and
+    its own."""
 
     def __init__(
         self,
@@ -55,28 +61,35 @@ class Engine:
         settings: DetectorSettings | None = None,
         rules: list[DetectionRule] | None = None,
         ml: MLDetector | None = None,
+        memory: ZoneMemory | None = None,
     ) -> None:
         self.model = model
         self.settings = settings or DetectorSettings()
         settings = self.settings
-        self.new_paths = NewPathDetector(settings)
-        hours = OffHoursDetector(settings, model)
+        self.memory = memory = memory if memory is not None else ZoneMemory()
+        self.new_paths = NewPathDetector(settings, memory)
+        hours = OffHoursDetector(settings, model, memory)
         self.detectors: list[Any] = [
-            OddPortDetector(settings),
+            OddPortDetector(settings, memory),
             hours,
             self.new_paths,
-            ScanDetector(settings),
-            BlockedSeriesDetector(settings, model),
+            ScanDetector(settings, memory),
+            BlockedSeriesDetector(settings, model, memory),
             LateralMovementDetector(settings, hours),
-            DnsDetector(settings, model),
-            VolumeDetector(settings),
+            DnsDetector(settings, model, memory),
+            VolumeDetector(settings, memory),
         ]
         self.rules = RuleSet(rules or [], model)
         self.ml = ml
         self.book = AlertBook(self.settings.alert_update_seconds, model.zones)
-        self.server_ports = ServerPorts()
+        self.server_ports = memory.server_ports
         self._observers = [d.observe for d in self.detectors]
         self._sensitivity = {n: z.tags.sensitivity for n, z in model.zones.items()}
+
+    def sibling(self, model: CompiledModel | None = None) -> Engine:
+        """A new engine for another partition (or, given ``model``, for the next model):
+        the same settings, rules and learnt model, sharing this one's memory."""
+        return Engine(model or self.model, self.settings, self.rules.rules, self.ml, self.memory)
 
     def place(self, event: dict[str, Any]) -> Placement:
         """Place an event on the model, with the server ports learned so far."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detector.connection import ServerPorts
 from detector.events import event_time
 from detector.model.compile import Placement
 
@@ -24,6 +25,7 @@ __all__ = [
     "DetectorSettings",
     "Evidence",
     "Learning",
+    "ZoneMemory",
     "day",
     "event_time",
     "span",
@@ -152,20 +154,71 @@ def span(seconds: float) -> str:
     return f"{seconds / 86_400:.0f} days"
 
 
+class ZoneMemory:
+    """What the detectors learn about zones, services and servers rather than about one
+    initiator: when each detector's learning began, the destination ports seen per
+    zone, the source zones' hour-of-week profiles, the paths seen (and the journal of
+    their changes, when one is kept) and the ports servers answer from.
+
+    The score stage keys events by the connection's initiator, so one zone's traffic
+    spreads over partitions, one engine each. All the engines of a process share one
+    ZoneMemory: each judges against everything the process has seen, as a single
+    engine over all of it would. Restored state merges in (see :meth:`Learning.started`
+    and the detectors' ``load``), since every partition's snapshot carries a copy.
+    """
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}  # detector name -> first event time
+        self.port_counts: dict[str, dict[int, int]] = {}  # destination zone -> port -> flows
+        self.port_totals: dict[str, int] = {}
+        self.profiles: dict[str, list[int]] = {}  # source zone -> 168 hour counts + total
+        self.paths: dict[int, int] = {}  # path hash -> last seen second
+        # when not None, path changes worth persisting: hash -> last seen, None once forgotten
+        self.journal: dict[int, int | None] | None = None
+        self.server_ports = ServerPorts()
+
+    def merge_paths(self, seen: dict[int, int]) -> None:
+        """Paths seen elsewhere (a restored partition, another worker), with their last
+        sighting: kept unless known with a later one. Not journalled: they are stored."""
+        paths = self.paths
+        for key, when in seen.items():
+            if when > paths.get(key, -1):
+                paths[key] = when
+
+
 class Learning:
     """Knows when the learning period (counted from the first event seen) is over.
 
     Every detector stays quiet until then: it learns what is usual and reports nothing.
+    The start is kept in the :class:`ZoneMemory` (one clock per detector for all the
+    engines sharing it).
     """
 
-    def __init__(self, settings: DetectorSettings) -> None:
+    name: str
+
+    def __init__(self, settings: DetectorSettings, memory: ZoneMemory | None = None) -> None:
         self.settings = settings
-        self.started: float | None = None
+        self.memory = memory if memory is not None else ZoneMemory()
+        self._clock = self.memory.started
+
+    @property
+    def started(self) -> float | None:
+        return self._clock.get(self.name)
+
+    @started.setter
+    def started(self, when: float | None) -> None:
+        """Restore a start: the earliest one known wins (snapshots of several partitions
+        may be restored into one memory)."""
+        if when is not None:
+            current = self._clock.get(self.name)
+            if current is None or when < current:
+                self._clock[self.name] = when
 
     def learning(self, now: float) -> bool:
-        if self.started is None:
-            self.started = now
-        return now - self.started < self.settings.learning_seconds
+        started = self._clock.get(self.name)
+        if started is None:
+            started = self._clock[self.name] = now
+        return now - started < self.settings.learning_seconds
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from detector.detect.base import Context, DetectorSettings, Evidence, Learning, day, span
+from detector.detect.base import (
+    Context,
+    DetectorSettings,
+    Evidence,
+    Learning,
+    ZoneMemory,
+    day,
+    span,
+)
 from detector.model.compile import CompiledModel
 from detector.model.schema import WEEKDAYS, BusinessHours
 
@@ -37,10 +45,10 @@ class OddPortDetector(Learning):
 
     name = "odd_port"
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        super().__init__(settings)
-        self.counts: dict[str, dict[int, int]] = {}
-        self.totals: dict[str, int] = {}
+    def __init__(self, settings: DetectorSettings, memory: ZoneMemory | None = None) -> None:
+        super().__init__(settings, memory)
+        self.counts = self.memory.port_counts  # shared by the engines of one memory
+        self.totals = self.memory.port_totals
         self.well_known = frozenset(settings.well_known_ports)
 
     def observe(self, ctx: Context) -> list[Evidence]:
@@ -77,9 +85,17 @@ class OddPortDetector(Learning):
         return {"started": self.started, "counts": self.counts, "totals": self.totals}
 
     def load(self, state: dict[str, Any]) -> None:
+        """Merge ``state`` in: each count keeps the larger of the two (counts only grow,
+        and the snapshots merged are copies of one memory at different times)."""
         self.started = state["started"]
-        self.counts = {z: {int(p): n for p, n in c.items()} for z, c in state["counts"].items()}
-        self.totals = dict(state["totals"])
+        for zone, ports in state["counts"].items():
+            mine = self.counts.setdefault(zone, {})
+            for port, n in ports.items():
+                if n > mine.get(int(port), 0):
+                    mine[int(port)] = n
+        for zone, total in state["totals"].items():
+            if total > self.totals.get(zone, 0):
+                self.totals[zone] = total
 
 
 class OffHoursDetector(Learning):
@@ -88,14 +104,16 @@ class OffHoursDetector(Learning):
 
     name = "off_hours"
 
-    def __init__(self, settings: DetectorSettings, model: CompiledModel) -> None:
-        super().__init__(settings)
+    def __init__(
+        self, settings: DetectorSettings, model: CompiledModel, memory: ZoneMemory | None = None
+    ) -> None:
+        super().__init__(settings, memory)
         self.hours: dict[str, tuple[BusinessHours, ZoneInfo]] = {
             name: (zone.hours, ZoneInfo(zone.hours.timezone))
             for name, zone in model.zones.items()
             if zone.hours is not None
         }
-        self.profiles: dict[str, list[int]] = {}  # zone -> 168 hour-of-week counts + total
+        self.profiles = self.memory.profiles  # zone -> 168 hour-of-week counts + total
 
     def observe(self, ctx: Context) -> list[Evidence]:
         when = ctx.time
@@ -157,8 +175,14 @@ class OffHoursDetector(Learning):
         return {"started": self.started, "profiles": self.profiles}
 
     def load(self, state: dict[str, Any]) -> None:
+        """Merge ``state`` in: each hour keeps the larger count (see OddPortDetector)."""
         self.started = state["started"]
-        self.profiles = {z: list(p) for z, p in state["profiles"].items()}
+        for zone, counts in state["profiles"].items():
+            mine = self.profiles.get(zone)
+            if mine is None:
+                self.profiles[zone] = list(counts)
+            else:
+                mine[:] = [max(a, b) for a, b in zip(mine, counts, strict=True)]
 
 
 _JOURNAL_SECONDS = 3600  # a known path's last-seen time is journalled at most hourly
@@ -175,13 +199,28 @@ class NewPathDetector(Learning):
 
     name = "new_path"
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        super().__init__(settings)
-        self.paths: dict[int, int] = {}
+    def __init__(self, settings: DetectorSettings, memory: ZoneMemory | None = None) -> None:
+        super().__init__(settings, memory)
         self._keys: dict[tuple[str, str, str], int] = {}  # recent paths' hashes (a cache)
         self.pivots: dict[str, list[Any]] = {}  # source ip -> [window start, {zone: first}]
-        # when not None, path changes worth persisting: hash -> last seen, None once forgotten
-        self.journal: dict[int, int | None] | None = None
+
+    @property
+    def paths(self) -> dict[int, int]:
+        """Path hash -> last seen second (in the shared memory)."""
+        return self.memory.paths
+
+    @paths.setter
+    def paths(self, paths: dict[int, int]) -> None:
+        self.memory.paths = paths
+
+    @property
+    def journal(self) -> dict[int, int | None] | None:
+        """Path changes worth persisting, when kept (``ZoneMemory.journal``)."""
+        return self.memory.journal
+
+    @journal.setter
+    def journal(self, journal: dict[int, int | None] | None) -> None:
+        self.memory.journal = journal
 
     @staticmethod
     def path_key(src: str, dst: str, service: str) -> int:
@@ -199,11 +238,14 @@ class NewPathDetector(Learning):
             if len(self._keys) > 100_000:
                 self._keys.clear()
         now = int(ctx.time)
-        last = self.paths.get(key)
-        self.paths[key] = now
-        if self.journal is not None and (last is None or now - last >= _JOURNAL_SECONDS):
-            self.journal[key] = now
-        if len(self.paths) > self.settings.max_paths:
+        memory = self.memory
+        paths = memory.paths
+        last = paths.get(key)
+        paths[key] = now
+        journal = memory.journal
+        if journal is not None and (last is None or now - last >= _JOURNAL_SECONDS):
+            journal[key] = now
+        if len(paths) > self.settings.max_paths:
             self._forget()
         learning = self.learning(ctx.time)
         if learning or (last is not None and now - last < self.settings.path_ttl_seconds):
@@ -263,9 +305,9 @@ class NewPathDetector(Learning):
         return state
 
     def load(self, state: dict[str, Any]) -> None:
+        """Merge ``state`` in: a path keeps its latest sighting."""
         self.started = state["started"]
-        if "paths" in state:
-            self.paths = {int(k): v for k, v in state["paths"].items()}
+        self.memory.merge_paths({int(k): v for k, v in state.get("paths", {}).items()})
 
 
 class VolumeDetector(Learning):

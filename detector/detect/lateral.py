@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from detector.detect.base import ADMIN_PORTS, Context, DetectorSettings, Evidence, Learning, span
+from detector.detect.base import (
+    ADMIN_PORTS,
+    Context,
+    DetectorSettings,
+    Evidence,
+    Learning,
+    ZoneMemory,
+    span,
+)
 from detector.detect.detectors import OffHoursDetector
 from detector.detect.windows import Recent, bounded
 from detector.model.compile import CompiledModel
@@ -32,7 +40,7 @@ class LateralMovementDetector(Learning):
     name = "lateral"
 
     def __init__(self, settings: DetectorSettings, hours: OffHoursDetector) -> None:
-        super().__init__(settings)
+        super().__init__(settings, hours.memory)
         self.hours = hours
         self.reached: dict[str, Recent] = {}  # source -> hosts of its zone
         self.services: dict[str, set[str]] = {}  # source -> admin services it used
@@ -94,8 +102,10 @@ class DnsDetector(Learning):
 
     name = "dns"
 
-    def __init__(self, settings: DetectorSettings, model: CompiledModel) -> None:
-        super().__init__(settings)
+    def __init__(
+        self, settings: DetectorSettings, model: CompiledModel, memory: ZoneMemory | None = None
+    ) -> None:
+        super().__init__(settings, memory)
         dns = model.defaults.dns
         self.zone = dns.zone if dns is not None else None
         self.flows: dict[str, deque[tuple[float, int, str]]] = {}  # (time, bytes, resolver)

@@ -20,7 +20,14 @@ from collections import deque
 from typing import Any
 
 from detector.connection import EPHEMERAL
-from detector.detect.base import Context, DetectorSettings, Evidence, Learning, span
+from detector.detect.base import (
+    Context,
+    DetectorSettings,
+    Evidence,
+    Learning,
+    ZoneMemory,
+    span,
+)
 from detector.detect.windows import Recent, bounded
 from detector.model.compile import CompiledModel
 from detector.model.schema import INTERNET
@@ -52,8 +59,8 @@ class ScanDetector(Learning):
 
     name = "scan"
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: DetectorSettings, memory: ZoneMemory | None = None) -> None:
+        super().__init__(settings, memory)
         self.vertical: dict[str, dict[str, Recent]] = {}  # source -> host -> ports
         self.horizontal: dict[str, dict[int, Recent]] = {}  # source -> port -> hosts
         self.denied: dict[str, list[float]] = {}  # source -> [window start, denied]
@@ -165,8 +172,10 @@ class BlockedSeriesDetector(Learning):
 
     name = "blocked_series"
 
-    def __init__(self, settings: DetectorSettings, model: CompiledModel) -> None:
-        super().__init__(settings)
+    def __init__(
+        self, settings: DetectorSettings, model: CompiledModel, memory: ZoneMemory | None = None
+    ) -> None:
+        super().__init__(settings, memory)
         self.guarded = frozenset(
             name for name, zone in model.zones.items() if zone.tags.sensitivity in _GUARDED
         )

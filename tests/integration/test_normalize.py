@@ -7,9 +7,9 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
 
+from detector.connection import key_partition
 from streams.metrics import METRICS
 from streams.normalize import NormalizeLoop
 from streams.settings import Settings
@@ -48,14 +48,12 @@ def _shipped(tag: str) -> Settings:
     return settings
 
 
+OFFICE = b"10.0.1.10"  # every record's initiator
+
+
 def _office() -> Any:
-    """A model that puts every address in the zone office."""
-    return SimpleNamespace(zone_of=lambda source: "office", version="office-1")
-
-
-def _partition_of(settings: Settings, key: bytes) -> int:
-    """Where the producer's partitioner (murmur2, as Kafka's Java client) puts ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % settings.topics.partitions
+    """A model that calls every record's source its initiator."""
+    return SimpleNamespace(initiator_host=lambda event: event["source"]["ip"], version="office-1")
 
 
 def test_normalize_waits_for_the_score_stage_to_catch_up(unique: str) -> None:
@@ -95,7 +93,7 @@ def test_normalize_waits_only_for_its_own_scorer(unique: str) -> None:
     """In a worker that scores, only the partitions it scores count: a backlog in the
     others (another worker's) never holds it up."""
     settings = _shipped(f"no{unique}")
-    office = _partition_of(settings, b"office")
+    office = key_partition(OFFICE, settings.topics.partitions)
     others = [p for p in range(settings.topics.partitions) if p != office]
     loop = NormalizeLoop(settings, _office, scored=lambda: others)
     score = Consumer({**settings.kafka.client_config(), "group.id": settings.worker.app_id,

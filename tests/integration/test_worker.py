@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
+from detector.connection import key_partition
 from streams.metrics import CONTENT_TYPE_LATEST, scrape
 from streams.settings import KafkaSettings
 from streams.webhooks import verify
@@ -644,6 +645,62 @@ def test_two_workers_share_the_partitions_and_the_state(
         assert _new_path_events(es, stream) == _expected_paths(NEW + LATER)
         scored = [_records_in(port).get(f"{tag}.normalized", 0) for port in ports]
         assert all(n > 0 for n in scored), scored  # both workers scored events
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
+def _host_of(partitions: set[int], total: int, taken: set[str]) -> str:
+    """A DMZ address the normalize stage keys to one of ``partitions`` (of ``total``)."""
+    for last in range(11, 255):
+        ip = f"10.0.1.{last}"
+        if ip not in taken and key_partition(ip.encode(), total) in partitions:
+            return ip
+    raise AssertionError(f"no DMZ address keyed to {partitions}")
+
+
+@pytest.mark.timeout(400)
+def test_a_path_one_worker_learnt_is_not_new_to_another(
+    es: Elasticsearch, unique: str, tmp_path: Path
+) -> None:
+    """Keyed by initiator, two hosts of one zone are scored by two workers: the path one
+    of them used while learning is known to the other worker (read from the
+    detector-state changelog) when the other host opens it; a path neither saw is new."""
+    tag = f"x{unique}"
+    env = _env(tag, **STATE_ENV)
+    assert _segwatch("topics", "create", env=env).returncode == 0
+    stream = events_index(tag)
+    start = int(time.time()) - 3 * 3600
+    ports = [_free_port(), _free_port()]
+    workers = [_start_worker(TIERS, {**env, "SEGWATCH_WORKER__WEB_PORT": str(port)},
+                             tmp_path / f"worker-{i}.log") for i, port in enumerate(ports)]  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        owned: list[set[int]] = [set(), set()]
+        while time.time() < deadline:
+            owned = [set(_readyz(port).get("partitions") or ()) for port in ports]
+            if all(owned) and not owned[0] & owned[1]:
+                break
+            time.sleep(1)
+        assert all(owned) and not owned[0] & owned[1], owned
+        total = len(owned[0] | owned[1])
+        first = _host_of(owned[0], total, set())
+        second = _host_of(owned[1], total, {first})
+        # learning: only the first host uses dmz -> app tcp/8080; the second one's worker
+        # learns too (from its DNS lookups)
+        learning = _flows(tmp_path / "learn.log", [(first, APP, 8080, 6), (second, DNS, 53, 17),
+                                                   (APP, DB, 5432, 6)], start, 700)  # fmt: skip
+        assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / "learn.log"),
+                         env=env).returncode == 0  # fmt: skip
+        assert _wait_count(es, stream, learning) == learning
+        shipped = learning + _flows(tmp_path / "open.log", [(second, APP, 8080, 6),
+                                                            (second, DB, 5432, 6)],
+                                    start + 700, 10)  # fmt: skip
+        assert _segwatch("ship", "-f", "vpcflow", str(tmp_path / "open.log"),
+                         env=env).returncode == 0  # fmt: skip
+        assert _wait_count(es, stream, shipped) == shipped
+        assert _new_path_events(es, stream) == {"new path dmz -> db tcp/5432": 1}
+        assert [set(_readyz(port).get("partitions") or ()) for port in ports] == owned
     finally:
         for worker in workers:
             _stop(worker)
