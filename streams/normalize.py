@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -28,6 +29,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from detector.connection import key_partition
 from detector.model import CompiledModel
 from detector.parsers import ParseOptions
 from streams.loop import StageLoop, produce
@@ -36,7 +38,7 @@ from streams.model_sync import MODEL_HEADER
 from streams.pipeline import Normalizer, dead_letter, pack
 from streams.settings import Settings
 
-__all__ = ["NormalizeLoop", "normalize_group", "score_key"]
+__all__ = ["HotKeys", "NormalizeLoop", "normalize_group", "score_key"]
 
 log = logging.getLogger("segwatch.normalize")
 
@@ -46,14 +48,79 @@ def normalize_group(settings: Settings) -> str:
     return f"{settings.worker.app_id}-normalize"
 
 
-def score_key(model: CompiledModel, event: dict[str, Any]) -> bytes:
+def score_key(model: CompiledModel, event: dict[str, Any], hot: HotKeys | None = None) -> bytes:
     """The key of an event on the normalized topic: the address of the host that opened
     its connection, as the log, the model and the port ranges tell it (never learnt
     state, so a connection's request and reply get the same key wherever they are
     normalized). Each initiator's connections meet one scorer, whole: its scans, sweeps
     and alerts are exact; a busy zone spreads over every partition, and what the
-    detectors learn about zones the scorers share (``detector.detect.ZoneMemory``)."""
-    return model.initiator_host(event).encode()
+    detectors learn about zones the scorers share (``detector.detect.ZoneMemory``).
+    A hot initiator (``hot``) gets a sub-key by the host its connection goes to."""
+    initiator, responder = model.connection_hosts(event)
+    if hot is None:
+        return initiator.encode()
+    return hot.key(initiator.encode(), responder.encode())
+
+
+class HotKeys:
+    """Initiator hosts above ``share`` of the connections seen lately are hot: each of
+    their connections is keyed by the initiator and a sub-key chosen by the host it goes
+    to (the same for a connection's request and reply), one sub-key per partition of
+    the ``spread`` the topic has, so the host's connections spread evenly over all of
+    them. A NAT gateway or a DNS forwarder then no longer caps one partition; its
+    per-initiator detectors see its connections to each destination whole, but a sweep
+    of many destinations only in part (docs/scaling.md).
+
+    "Lately": the counts are halved every ``window`` connections, so a host that cools
+    down is one key again; nothing is hot before ``least`` connections were seen."""
+
+    def __init__(self, share: float, spread: int, window: int = 50_000, least: int = 1_000):
+        self.share = share
+        self.spread = spread
+        self.window = window
+        self.least = least
+        self.counts: dict[bytes, int] = {}
+        self.total = 0
+        self._left = window
+        self._subkeys: dict[bytes, list[bytes]] = {}  # hot initiator -> one key per partition
+
+    def key(self, initiator: bytes, responder: bytes) -> bytes:
+        counts = self.counts
+        n = counts.get(initiator, 0) + 1
+        counts[initiator] = n
+        self.total += 1
+        self._left -= 1
+        if self._left <= 0:
+            self._halve()
+        if n <= self.share * self.total or self.total < self.least:
+            return initiator
+        subkeys = self._subkeys.get(initiator) or self._split(initiator)
+        return subkeys[zlib.crc32(responder) % len(subkeys)]
+
+    def hot(self) -> list[bytes]:
+        """The hot initiators now."""
+        return [k for k, n in self.counts.items() if n > self.share * self.total]
+
+    def _split(self, initiator: bytes) -> list[bytes]:
+        """Sub-keys of ``initiator`` that the producer puts on different partitions, one
+        for each partition (as far as the first few hundred candidates reach)."""
+        found: dict[int, bytes] = {}
+        for n in range(64 * self.spread):
+            key = b"%s~%d" % (initiator, n)
+            found.setdefault(key_partition(key, self.spread), key)
+            if len(found) == self.spread:
+                break
+        if len(self._subkeys) >= 1_000:  # hot hosts are few: a bound all the same
+            self._subkeys.clear()
+        ordered = [found[p] for p in sorted(found)]
+        turn = zlib.crc32(initiator) % len(ordered)  # hot hosts that share a destination
+        subkeys = self._subkeys[initiator] = ordered[turn:] + ordered[:turn]  # spread too
+        return subkeys
+
+    def _halve(self) -> None:
+        self.counts = {k: n >> 1 for k, n in self.counts.items() if n > 1}
+        self.total = sum(self.counts.values())
+        self._left = self.window
 
 
 class NormalizeLoop(StageLoop):
@@ -72,6 +139,8 @@ class NormalizeLoop(StageLoop):
         self.scored = scored  # the normalized partitions this worker scores, if it scores
         self.sent_messages = self.sent_events = 0  # to the normalized topic
         self._failed_batches = 0  # in a row
+        share, spread = settings.worker.hot_key_share, settings.topics.partitions
+        self.hot = HotKeys(share, spread) if share < 1 else None
         topics = settings.topics
         namespace = settings.elasticsearch.namespace  # the events' data_stream.namespace
         self._normalizers = {
@@ -130,7 +199,7 @@ class NormalizeLoop(StageLoop):
             events, dead = normalizer.normalize(raw, topic, partition, offset, message.key())
             for event in events:
                 try:
-                    key = score_key(model, event)
+                    key = score_key(model, event, self.hot)
                     encoded = orjson.dumps(event)
                 except Exception as exc:  # what the event carries cannot travel: this record
                     why = f"the event cannot be carried: {type(exc).__name__}: {exc}"

@@ -240,8 +240,20 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(
         default=500,
         ge=1,
-        description="Raw records the normalize stage takes at once (one message per source "
-        "zone of each batch); an Elasticsearch bulk is up to four such messages, scored.",
+        description="Raw records the normalize stage takes at once (one message per "
+        "initiator host of each batch); an Elasticsearch bulk is up to four such messages, "
+        "scored.",
+    )
+    hot_key_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="An initiator host opening more than this share of the connections the "
+        "normalize stage saw lately (a NAT gateway, a proxy, a DNS forwarder) is a hot key: "
+        "its connections spread over every partition of the normalized topic by the "
+        "address they go to, instead of all going to one. Its sweeps of many hosts are "
+        "then seen in part by each partition, and a scanner is often hot itself: 1 "
+        "(never) by default; docs/scaling.md says when to lower it.",
     )
     normalize_ahead: int = Field(
         default=50_000,

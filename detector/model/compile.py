@@ -413,6 +413,11 @@ class CompiledModel:
         connection gets the same answer wherever it is asked — or the source's when they
         cannot tell (as :meth:`place` judges such a record). The key that brings a
         connection's records, and an initiator's connections, to one scorer."""
+        return self.connection_hosts(event)[0]
+
+    def connection_hosts(self, event: dict[str, Any]) -> tuple[str, str]:
+        """(initiator, responder) addresses of a record's connection, the initiator as
+        :meth:`initiator_host` tells it."""
         source = event.get("source")
         destination = event.get("destination")
         network = event.get("network")
@@ -421,8 +426,9 @@ class CompiledModel:
         side, _ = self._who(event, self.zone_of(source), self.zone_of(destination),
                             int(iana) if iana else None, source.get("port") if source else None,
                             destination.get("port") if destination else None, when)  # fmt: skip
-        host = destination if side == "destination" else source
-        return str((host or {}).get("ip") or "")
+        if side == "destination":
+            source, destination = destination, source
+        return str((source or {}).get("ip") or ""), str((destination or {}).get("ip") or "")
 
     def _who(
         self,

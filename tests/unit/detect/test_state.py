@@ -67,3 +67,33 @@ def test_partitions_keep_their_own_state_and_forgotten_paths_are_deleted() -> No
     assert not any(k.startswith(b"0/") for k in table) and b"3" in table
     scorer.keep({0})
     assert scorer.engines == {}
+
+
+def test_restoring_partitions_merges_their_zone_memory_into_the_workers() -> None:
+    """Keyed by initiator, one zone's flows are in many partitions: a worker that takes
+    two of them knows the paths and port counts of both, and the learning start of the
+    earlier, whatever order it restores them in."""
+    for order in ((1, 2), (2, 1)):
+        table: dict[bytes, bytes] = {}
+        one, one_state = _scorer(table)
+        _run(one, one_state, [event(APP, DB, 5432, MONDAY + i * 30) for i in range(100)], 1)
+        two, two_state = _scorer(table)  # another worker, learning later and elsewhere
+        _run(two, two_state, [event(DMZ, APP, 8080, MONDAY + HOUR + i) for i in range(50)], 2)
+        worker, state = _scorer(table)
+        for partition in order:
+            worker.engine(partition)
+        memory = worker.memory
+        assert all(e.memory is memory for e in worker.engines.values())  # one memory
+        assert memory.port_totals == {"db": 100, "app": 50}
+        assert memory.started["new_path"] == MONDAY
+        assert len(memory.paths) == 2
+        # neither path is new to either partition; a third one is
+        later = MONDAY + 3 * HOUR
+        found = [
+            event(DMZ, APP, 8080, later),
+            event(APP, DB, 5432, later),
+            event(DMZ, DB, 5432, later),
+        ]
+        new = [[r for r in _run(worker, state, [e], p) if r.startswith("new path")]
+               for e, p in zip(found, (1, 2, 1), strict=True)]  # fmt: skip
+        assert new == [[], [], ["new path dmz -> db tcp/5432"]]
