@@ -301,7 +301,8 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
 ) -> None:
     """A normalize-only worker and a worker for the other stages; a published model
     moves 10.0.1.10 from dmz to a new zone allowed into the database: after the switch
-    its flows are keyed by the new zone and judged by the new model."""
+    its flows are keyed by the new model (which tells their initiator) and judged by
+    it."""
     from tests.integration.test_worker import ROOT, _free_port
 
     tag = f"fm{unique}"
@@ -348,7 +349,8 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
                   for d in docs}  # fmt: skip
         assert judged == {(False, "dmz", "violation", False), (True, "jump", "allowed", True)}
         keyed = _normalized(kafka, env["SEGWATCH_TOPICS__NORMALIZED"])
-        assert {(key, v == version) for key, v in keyed} == {(b"dmz", False), (b"jump", True)}
+        assert {(key, v == version) for key, v in keyed} == {(b"10.0.1.10", False),
+                                                              (b"10.0.1.10", True)}  # fmt: skip
         assert all(v for _, v in keyed)  # every message names the model it was keyed by
         assert all(w.poll() is None for w in workers)
     finally:
