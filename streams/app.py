@@ -44,7 +44,7 @@ from streams.normalize import NormalizeLoop
 from streams.pipeline import Scorer
 from streams.score import ScoreStage, Send
 from streams.settings import Settings
-from streams.state import DetectorState, PathFeed, state_changelog
+from streams.state import DetectorState, ZoneFeed, state_changelog
 from streams.topics import TopicSpec
 
 __all__ = ["create_app", "internal_topics", "tune_gc", "worker_stages"]
@@ -91,13 +91,13 @@ def internal_topics(settings: Settings) -> list[TopicSpec]:
 def worker_stages(settings: Settings, models: ModelWatcher,
                   scored: Callable[[], Collection[int]] | None) -> list[StageLoop]:  # fmt: skip
     """The thread stages of a worker with ``settings.worker.roles`` (score is faust's,
-    with the paths other scorers saw); normalize; index (after the index templates);
+    with what the other scorers learnt); normalize; index (after the index templates);
     alert: incidents, the alerts and incidents indices, and a page stage per webhook."""
     roles = set(settings.worker.roles)
     topics, es = settings.topics, settings.elasticsearch
     stages: list[StageLoop] = []
     if "score" in roles:
-        stages.append(PathFeed(settings))
+        stages.append(ZoneFeed(settings))
     if "normalize" in roles:
         stages.append(NormalizeLoop(settings, models.current, scored))
     if roles & {"index", "alert"}:
@@ -251,7 +251,7 @@ def create_app(settings: Settings) -> faust.App:
             await deliver(sends)
 
     if state is not None:  # the score role
-        feed = next(stage for stage in stages if isinstance(stage, PathFeed))
+        feed = next(stage for stage in stages if isinstance(stage, ZoneFeed))
         scoring = ScoreStage(topics, scorer, state, feed.take)
         app.agent(normalized, name="score")(score)
 

@@ -157,21 +157,32 @@ class Scorer:
         if engine is None:
             engine = self.engines[partition] = Engine(self.model, self.settings, self._rules,
                                                       memory=self.memory)  # fmt: skip
+            self.memory.remote(partition, None)  # its counts come from its engine now
             if self.restore is not None:
                 self.restore(partition, engine)
         return engine
 
     def keep(self, partitions: set[int]) -> None:
-        """Forget the engines of partitions this worker no longer has."""
+        """Forget the engines of partitions this worker no longer has (their counts
+        stay in the memory's sums until their next worker snapshots them)."""
         for partition in set(self.engines) - partitions:
-            del self.engines[partition]
+            self.memory.handed_over(partition, self.engines.pop(partition).own())
+
+    def remote(self, partition: int, state: dict[str, Any]) -> None:
+        """A snapshot of ``partition`` by the worker that scores it (ignored if it is
+        scored here: this worker's own, or older than its engine)."""
+        if partition in self.engines:
+            return
+        self.memory.remote(partition, Engine.contribution(state))
+        self.memory.merge_started({name: part["started"] for name, part in state.items()
+                                   if isinstance(part, dict) and part.get("started")})  # fmt: skip
 
     def switch(self, model: CompiledModel) -> None:
         """Use a new model from the next event on; the detectors keep what they learned."""
         self.model = model
         for partition, old in self.engines.items():
             engine = self.engines[partition] = old.sibling(model)  # the memory stays as it is
-            engine.load(old.state(paths=False))
+            engine.load(old.state(paths=False), share=False)
 
     def score(
         self, event: dict[str, Any], partition: int = 0

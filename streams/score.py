@@ -49,13 +49,13 @@ def events_of(value: bytes) -> list[dict[str, Any]] | None:
 @dataclass
 class ScoreStage:
     """Places and scores normalized messages; ``state`` snapshots each partition's
-    detectors (the faust table); ``paths``, if given, returns the paths other scorers
-    saw since it was last called (``streams.state.PathFeed.take``)."""
+    detectors (the faust table); ``learnt``, if given, returns what other scorers
+    learnt since it was last called (``streams.state.ZoneFeed.take``)."""
 
     topics: TopicSettings
     scorer: Scorer
     state: _State
-    paths: Callable[[], dict[int, int]] | None = None
+    learnt: Callable[[], tuple[dict[int, int], dict[int, dict[str, Any]]]] | None = None
 
     def switch(self, model: CompiledModel | None) -> None:
         """Score with ``model`` from now on (None, or the model in use: nothing changes)."""
@@ -80,8 +80,11 @@ class ScoreStage:
                                  "not a JSON array of events")  # fmt: skip
             return [(topics.dlq, None, orjson.dumps(letter), None)]
         METRICS.records_in.labels(topics.normalized).inc(len(batch))
-        if self.paths is not None and (seen := self.paths()):
-            self.scorer.memory.merge_paths(seen)
+        if self.learnt is not None:
+            paths, snapshots = self.learnt()
+            self.scorer.memory.merge_paths(paths)
+            for elsewhere, snapshot in snapshots.items():
+                self.scorer.remote(elsewhere, snapshot)
         engine = self.scorer.engine(partition)
         sends: list[Send] = []
         scored: list[dict[str, Any]] = []

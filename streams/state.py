@@ -8,15 +8,15 @@ holds, per partition ``p``:
   opens the path (and hourly while it stays in use), deleted when the path is
   forgotten. Faust flushes these writes before it commits the event's offset, so a
   path that raised its new-path alert is never new again after a crash.
-- ``p`` -> the rest: what ``p``'s initiators did (scan windows, alert send times)
-  and a copy of the worker's zone memory (learning starts, port and hour profiles,
-  server ports), zlib-compressed JSON, written at most every ``snapshot_seconds``
+- ``p`` -> the rest: what ``p``'s initiators did (scan windows, alert send times),
+  ``p``'s own port and hour counts, the learning starts and the server ports known,
+  zlib-compressed JSON, written at most every ``snapshot_seconds``
   while events flow. After a crash, up to that much of this learning is lost; the
   events themselves are never lost.
 
 The engines of a worker share one zone memory (``detector.detect.ZoneMemory``):
-restoring a partition merges its paths and its copy into it. Paths seen by other
-workers come from the same changelog, read whole by :class:`PathFeed`."""
+restoring a partition merges its paths and adds its counts. What other workers
+learnt comes from the same changelog, read whole by :class:`ZoneFeed`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from detector.detect import Engine
 from streams.loop import StageLoop
 from streams.settings import Settings
 
-__all__ = ["DetectorState", "PathFeed", "state_changelog"]
+__all__ = ["DetectorState", "ZoneFeed", "state_changelog"]
 
 _PATH = b"/path/"
 
@@ -89,57 +89,79 @@ class DetectorState:
             self._saved[partition] = now
 
 
-class PathFeed(StageLoop):
-    """The paths every scorer saw, for this one: reads the whole detector-state
-    changelog (every partition, from its start, outside any consumer group) and keeps
-    each path's latest sighting until the score stage :meth:`take` s them.
+class ZoneFeed(StageLoop):
+    """What every other scorer learnt about zones, for this one: reads the whole
+    detector-state changelog (every partition, from its start, outside any consumer
+    group) and keeps each path's latest sighting and each partition's latest snapshot
+    until the score stage :meth:`take` s them.
 
-    Keyed by initiator, one path's connections come from many initiators, scored by
-    many workers: without this, a path one worker knows would be new to another. A
-    path's first sighting is journalled within the message that saw it, so the other
-    workers know it a moment later (the changelog's round trip, about a second at
-    most); two workers that both see a path for the first time within that moment
-    both call it new.
+    Keyed by initiator, one zone's connections come from many initiators, scored by
+    many workers: without this, a path one worker knows would be new to another, and
+    each worker would judge port rarity and hour profiles from its own partitions'
+    share of a zone only. A path's first sighting is journalled within the message
+    that saw it, so the other workers know it a moment later (the changelog's round
+    trip, about a second at most): two workers that both see a path for the first
+    time within that moment both call it new. The counts follow each partition's
+    snapshots (``worker.snapshot_seconds``).
     """
 
-    name = "paths"
+    name = "zones"
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.topic = state_changelog(settings)
-        self._seen: dict[int, int] = {}
+        self._paths: dict[int, int] = {}
+        self._snapshots: dict[int, dict[str, Any]] = {}  # partition -> its latest snapshot
         self._lock = threading.Lock()
 
-    def take(self) -> dict[int, int]:
-        """The paths read since the last call: hash -> last seen second."""
+    def take(self) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
+        """The paths (hash -> last seen second) and the partitions' snapshots (partition
+        -> detector state) read since the last call."""
         with self._lock:
-            seen, self._seen = self._seen, {}
-        return seen
+            paths, self._paths = self._paths, {}
+            snapshots, self._snapshots = self._snapshots, {}
+        return paths, snapshots
 
     def _loop(self) -> None:
         consumer = Consumer({**self.settings.kafka.client_config(),
-                             "group.id": f"{self.settings.worker.app_id}-paths",  # never joined
+                             "group.id": f"{self.settings.worker.app_id}-zones",  # never joined
                              "enable.auto.commit": False})  # fmt: skip
         try:
             partitions = self._partitions(consumer)
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             while not self._stop.is_set():
-                found: dict[int, int] = {}
+                paths: dict[int, int] = {}
+                snapshots: dict[int, bytes] = {}
                 for message in consumer.consume(1000, timeout=0.5):
                     key, value = message.key(), message.value()
-                    if message.error() is not None or not key or not value or _PATH not in key:
-                        continue  # a snapshot, a forgotten path (kept: it ages out) or an error
-                    path, seen = int(key.rsplit(b"/", 1)[1]), int(value)
-                    if seen > found.get(path, -1):
-                        found[path] = seen
-                if found:
+                    if message.error() is not None or not key or not value:
+                        continue  # a forgotten path (kept: it ages out) or an error
+                    if key.isdigit():
+                        snapshots[int(key)] = value  # only the latest is read
+                    elif _PATH in key:
+                        path, seen = int(key.rsplit(b"/", 1)[1]), int(value)
+                        if seen > paths.get(path, -1):
+                            paths[path] = seen
+                states = {p: state for p, v in snapshots.items()
+                          if (state := self._decode(p, v)) is not None}  # fmt: skip
+                if paths or states:
                     with self._lock:
-                        mine = self._seen
-                        for path, seen in found.items():
+                        mine = self._paths
+                        for path, seen in paths.items():
                             if seen > mine.get(path, -1):
                                 mine[path] = seen
+                        self._snapshots.update(states)
         finally:
             consumer.close()
+
+    def _decode(self, partition: int, value: bytes) -> dict[str, Any] | None:
+        try:
+            state = orjson.loads(zlib.decompress(value))
+        except (zlib.error, orjson.JSONDecodeError) as exc:  # not faust's writing: skip it
+            self.log.warning("a snapshot of partition %d in %s cannot be read (%s): left out",
+                             partition, self.topic, exc)  # fmt: skip
+            return None
+        return state if isinstance(state, dict) else None
 
     def _partitions(self, consumer: Consumer) -> list[int]:
         """The changelog's partitions, once it exists (faust makes it as it starts)."""

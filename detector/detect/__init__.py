@@ -18,12 +18,21 @@ from typing import Any
 
 from detector.connection import STRONG_EVIDENCE
 from detector.detect.alerts import Alert, AlertBook, risk
-from detector.detect.base import Context, DetectorSettings, Evidence, ZoneMemory, event_time
+from detector.detect.base import (
+    Context,
+    Contribution,
+    DetectorSettings,
+    Evidence,
+    ZoneMemory,
+    event_time,
+)
 from detector.detect.detectors import (
     NewPathDetector,
     OddPortDetector,
     OffHoursDetector,
     VolumeDetector,
+    hour_profiles,
+    port_counts,
 )
 from detector.detect.lateral import DnsDetector, LateralMovementDetector
 from detector.detect.ml import MLDetector
@@ -68,9 +77,10 @@ class Engine:
         settings = self.settings
         self.memory = memory = memory if memory is not None else ZoneMemory()
         self.new_paths = NewPathDetector(settings, memory)
-        hours = OffHoursDetector(settings, model, memory)
+        self._hours = hours = OffHoursDetector(settings, model, memory)
+        self._odd_port = OddPortDetector(settings, memory)
         self.detectors: list[Any] = [
-            OddPortDetector(settings, memory),
+            self._odd_port,
             hours,
             self.new_paths,
             ScanDetector(settings, memory),
@@ -158,6 +168,16 @@ class Engine:
         one without it: the end of a file): send them too."""
         return self.book.flush(now)
 
+    def own(self) -> Contribution:
+        """This engine's own port and hour counts (the memory sums every engine's)."""
+        return (self._odd_port.own_counts, self._odd_port.own_totals, self._hours.own)
+
+    @staticmethod
+    def contribution(state: dict[str, Any]) -> Contribution:
+        """The own port and hour counts in a :meth:`state`."""
+        counts, totals = port_counts(state["odd_port"]) if "odd_port" in state else ({}, {})
+        return counts, totals, hour_profiles(state["off_hours"]) if "off_hours" in state else {}
+
     def state(self, paths: bool = True) -> dict[str, Any]:
         """Every detector's state and the alerts' send times, JSON-ready;
         ``paths=False`` leaves out the new-path memory (see ``NewPathDetector.journal``)."""
@@ -167,10 +187,15 @@ class Engine:
         state[self.server_ports.name] = self.server_ports.state()
         return state
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load(self, state: dict[str, Any], share: bool = True) -> None:
+        """Restore ``state`` (of :meth:`state`); its own port and hour counts are added
+        to the memory's unless ``share`` is False (this partition's, there already)."""
         for detector in self.detectors:
             if detector.name in state:
-                detector.load(state[detector.name])
+                if isinstance(detector, OddPortDetector | OffHoursDetector):
+                    detector.load(state[detector.name], share)
+                else:
+                    detector.load(state[detector.name])
         if "alerts" in state:
             self.book.load(state["alerts"])
         if self.server_ports.name in state:

@@ -21,6 +21,7 @@ from detector.model.compile import Placement
 __all__ = [
     "ADMIN_PORTS",
     "Context",
+    "Contribution",
     "Detector",
     "DetectorSettings",
     "Evidence",
@@ -154,6 +155,11 @@ def span(seconds: float) -> str:
     return f"{seconds / 86_400:.0f} days"
 
 
+Counts = dict[str, dict[int, int]]  # zone -> port -> flows
+Profiles = dict[str, list[int]]  # zone -> 168 hour-of-week counts + total
+Contribution = tuple[Counts, dict[str, int], Profiles]  # one partition's own counts
+
+
 class ZoneMemory:
     """What the detectors learn about zones, services and servers rather than about one
     initiator: when each detector's learning began, the destination ports seen per
@@ -163,19 +169,26 @@ class ZoneMemory:
     The score stage keys events by the connection's initiator, so one zone's traffic
     spreads over partitions, one engine each. All the engines of a process share one
     ZoneMemory: each judges against everything the process has seen, as a single
-    engine over all of it would. Restored state merges in (see :meth:`Learning.started`
-    and the detectors' ``load``), since every partition's snapshot carries a copy.
+    engine over all of it would.
+
+    The port and hour counts are the sum of every partition's own counts (each engine
+    keeps its partition's, and snapshots them): the partitions scored here, and the
+    others' as their workers last snapshotted them (:meth:`remote`), so every worker
+    judges from the counts of the whole stream. Paths keep their latest sighting,
+    learning starts the earliest, server ports the latest: merging a copy twice
+    changes nothing.
     """
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}  # detector name -> first event time
-        self.port_counts: dict[str, dict[int, int]] = {}  # destination zone -> port -> flows
+        self.port_counts: Counts = {}  # destination zone -> port -> flows
         self.port_totals: dict[str, int] = {}
-        self.profiles: dict[str, list[int]] = {}  # source zone -> 168 hour counts + total
+        self.profiles: Profiles = {}  # source zone -> 168 hour counts + total
         self.paths: dict[int, int] = {}  # path hash -> last seen second
         # when not None, path changes worth persisting: hash -> last seen, None once forgotten
         self.journal: dict[int, int | None] | None = None
         self.server_ports = ServerPorts()
+        self._remote: dict[int, Contribution] = {}  # partition scored elsewhere -> its counts
 
     def merge_paths(self, seen: dict[int, int]) -> None:
         """Paths seen elsewhere (a restored partition, another worker), with their last
@@ -184,6 +197,44 @@ class ZoneMemory:
         for key, when in seen.items():
             if when > paths.get(key, -1):
                 paths[key] = when
+
+    def add(self, counts: Counts, totals: dict[str, int], profiles: Profiles,
+            sign: int = 1) -> None:  # fmt: skip
+        """Add (``sign`` -1: take away) one partition's own counts to the sums."""
+        mine = self.port_counts
+        for zone, ports in counts.items():
+            into = mine.setdefault(zone, {})
+            for port, n in ports.items():
+                into[port] = into.get(port, 0) + sign * n
+        for zone, n in totals.items():
+            self.port_totals[zone] = self.port_totals.get(zone, 0) + sign * n
+        for zone, hours in profiles.items():
+            have = self.profiles.get(zone)
+            if have is None:
+                have = self.profiles[zone] = [0] * 169
+            for slot, n in enumerate(hours):
+                have[slot] += sign * n
+
+    def remote(self, partition: int, found: Contribution | None) -> None:
+        """``partition``'s counts as its worker last snapshotted them (None: forget
+        them, e.g. because the partition is scored here now and counts for itself)."""
+        old = self._remote.pop(partition, None)
+        if old is not None:
+            self.add(*old, sign=-1)
+        if found is not None:
+            self.add(*found)
+            self._remote[partition] = found
+
+    def merge_started(self, starts: dict[str, float]) -> None:
+        """Learning starts seen elsewhere: the earliest of each detector's wins."""
+        for name, when in starts.items():
+            if when < self.started.get(name, when + 1):
+                self.started[name] = when
+
+    def handed_over(self, partition: int, own: Contribution) -> None:
+        """A partition scored here until now: its counts (already in the sums) stay as
+        the last known of it until its next worker snapshots it."""
+        self._remote[partition] = own
 
 
 class Learning:

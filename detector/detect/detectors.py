@@ -31,7 +31,20 @@ __all__ = [
     "OddPortDetector",
     "OffHoursDetector",
     "VolumeDetector",
+    "hour_profiles",
+    "port_counts",
 ]
+
+
+def port_counts(state: dict[str, Any]) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+    """(counts, totals) of an :class:`OddPortDetector` state (JSON: ports as text)."""
+    counts = {z: {int(p): n for p, n in c.items()} for z, c in state["counts"].items()}
+    return counts, dict(state["totals"])
+
+
+def hour_profiles(state: dict[str, Any]) -> dict[str, list[int]]:
+    """The profiles of an :class:`OffHoursDetector` state."""
+    return {z: list(p) for z, p in state["profiles"].items()}
 
 
 class OddPortDetector(Learning):
@@ -47,8 +60,10 @@ class OddPortDetector(Learning):
 
     def __init__(self, settings: DetectorSettings, memory: ZoneMemory | None = None) -> None:
         super().__init__(settings, memory)
-        self.counts = self.memory.port_counts  # shared by the engines of one memory
+        self.counts = self.memory.port_counts  # every partition's (judged by)
         self.totals = self.memory.port_totals
+        self.own_counts: dict[str, dict[int, int]] = {}  # this partition's (snapshotted)
+        self.own_totals: dict[str, int] = {}
         self.well_known = frozenset(settings.well_known_ports)
 
     def observe(self, ctx: Context) -> list[Evidence]:
@@ -61,6 +76,11 @@ class OddPortDetector(Learning):
         total = self.totals.get(zone, 0)
         ports[port] = seen + 1
         self.totals[zone] = total + 1
+        own = self.own_counts.get(zone)
+        if own is None:
+            own = self.own_counts[zone] = {}
+        own[port] = own.get(port, 0) + 1
+        self.own_totals[zone] = self.own_totals.get(zone, 0) + 1
         if (
             self.learning(ctx.time)
             or port in self.well_known
@@ -82,20 +102,16 @@ class OddPortDetector(Learning):
         return [Evidence(self.name, 30, reason, f"port/{port}")]
 
     def state(self) -> dict[str, Any]:
-        return {"started": self.started, "counts": self.counts, "totals": self.totals}
+        """This partition's own counts (the memory sums every partition's)."""
+        return {"started": self.started, "counts": self.own_counts, "totals": self.own_totals}
 
-    def load(self, state: dict[str, Any]) -> None:
-        """Merge ``state`` in: each count keeps the larger of the two (counts only grow,
-        and the snapshots merged are copies of one memory at different times)."""
+    def load(self, state: dict[str, Any], share: bool = True) -> None:
+        """This partition's counts, added to the memory's sums unless ``share`` is
+        False (they are there already: the same partition under a new model)."""
         self.started = state["started"]
-        for zone, ports in state["counts"].items():
-            mine = self.counts.setdefault(zone, {})
-            for port, n in ports.items():
-                if n > mine.get(int(port), 0):
-                    mine[int(port)] = n
-        for zone, total in state["totals"].items():
-            if total > self.totals.get(zone, 0):
-                self.totals[zone] = total
+        self.own_counts, self.own_totals = port_counts(state)
+        if share:
+            self.memory.add(self.own_counts, self.own_totals, {})
 
 
 class OffHoursDetector(Learning):
@@ -114,6 +130,7 @@ class OffHoursDetector(Learning):
             if zone.hours is not None
         }
         self.profiles = self.memory.profiles  # zone -> 168 hour-of-week counts + total
+        self.own: dict[str, list[int]] = {}  # this partition's (the memory sums them all)
 
     def observe(self, ctx: Context) -> list[Evidence]:
         when = ctx.time
@@ -125,6 +142,11 @@ class OffHoursDetector(Learning):
         total = profile[168]
         profile[slot] = usual + 1
         profile[168] = total + 1
+        own = self.own.get(ctx.src_zone)
+        if own is None:
+            own = self.own[ctx.src_zone] = [0] * 169
+        own[slot] += 1
+        own[168] += 1
         if self.learning(when) or not self.hours:
             return []
         share = usual / total if total else 0.0
@@ -172,17 +194,15 @@ class OffHoursDetector(Learning):
         return None
 
     def state(self) -> dict[str, Any]:
-        return {"started": self.started, "profiles": self.profiles}
+        """This partition's own profiles (the memory sums every partition's)."""
+        return {"started": self.started, "profiles": self.own}
 
-    def load(self, state: dict[str, Any]) -> None:
-        """Merge ``state`` in: each hour keeps the larger count (see OddPortDetector)."""
+    def load(self, state: dict[str, Any], share: bool = True) -> None:
+        """As :meth:`OddPortDetector.load`."""
         self.started = state["started"]
-        for zone, counts in state["profiles"].items():
-            mine = self.profiles.get(zone)
-            if mine is None:
-                self.profiles[zone] = list(counts)
-            else:
-                mine[:] = [max(a, b) for a, b in zip(mine, counts, strict=True)]
+        self.own = hour_profiles(state)
+        if share:
+            self.memory.add({}, {}, self.own)
 
 
 _JOURNAL_SECONDS = 3600  # a known path's last-seen time is journalled at most hourly

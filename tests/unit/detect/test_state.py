@@ -7,7 +7,10 @@ itself is faust's, exercised against the real broker in tests/integration/test_w
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
+
+import orjson
 
 from streams.pipeline import Scorer
 from streams.state import DetectorState
@@ -97,3 +100,43 @@ def test_restoring_partitions_merges_their_zone_memory_into_the_workers() -> Non
         new = [[r for r in _run(worker, state, [e], p) if r.startswith("new path")]
                for e, p in zip(found, (1, 2, 1), strict=True)]  # fmt: skip
         assert new == [[], [], ["new path dmz -> db tcp/5432"]]
+
+
+def _snapshot(table: dict[bytes, bytes], partition: int) -> dict[str, Any]:
+    return dict(orjson.loads(zlib.decompress(table[b"%d" % partition])))
+
+
+def test_a_worker_judges_port_rarity_from_every_workers_counts() -> None:
+    """Worker A scores the initiators that use the database on 9187, worker B those on
+    6379: once B has A's snapshot (the changelog's), 9187 is no stranger to B."""
+    later = MONDAY + 2 * HOUR
+
+    def worker_b(told: bool) -> list[str]:
+        table: dict[bytes, bytes] = {}
+        a, a_state = _scorer(table, rare_port_min_flows=50)
+        b, b_state = _scorer(table, rare_port_min_flows=50)
+        _run(a, a_state, [event(APP, DB, 9187, MONDAY + i * 10) for i in range(300)], 1)
+        _run(b, b_state, [event(APP, DB, 6379, MONDAY + i * 10) for i in range(100)], 2)
+        if told:
+            b.remote(1, _snapshot(table, 1))
+            b.remote(2, _snapshot(table, 2))  # its own partition: ignored
+            assert b.memory.port_totals == {"db": 400}
+        return [r for r in _run(b, b_state, [event(DMZ, DB, 9187, later)], 2) if "port" in r]
+
+    assert worker_b(told=False) == ["port 9187 never seen for zone db in 2.0 h"]
+    assert worker_b(told=True) == []
+
+
+def test_a_partition_handed_over_keeps_counting_until_its_next_worker_snapshots_it() -> None:
+    table: dict[bytes, bytes] = {}
+    a, a_state = _scorer(table)
+    _run(a, a_state, [event(APP, DB, 5432, MONDAY + i) for i in range(30)], 1)
+    _run(a, a_state, [event(APP, DB, 5432, MONDAY + 100 + i) for i in range(20)], 2)
+    assert a.memory.port_totals == {"db": 50}
+    a.keep({2})  # partition 1 moves to another worker ...
+    assert a.memory.port_totals == {"db": 50}
+    b, b_state = _scorer(table)  # ... which restores it and goes on counting
+    _run(b, b_state, [event(APP, DB, 5432, MONDAY + 200 + i) for i in range(10)], 1)
+    a.remote(1, _snapshot(table, 1))
+    assert a.memory.port_totals == {"db": 60}  # 40 of partition 1, 20 of partition 2
+    assert b.memory.port_totals == {"db": 40}  # b has not heard of partition 2 yet

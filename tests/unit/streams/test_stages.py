@@ -184,7 +184,7 @@ def test_the_stages_follow_the_roles() -> None:
         return [s.name for s in worker_stages(settings, models, None)]
 
     assert names("normalize") == ["normalize"]
-    assert names("score") == ["paths"]  # and faust's agent
+    assert names("score") == ["zones"]  # and faust's agent
     assert names("index") == ["templates", "index"]
     assert names("alert") == ["templates", "incidents", "alerts-index", "incidents-index",
                               "page-a", "page-b"]  # fmt: skip
