@@ -81,10 +81,7 @@ class ScoreStage:
             return [(topics.dlq, None, orjson.dumps(letter), None)]
         METRICS.records_in.labels(topics.normalized).inc(len(batch))
         if self.learnt is not None:
-            paths, snapshots = self.learnt()
-            self.scorer.memory.merge_paths(paths)
-            for elsewhere, snapshot in snapshots.items():
-                self.scorer.remote(elsewhere, snapshot)
+            self._learn()
         engine = self.scorer.engine(partition)
         sends: list[Send] = []
         scored: list[dict[str, Any]] = []
@@ -102,6 +99,19 @@ class ScoreStage:
         self.state.save(partition, engine)
         sends += [(topics.events, key, b, None) for b in batches(scored)]
         return sends
+
+    def _learn(self) -> None:
+        """Take in what other scorers learnt; a snapshot this version cannot read is
+        left out (logged), never a reason to stop scoring."""
+        assert self.learnt is not None
+        paths, snapshots = self.learnt()
+        self.scorer.memory.merge_paths(paths)
+        for elsewhere, snapshot in snapshots.items():
+            try:
+                self.scorer.remote(elsewhere, snapshot)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("the snapshot of partition %d is left out: %s: %s", elsewhere,
+                            type(exc).__name__, exc)  # fmt: skip
 
     def flush(self) -> list[Send]:
         """The alert changes held back while the stream was quiet."""

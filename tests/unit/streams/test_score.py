@@ -87,3 +87,16 @@ def test_a_switch_changes_the_verdicts_from_the_next_message_on() -> None:
     stage.switch(compile_model(model_from_text(opened, "opened")))
     assert stage.scorer.model.version != before
     assert verdict() == "allowed"
+
+
+def test_what_other_scorers_learnt_is_taken_in_and_a_bad_snapshot_left_out() -> None:
+    stage, _ = _stage()
+    good = {"odd_port": {"started": MONDAY - 60, "counts": {"db": {"5432": 7}},
+                         "totals": {"db": 7}}}  # fmt: skip
+    feed = [({11: MONDAY}, {3: {"odd_port": {"counts": 1}}, 4: good})]  # 3: not ours
+    stage.learnt = lambda: feed.pop() if feed else ({}, {})
+    sends = stage.message(_message(event("10.0.1.10", "10.0.2.20", 8080, MONDAY)), None, 0, 0)
+    assert [t for t, *_ in sends].count("flows.events") == 1  # scored all the same
+    memory = stage.scorer.memory
+    assert memory.paths[11] == MONDAY and memory.port_totals["db"] == 7
+    assert memory.port_counts["db"][5432] == 7 and memory.started["odd_port"] == MONDAY - 60
