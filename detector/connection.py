@@ -42,6 +42,7 @@ __all__ = [
     "Side",
     "from_log",
     "from_ports",
+    "keep_latest",
     "key_partition",
     "port_class",
 ]
@@ -220,10 +221,14 @@ class ServerPorts:
 
     def load(self, state: dict[str, Any]) -> None:
         """Merge ``state`` in: each entry keeps its latest sighting."""
-        ports = self.ports
-        for key, when in state["ports"].items():
-            if when > ports.get(key, -1):
-                ports[key] = when
+        keep_latest(self.ports, state["ports"])
+
+
+def keep_latest(into: dict[Any, int], seen: dict[Any, int]) -> None:
+    """Merge sightings (key -> last seen) into ``into``: each key keeps its latest."""
+    for key, when in seen.items():
+        if when > into.get(key, -1):
+            into[key] = when
 
 
 def key_partition(key: bytes, partitions: int) -> int:

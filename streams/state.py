@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from detector.connection import keep_latest
 from detector.detect import Engine
 from streams.loop import StageLoop
 from streams.settings import Settings
@@ -146,10 +147,7 @@ class ZoneFeed(StageLoop):
                           if (state := self._decode(p, v)) is not None}  # fmt: skip
                 if paths or states:
                     with self._lock:
-                        mine = self._paths
-                        for path, seen in paths.items():
-                            if seen > mine.get(path, -1):
-                                mine[path] = seen
+                        keep_latest(self._paths, paths)
                         self._snapshots.update(states)
         finally:
             consumer.close()

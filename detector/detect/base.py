@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from detector.connection import ServerPorts
+from detector.connection import ServerPorts, keep_latest
 from detector.events import event_time
 from detector.model.compile import Placement
 
@@ -193,10 +193,7 @@ class ZoneMemory:
     def merge_paths(self, seen: dict[int, int]) -> None:
         """Paths seen elsewhere (a restored partition, another worker), with their last
         sighting: kept unless known with a later one. Not journalled: they are stored."""
-        paths = self.paths
-        for key, when in seen.items():
-            if when > paths.get(key, -1):
-                paths[key] = when
+        keep_latest(self.paths, seen)
 
     def add(self, counts: Counts, totals: dict[str, int], profiles: Profiles,
             sign: int = 1) -> None:  # fmt: skip
@@ -261,9 +258,7 @@ class Learning:
         """Restore a start: the earliest one known wins (snapshots of several partitions
         may be restored into one memory)."""
         if when is not None:
-            current = self._clock.get(self.name)
-            if current is None or when < current:
-                self._clock[self.name] = when
+            self.memory.merge_started({self.name: when})
 
     def learning(self, now: float) -> bool:
         started = self._clock.get(self.name)
