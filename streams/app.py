@@ -262,7 +262,7 @@ def create_app(settings: Settings) -> faust.App:
             if sends:
                 await deliver(sends)
 
-    meter = LagMeter(settings.kafka.client_config())
+    meter = LagMeter(settings.kafka.client_config("lag"))
 
     @app.timer(interval=15.0)  # type: ignore[misc]
     async def lag() -> None:

@@ -96,7 +96,7 @@ class IncidentLoop(StageLoop):
                       {"cleanup.policy": "compact", "max.message.bytes": str(_MAX_STATE_BYTES)},
                       "the incident stage's state")]), self.waiting)  # fmt: skip
         self._producer_ = producer = Producer({
-            **settings.kafka.client_config(), "acks": "all", "enable.idempotence": True,
+            **settings.kafka.client_config(self.name), "acks": "all", "enable.idempotence": True,
             "message.max.bytes": _MAX_STATE_BYTES + 1024, "compression.type": "lz4",
         })  # fmt: skip
         consumer = self._consumer(incident_group(settings), **{"max.poll.interval.ms": 3_600_000})
@@ -205,7 +205,7 @@ class IncidentLoop(StageLoop):
         """The latest state from the state topic (none: a fresh start)."""
         self.book = IncidentBook(self.settings.incidents)
         self.clock = StreamClock()
-        reader = Consumer({**self.settings.kafka.client_config(), "group.id": "unused",
+        reader = Consumer({**self.settings.kafka.client_config(self.name), "group.id": "unused",
                            "enable.auto.commit": False})  # fmt: skip
         try:
             tp = TopicPartition(state_topic(self.settings), 0)

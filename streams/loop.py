@@ -216,11 +216,27 @@ class StageLoop(abc.ABC):
 
         consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
 
+    def _partitions_of(self, client: Consumer | Producer, topic: str) -> list[int]:
+        """The partitions of ``topic``, once it exists (waiting, and saying so on
+        ``/readyz``); none if the stage is stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                found = client.list_topics(topic, timeout=10).topics.get(topic)
+                why = f"the topic {topic} does not exist yet"
+            except KafkaException as exc:
+                found, why = None, str(exc)
+            if found is not None and found.error is None and found.partitions:
+                self.waiting.end()
+                return sorted(found.partitions)
+            self.waiting.begin("kafka", why)
+            self._stop.wait(1.0)
+        return []
+
     def _consumer(self, group: str, **extra: Any) -> Consumer:
         self.group = group
         self._owned = ()
         return Consumer({
-            **self.settings.kafka.client_config(),
+            **self.settings.kafka.client_config(self.name),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -230,7 +246,7 @@ class StageLoop(abc.ABC):
 
     def _producer(self) -> Producer:
         return Producer({
-            **self.settings.kafka.client_config(),
+            **self.settings.kafka.client_config(self.name),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
@@ -246,11 +262,15 @@ def produce(
     value: bytes,
     on_delivery: Callable[[KafkaError | None, Message], None],
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    partition: int | None = None,
 ) -> None:
-    """Queue one message, waiting for room when the local queue is full."""
+    """Queue one message (on ``partition``, or where its key hashes to), waiting for
+    room when the local queue is full."""
+    where = {} if partition is None else {"partition": partition}
     while True:
         try:
-            producer.produce(topic, value, key=key, on_delivery=on_delivery, headers=headers)
+            producer.produce(topic, value, key=key, on_delivery=on_delivery, headers=headers,
+                             **where)  # fmt: skip
             return
         except BufferError:  # the local queue is full: let deliveries drain
             producer.poll(0.1)

@@ -119,7 +119,8 @@ class ModelWatcher:
     def _run(self) -> None:
         consumer = None
         if self.kafka is not None:
-            consumer = Consumer({**self.kafka.client_config(), "group.id": "segwatch-model-reader",
+            consumer = Consumer({**self.kafka.client_config("model"),
+                                 "group.id": "segwatch-model-reader",
                                  "enable.auto.commit": False})  # fmt: skip
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         mtime = 0.0

@@ -3,10 +3,13 @@
 
 Every raw record is one Kafka message, and a faust agent pays about 100 us per
 message, twenty times what parsing one costs. This loop takes records in
-batches, parses them, sends one message per key and batch (a JSON array of
-events, keyed by the address of the host that opened the connection: see
-:func:`score_key`), waits until Kafka acknowledged every message it sent and only
-then commits the batch's offsets: at least once, never lost. If a delivery fails, it
+batches, parses them and sends one message per partition and batch: a JSON array
+of the events whose key — the address of the host that opened the connection, see
+:func:`score_key` — hashes to that partition, as Kafka's own producer would hash
+it. Each initiator's events therefore always meet one partition, as if each were
+sent keyed, at a handful of messages per batch instead of one per initiator. It
+waits until Kafka acknowledged every message it sent and only then commits the
+batch's offsets: at least once, never lost. If a delivery fails, it
 rewinds to the batch's first offsets and does the batch again (the events' ids
 make the replay harmless downstream).
 """
@@ -49,7 +52,8 @@ def normalize_group(settings: Settings) -> str:
 
 
 def score_key(model: CompiledModel, event: dict[str, Any], hot: HotKeys | None = None) -> bytes:
-    """The key of an event on the normalized topic: the address of the host that opened
+    """The key of an event on the normalized topic (the partition it goes to is the one
+    Kafka's producer would hash this key to): the address of the host that opened
     its connection, as the log, the model and the port ranges tell it (never learnt
     state, so a connection's request and reply get the same key wherever they are
     normalized). Each initiator's connections meet one scorer, whole: its scans, sweeps
@@ -97,6 +101,12 @@ class HotKeys:
         subkeys = self._subkeys.get(initiator) or self._split(initiator)
         return subkeys[zlib.crc32(responder) % len(subkeys)]
 
+    def resize(self, spread: int) -> None:
+        """The topic has ``spread`` partitions now: sub-keys are chosen again."""
+        if spread != self.spread:
+            self.spread = spread
+            self._subkeys.clear()
+
     def hot(self) -> list[bytes]:
         """The hot initiators now."""
         return [k for k, n in self.counts.items() if n > self.share * self.total]
@@ -124,7 +134,7 @@ class HotKeys:
 
 
 class NormalizeLoop(StageLoop):
-    """Raw records -> events keyed by initiator; runs in its own thread."""
+    """Raw records -> events partitioned by initiator; runs in its own thread."""
 
     name = "normalize"
 
@@ -141,6 +151,7 @@ class NormalizeLoop(StageLoop):
         self._failed_batches = 0  # in a row
         share, spread = settings.worker.hot_key_share, settings.topics.partitions
         self.hot = HotKeys(share, spread) if share < 1 else None
+        self._partitions, self._counted = 0, 0.0  # of the normalized topic, when counted
         topics = settings.topics
         namespace = settings.elasticsearch.namespace  # the events' data_stream.namespace
         self._normalizers = {
@@ -150,9 +161,23 @@ class NormalizeLoop(StageLoop):
             for f in topics.families
         }
 
+    def _spread(self, producer: Producer) -> int:
+        """The normalized topic's partitions: read as the stage starts, again every
+        minute (partitions added to it are used from then on, as Kafka's own producer
+        would)."""
+        now = time.monotonic()
+        if now - self._counted >= 60 or not self._partitions:
+            self._partitions = len(self._partitions_of(producer, self.settings.topics.normalized))
+            self._counted = now
+            if self.hot is not None:
+                self.hot.resize(self._partitions)
+        return self._partitions
+
     def _loop(self) -> None:
-        consumer = self._consumer(normalize_group(self.settings))
         producer = self._producer()
+        if not self._spread(producer):
+            return  # stopped before the topic was there
+        consumer = self._consumer(normalize_group(self.settings))
         self._subscribe(consumer, list(self._normalizers))
         ahead = _Ahead(self.settings, self.scored)
         held = False
@@ -182,7 +207,8 @@ class NormalizeLoop(StageLoop):
 
         model = self.model()  # the whole batch is keyed by one model, named in its messages
         headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, model.version.encode())]
-        by_key: dict[bytes, list[bytes]] = {}
+        spread = self._spread(producer)
+        by_partition: dict[int, list[bytes]] = {}  # of the normalized topic
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
@@ -206,7 +232,7 @@ class NormalizeLoop(StageLoop):
                     dead.append(dead_letter(raw, topic, partition, offset, "normalize", why,
                                             normalizer.family))  # fmt: skip
                     continue
-                by_key.setdefault(key, []).append(encoded)
+                by_partition.setdefault(key_partition(key, spread), []).append(encoded)
             if dead:
                 METRICS.parse_errors.labels(normalizer.family).inc(len(dead))
                 METRICS.dlq_writes.labels("normalize").inc(len(dead))
@@ -214,9 +240,9 @@ class NormalizeLoop(StageLoop):
                     produce(producer, topics.dlq, None, orjson.dumps(letter), delivered)
         for topic, count in counts.items():
             METRICS.records_in.labels(topic).inc(count)
-        for key, encoded_events in by_key.items():
+        for where, encoded_events in by_partition.items():
             for batch in pack(encoded_events):
-                produce(producer, topics.normalized, key, batch, delivered, headers)
+                produce(producer, topics.normalized, None, batch, delivered, headers, where)
                 self.sent_messages += 1
             self.sent_events += len(encoded_events)
         while producer.flush(1.0) > 0:
@@ -251,7 +277,7 @@ class _Ahead:
         self.scored = scored
         self._client: Consumer | None = None
         if self.limit:
-            self._client = Consumer({**settings.kafka.client_config(),
+            self._client = Consumer({**settings.kafka.client_config("normalize-ahead"),
                                      "group.id": settings.worker.app_id,  # only read, never joined
                                      "enable.auto.commit": False})  # fmt: skip
         self._all: list[int] = []

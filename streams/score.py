@@ -69,7 +69,7 @@ class ScoreStage:
 
     def message(self, value: bytes, key: bytes | None, partition: int, offset: int) -> list[Send]:
         """What one message of partition ``partition`` makes: its scored events (a batch
-        of ``flows.events``, keyed as it came), the alerts it opened or changed, and a
+        of ``flows.events``), the alerts it opened or changed, and a
         dead letter for each event that could not be scored (or for the message, if it
         is not an array of events)."""
         topics = self.topics

@@ -63,12 +63,14 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: Path | None = None
     client_id: str = "segwatch"
 
-    def client_config(self) -> dict[str, Any]:
-        """The librdkafka configuration (confluent-kafka) for these settings."""
+    def client_config(self, role: str | None = None) -> dict[str, Any]:
+        """The librdkafka configuration (confluent-kafka) for these settings; a client
+        with a ``role`` (a worker's stage) is named by it too, in librdkafka's log lines
+        and the broker's."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
-            "client.id": self.client_id,
+            "client.id": f"{self.client_id}-{role}" if role else self.client_id,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

@@ -26,7 +26,7 @@ import zlib
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from detector.connection import keep_latest
 from detector.detect import Engine
@@ -124,11 +124,11 @@ class ZoneFeed(StageLoop):
         return paths, snapshots
 
     def _loop(self) -> None:
-        consumer = Consumer({**self.settings.kafka.client_config(),
+        consumer = Consumer({**self.settings.kafka.client_config(self.name),
                              "group.id": f"{self.settings.worker.app_id}-zones",  # never joined
                              "enable.auto.commit": False})  # fmt: skip
         try:
-            partitions = self._partitions(consumer)
+            partitions = self._partitions_of(consumer, self.topic)
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             while not self._stop.is_set():
                 paths: dict[int, int] = {}
@@ -160,18 +160,3 @@ class ZoneFeed(StageLoop):
                              partition, self.topic, exc)  # fmt: skip
             return None
         return state if isinstance(state, dict) else None
-
-    def _partitions(self, consumer: Consumer) -> list[int]:
-        """The changelog's partitions, once it exists (faust makes it as it starts)."""
-        while not self._stop.is_set():
-            try:
-                found = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-                why = f"the topic {self.topic} does not exist yet"
-            except KafkaException as exc:
-                found, why = None, str(exc)
-            if found is not None and found.error is None and found.partitions:
-                self.waiting.end()
-                return sorted(found.partitions)
-            self.waiting.begin("kafka", why)
-            self._stop.wait(1.0)
-        return []

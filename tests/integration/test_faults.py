@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
+from detector.connection import key_partition
 from streams.settings import KafkaSettings
 from tests.integration.conftest import events_index
 from tests.integration.test_worker import (
@@ -275,12 +277,12 @@ def test_a_failing_target_delays_no_other_and_gets_every_page_once_when_back(
         healthy.shutdown()
 
 
-def _normalized(kafka: KafkaSettings, topic: str, seconds: float = 15) -> list[tuple[bytes, str]]:
-    """(key, model version header) of every message of the normalized topic."""
+def _normalized(kafka: KafkaSettings, topic: str, seconds: float = 15) -> list[tuple[int, str]]:
+    """(partition, model version header) of every message of the normalized topic."""
     consumer = Consumer({**kafka.client_config(), "group.id": f"read-{topic}-{time.time()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     consumer.subscribe([topic])
-    out: list[tuple[bytes, str]] = []
+    out: list[tuple[int, str]] = []
     deadline, idle = time.time() + seconds, 0
     try:
         while time.time() < deadline and idle < 3:
@@ -289,7 +291,8 @@ def _normalized(kafka: KafkaSettings, topic: str, seconds: float = 15) -> list[t
                 idle += 1 if out else 0
             elif message.error() is None:
                 headers = dict(message.headers() or [])
-                out.append((message.key() or b"", (headers.get("segwatch-model") or b"").decode()))
+                version = (headers.get("segwatch-model") or b"").decode()
+                out.append((message.partition(), version))
     finally:
         consumer.close()
     return out
@@ -348,9 +351,13 @@ def test_a_published_model_moves_keying_and_verdicts_together_across_workers(
                    d["segmentation"]["verdict"], d["segmentation"]["model_version"] == version)
                   for d in docs}  # fmt: skip
         assert judged == {(False, "dmz", "violation", False), (True, "jump", "allowed", True)}
-        keyed = _normalized(kafka, env["SEGWATCH_TOPICS__NORMALIZED"])
-        assert {(key, v == version) for key, v in keyed} == {(b"10.0.1.10", False),
-                                                              (b"10.0.1.10", True)}  # fmt: skip
+        topic = env["SEGWATCH_TOPICS__NORMALIZED"]
+        keyed = _normalized(kafka, topic)
+        admin = AdminClient(kafka.client_config())
+        initiator = key_partition(
+            b"10.0.1.10", len(admin.list_topics(topic).topics[topic].partitions)
+        )
+        assert {(p, v == version) for p, v in keyed} == {(initiator, False), (initiator, True)}
         assert all(v for _, v in keyed)  # every message names the model it was keyed by
         assert all(w.poll() is None for w in workers)
     finally:

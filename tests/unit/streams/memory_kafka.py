@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -41,18 +42,27 @@ class Message:
 
 @dataclass
 class Broker:
-    """Topics of one partition each, and every group's committed offsets."""
+    """Topics, and every group's committed offsets. A topic is one log: a message
+    written to another of its ``partitions`` keeps that number, and is read in turn."""
 
+    partitions: int = 1  # what list_topics says each topic has
     topics: dict[str, list[Message]] = field(default_factory=dict)
     committed: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic)
     consumers: list[MemoryConsumer] = field(default_factory=list)  # every one made
 
-    def append(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def append(self, topic: str, value: bytes, key: bytes | None = None,
+               partition: int | None = None) -> None:  # fmt: skip
         log = self.topics.setdefault(topic, [])
-        log.append(Message(topic, 0, len(log), value, key))
+        log.append(Message(topic, partition or 0, len(log), value, key))
 
     def values(self, topic: str) -> list[bytes]:
         return [m.value() for m in self.topics.get(topic, [])]
+
+
+def _metadata(topic: str, partitions: int) -> Any:
+    """What ``list_topics(topic)`` answers: the topic, of ``partitions`` partitions."""
+    found = SimpleNamespace(error=None, partitions=dict.fromkeys(range(partitions)))
+    return SimpleNamespace(topics={topic: found})
 
 
 class MemoryConsumer:
@@ -80,6 +90,9 @@ class MemoryConsumer:
 
     def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0) -> tuple[int, int]:
         return 0, len(self.broker.topics.get(tp.topic, []))
+
+    def list_topics(self, topic: str, timeout: float = 0) -> Any:
+        return _metadata(topic, self.broker.partitions)
 
     def assignment(self) -> list[TopicPartition]:
         # confluent-kafka's blocks while another thread is inside poll: never call it so
@@ -123,28 +136,32 @@ class MemoryProducer:
     def __init__(self, broker: Broker, fail_first: int = 0) -> None:
         self.broker = broker
         self.fail_first = fail_first  # deliveries that fail before any succeeds
-        self._pending: list[tuple[Callable[..., None], str, bytes, bytes | None]] = []
+        self._pending: list[tuple[Callable[..., None], str, bytes, bytes | None, int | None]] = []
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None,
-                on_delivery: Callable[..., None] | None = None, **_: Any) -> None:  # fmt: skip
-        self._pending.append((on_delivery or (lambda *a: None), topic, value, key))
+                on_delivery: Callable[..., None] | None = None, partition: int | None = None,
+                **_: Any) -> None:  # fmt: skip
+        self._pending.append((on_delivery or (lambda *a: None), topic, value, key, partition))
 
     def flush(self, timeout: float = 0) -> int:
         from confluent_kafka import KafkaError
 
-        for callback, topic, value, key in self._pending:
-            message = Message(topic, 0, -1, value, key)
+        for callback, topic, value, key, partition in self._pending:
+            message = Message(topic, partition or 0, -1, value, key)
             if self.fail_first > 0:
                 self.fail_first -= 1
                 callback(KafkaError(KafkaError._MSG_TIMED_OUT), message)
             else:
-                self.broker.append(topic, value, key)
+                self.broker.append(topic, value, key, partition)
                 callback(None, message)
         self._pending.clear()
         return 0
 
     def poll(self, timeout: float = 0) -> int:
         return 0
+
+    def list_topics(self, topic: str, timeout: float = 0) -> Any:
+        return _metadata(topic, self.broker.partitions)
 
 
 def in_memory(stage: Any, broker: Broker, **producer: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.connection import key_partition
 from streams.app import worker_stages
 from streams.deliver import DeliveryLoop, TemplateGate, alert_items, document_items, page_items
 from streams.errors import Fatal, Unavailable
@@ -222,7 +223,7 @@ def test_the_normalize_stage_dead_letters_what_a_record_causes_and_goes_on() -> 
     )
     settings = _settings(worker={"normalize_ahead": 0})
     topics = settings.topics
-    broker = Broker()
+    broker = Broker(partitions=6)
     t = 1764064800
     good = f"2 123456789012 eni-1 10.0.1.10 10.0.2.20 40000 8080 6 1 60 {t} {t + 30} ACCEPT OK"
     kernel = "Nov 25 09:00:00 host kernel: DROP: IN=eth0 OUT= SRC=10.0.1.10 DST=10.0.3.5 LEN=60 "
@@ -254,8 +255,9 @@ def test_the_normalize_stage_dead_letters_what_a_record_causes_and_goes_on() -> 
     assert len(letters) == 5 and all(d["reason"] and d["raw"] for d in letters)
     assert any("cannot be carried" in d["reason"] for d in letters)  # the 64-bit mark
     (carried,) = broker.topics[topics.normalized]
-    # keyed by the connection's initiator
-    assert carried.key() == b"10.0.1.10" and len(orjson.loads(carried.value())) == 1
+    # on the partition the connection's initiator hashes to (one message per partition)
+    assert carried.partition() == key_partition(b"10.0.1.10", 6) != 0
+    assert carried.key() is None and len(orjson.loads(carried.value())) == 1
     assert stage.restarts == 0 and stage.failed is None
 
 
