@@ -455,7 +455,12 @@ def _scaling(records: list[bytes]) -> list[Row]:
             "records/s",
             f"{cond}; events scored per worker {shares}",
         ),
-        Row("2 workers / 1 worker", rates[1] / rates[0], "x", "target >= 1.6x"),
+        Row(
+            "2 workers / 1 worker",
+            rates[1] / rates[0],
+            "x",
+            "target >= 1.85x (2 cores, the broker on them too)",
+        ),
     ]
 
 

@@ -29,6 +29,7 @@ record was captured, not who opened the connection, so it decides nothing here.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 from aiokafka.partitioner import murmur2
@@ -231,6 +232,7 @@ def keep_latest(into: dict[Any, int], seen: dict[Any, int]) -> None:
             into[key] = when
 
 
+@functools.lru_cache(maxsize=1 << 16)  # hosts come back: murmur2 in Python costs ~3 us
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's Java client (and the worker's ``murmur2_random``
     partitioner) puts a message with ``key`` on, of ``partitions``."""

@@ -214,8 +214,9 @@ def create_app(settings: Settings) -> faust.App:
         commit the input's offsets even if a send failed, so a failure stops the worker
         instead: its restart reads the input again from the last commit."""
         try:
-            pending = [await by_name[topic].send(key=key, value=value, partition=partition)
-                       for topic, key, value, partition in sends]  # fmt: skip
+            pending = [await by_name[topic].send(key=key, value=value, partition=partition,
+                                                 headers=headers)
+                       for topic, key, value, partition, headers in sends]  # fmt: skip
             for sent in pending:
                 await sent
         except Exception as exc:

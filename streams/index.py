@@ -3,13 +3,14 @@ events' data streams (``logs-segwatch.<family>-<namespace>``, by ``event.dataset
 with documents Elasticsearch refuses -> ``flows.dlq``.
 
 It takes a few messages (JSON arrays of events) at a time and bulk-writes their
-events as they are: each array is split into its elements' raw bytes and their
-``event.id`` and ``event.dataset`` (msgspec, without building the events), so nothing
-is parsed and serialized again. Two bulks are in flight at once, so Elasticsearch works while
-the next one is read; their offsets are committed in order, each only once its
-bulk was acknowledged item by item and its refused documents are in the
-dead-letter topic. Before the first bulk it waits for the index templates
-(:class:`~streams.deliver.TemplateGate`). An outage of Elasticsearch holds the
+events as they are: each array is split into its elements' raw bytes (msgspec,
+without building the events), and their ``event.id`` and ``event.dataset`` are read
+from the score stage's ``segwatch-heads`` header (from the events themselves in a
+message without it), so nothing is parsed and serialized again. Two bulks are in
+flight at once, so Elasticsearch works while the next one is read; their offsets are
+committed in order, each only once its bulk was acknowledged item by item and its
+refused documents are in the dead-letter topic. Before the first bulk it waits for
+the index templates (:class:`~streams.deliver.TemplateGate`). An outage of Elasticsearch holds the
 loop: the bulk in hand is retried under the retry policy while the consumer
 keeps its group membership with its partitions paused, and ``/readyz`` says the
 stage waits for Elasticsearch; nothing else of the worker waits with it.
@@ -30,6 +31,7 @@ from streams.deliver import TemplateGate
 from streams.loop import StageLoop
 from streams.metrics import METRICS
 from streams.pipeline import dead_letter, parse_source_id
+from streams.score import HEADS_HEADER
 from streams.settings import Settings
 from streams.sinks import Item, Sink, deliver, make_sink
 
@@ -55,6 +57,21 @@ class _Event(msgspec.Struct):
 
 _RAW = msgspec.json.Decoder(list[msgspec.Raw])
 _HEADS = msgspec.json.Decoder(list[_Event])
+_HEADER = msgspec.json.Decoder(list[tuple[str, str]])
+
+
+def _heads(message: Message, count: int) -> list[tuple[str, str]] | None:
+    """(event.id, event.dataset) of each of the ``count`` events of a message, from the
+    score stage's header (None without one that fits: then read from the events)."""
+    for name, value in message.headers() or ():
+        if name == HEADS_HEADER and value:
+            try:
+                heads = _HEADER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return None
+            return heads if len(heads) == count else None
+    return None
+
 
 _Refused = list[tuple[Item, str]]
 _Bulk = tuple["Future[tuple[_Refused, int]]", dict[tuple[str, int], int], int, list[bytes]]
@@ -115,21 +132,22 @@ class IndexLoop(StageLoop):
             last[(topic, partition)] = offset
             try:
                 raws = _RAW.decode(value)
-                heads = _HEADS.decode(value)
+                heads = _heads(message, len(raws)) or [
+                    (e.event.id, e.event.dataset) for e in _HEADS.decode(value)]  # fmt: skip
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # not our writer's
                 why = f"not a JSON array of events with event.id: {exc}"
                 letter = dead_letter(value, topic, partition, offset, "index", why)
                 bad.append(orjson.dumps(letter))
                 continue
             streams = self.streams
-            for e, raw in zip(heads, raws, strict=True):
-                stream = streams.get(e.event.dataset)
+            for (event_id, event_dataset), raw in zip(heads, raws, strict=True):
+                stream = streams.get(event_dataset)
                 if stream is None:  # no stream (nor template) for it: never a guessed mapping
-                    why = (f"event.dataset is {e.event.dataset[:40]!r}, not one of segwatch's "
+                    why = (f"event.dataset is {event_dataset[:40]!r}, not one of segwatch's "
                            f"({', '.join(streams)})")  # fmt: skip
                     bad.append(orjson.dumps(dead_letter(bytes(raw), *position, "index", why)))
                     continue
-                items.append(Item(e.event.id, bytes(raw), position, stream))
+                items.append(Item(event_id, bytes(raw), position, stream))
             METRICS.records_in.labels(topic).inc(len(raws))
         return items, last, bad
 

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from detector.detect import Alert, DetectorSettings, Engine, ZoneMemory, load_rules
 from detector.errors import ParseError
 from detector.events import is_flow
@@ -21,32 +19,32 @@ from detector.model import CompiledModel
 from detector.parsers import ParseOptions, make_parser
 from streams.metrics import METRICS
 
-__all__ = ["Normalizer", "Scorer", "batches", "dead_letter", "pack", "parse_source_id",
-           "source_id"]  # fmt: skip
+__all__ = ["Normalizer", "Scorer", "dead_letter", "pack", "parse_source_id", "source_id",
+           "spans"]  # fmt: skip
 
 MAX_BATCH_BYTES = 512 * 1024  # half Kafka's default message.max.bytes
 MAX_LAYOUTS = 4096  # VPC header layouts kept, one per producer
 Normalized = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (events, dead letters)
 
 
-def batches(events: Iterable[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
-    """The events as JSON arrays of at most ``limit`` bytes each (an event larger than
-    that travels alone), so batched messages never exceed what the broker takes."""
-    return pack((orjson.dumps(event) for event in events), limit)
-
-
 def pack(encoded: Iterable[bytes], limit: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
-    """Encoded events as JSON arrays of at most ``limit`` bytes each (see :func:`batches`)."""
-    parts: list[bytes] = []
-    size = 2
-    for part in encoded:
-        if parts and size + len(part) + 1 > limit:
-            yield b"[" + b",".join(parts) + b"]"
-            parts, size = [], 2
-        parts.append(part)
+    """Encoded events as JSON arrays of at most ``limit`` bytes each (half what the broker
+    takes, so batched messages never exceed it; an event larger than that travels alone)."""
+    parts = list(encoded)
+    for start, end in spans(parts, limit):
+        yield b"[" + b",".join(parts[start:end]) + b"]"
+
+
+def spans(encoded: list[bytes], limit: int = MAX_BATCH_BYTES) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of ``encoded`` that :func:`pack` makes one array of."""
+    start, size = 0, 2
+    for i, part in enumerate(encoded):
+        if i > start and size + len(part) + 1 > limit:
+            yield start, i
+            start, size = i, 2
         size += len(part) + 1
-    if parts:
-        yield b"[" + b",".join(parts) + b"]"
+    if start < len(encoded):
+        yield start, len(encoded)
 
 
 def source_id(topic: str, partition: int, offset: int, index: int = 0) -> str:

@@ -20,6 +20,7 @@ class Message:
     _offset: int
     _value: bytes
     _key: bytes | None = None
+    _headers: list[tuple[str, bytes]] | None = None
 
     def topic(self) -> str:
         return self._topic
@@ -36,6 +37,9 @@ class Message:
     def key(self) -> bytes | None:
         return self._key
 
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
     def error(self) -> None:
         return None
 
@@ -51,9 +55,10 @@ class Broker:
     consumers: list[MemoryConsumer] = field(default_factory=list)  # every one made
 
     def append(self, topic: str, value: bytes, key: bytes | None = None,
-               partition: int | None = None) -> None:  # fmt: skip
+               partition: int | None = None,
+               headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
         log = self.topics.setdefault(topic, [])
-        log.append(Message(topic, partition or 0, len(log), value, key))
+        log.append(Message(topic, partition or 0, len(log), value, key, headers))
 
     def values(self, topic: str) -> list[bytes]:
         return [m.value() for m in self.topics.get(topic, [])]

@@ -21,6 +21,7 @@ from streams.loop import StageLoop
 from streams.metrics import METRICS
 from streams.model_sync import ModelWatcher
 from streams.retry import RetrySettings, Stopped
+from streams.score import HEADS_HEADER
 from streams.settings import Settings
 from streams.sinks import Item, Sink, Written
 from streams.webhooks import WebhookTarget
@@ -293,10 +294,12 @@ def test_the_index_stage_writes_after_the_gate_dead_letters_refusals_and_commits
     settings = _settings()
     broker = Broker()
     events = settings.topics.events
-    for start in (0, 3):
+    for start in (0, 3):  # the score stage's ids in a header, or (a stranger's) without
         batch = [{"event": {"id": f"flows.raw.vpcflow-0-{i}-0", "dataset": "segwatch.vpcflow"},
                   "n": i} for i in range(start, start + 3)]  # fmt: skip
-        broker.append(events, orjson.dumps(batch))
+        heads = [(e["event"]["id"], e["event"]["dataset"]) for e in batch]
+        broker.append(events, orjson.dumps(batch),
+                      headers=[(HEADS_HEADER, orjson.dumps(heads))] if start else None)  # fmt: skip
     broker.append(events, b'{"not": "a batch"}')
     broker.append(events, orjson.dumps([
         {"event": {"id": "bad-mapping", "dataset": "segwatch.calico"}, "port": "https"},
@@ -325,6 +328,24 @@ def test_the_index_stage_writes_after_the_gate_dead_letters_refusals_and_commits
     assert letters[2]["source"]["offset"] == 3  # where the refused event was read
     assert orjson.loads(letters[2]["raw"])["port"] == "https"
     assert stage.failed is None
+
+
+def test_the_index_stage_reads_ids_from_the_header_only_if_it_fits() -> None:
+    from streams.index import _heads
+
+    from .memory_kafka import Message
+
+    heads = [["a-0-1-0", "segwatch.vpcflow"], ["a-0-2-0", "segwatch.calico"]]
+
+    def message(*headers: tuple[str, bytes]) -> Message:
+        return Message("flows.events", 0, 0, b"[]", None, list(headers))
+
+    assert _heads(message((HEADS_HEADER, orjson.dumps(heads))), 2) == [tuple(h) for h in heads]
+    assert _heads(message((HEADS_HEADER, orjson.dumps(heads))), 3) is None  # not these events'
+    assert _heads(message((HEADS_HEADER, b"[[1, 2]]")), 1) is None  # not strings
+    assert _heads(message((HEADS_HEADER, b"{broken")), 1) is None
+    assert _heads(message(("other", orjson.dumps(heads))), 2) is None
+    assert _heads(Message("flows.events", 0, 0, b"[]"), 0) is None  # no headers at all
 
 
 def test_the_incident_stage_pages_once_across_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
