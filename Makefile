@@ -56,11 +56,12 @@ run: topics ## the main job: stack, topics, templates, a worker, simulated attac
 	$(SEGWATCH) status
 	$(SEGWATCH) demo
 
-test: services-up ## install, start the stack, run the whole suite (unit + integration)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: services-up ## install, start the stack, run the whole suite (unit tests over every core, then integration)
+	$(PY) -m pytest -m unit -n auto $(PYTEST_ARGS)
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-test-unit: install ## unit tests only (no services)
-	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+test-unit: install ## unit tests only (no services), over every core
+	$(PY) -m pytest -m unit -n auto $(PYTEST_ARGS)
 
 test-integration: services-up ## integration tests only (real Kafka and Elasticsearch)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
