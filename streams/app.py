@@ -97,7 +97,7 @@ def worker_stages(settings: Settings, models: ModelWatcher,
     topics, es = settings.topics, settings.elasticsearch
     stages: list[StageLoop] = []
     if "score" in roles:
-        stages.append(ZoneFeed(settings))
+        stages.append(ZoneFeed(settings, scored))
     if "normalize" in roles:
         stages.append(NormalizeLoop(settings, models.current, scored))
     if roles & {"index", "alert"}:

@@ -63,7 +63,8 @@ _HEADER = msgspec.json.Decoder(list[tuple[str, str]])
 def _heads(message: Message, count: int) -> list[tuple[str, str]] | None:
     """(event.id, event.dataset) of each of the ``count`` events of a message, from the
     score stage's header (None without one that fits: then read from the events)."""
-    for name, value in message.headers() or ():
+    found = message.headers() or []
+    for name, value in found.items() if isinstance(found, dict) else found:
         if name == HEADS_HEADER and value:
             try:
                 heads = _HEADER.decode(value)

@@ -266,11 +266,11 @@ def produce(
 ) -> None:
     """Queue one message (on ``partition``, or where its key hashes to), waiting for
     room when the local queue is full."""
-    where = {} if partition is None else {"partition": partition}
+    where = -1 if partition is None else partition  # -1: where the partitioner puts it
     while True:
         try:
-            producer.produce(topic, value, key=key, on_delivery=on_delivery, headers=headers,
-                             **where)  # fmt: skip
+            producer.produce(topic, value, key=key, partition=where, on_delivery=on_delivery,
+                             headers=headers)  # fmt: skip
             return
         except BufferError:  # the local queue is full: let deliveries drain
             producer.poll(0.1)

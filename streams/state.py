@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -108,9 +109,11 @@ class ZoneFeed(StageLoop):
 
     name = "zones"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 scored: Callable[[], Collection[int]] | None = None) -> None:  # fmt: skip
         super().__init__(settings)
         self.topic = state_changelog(settings)
+        self.scored = scored  # the partitions scored here: their snapshots are this worker's
         self._paths: dict[int, int] = {}
         self._snapshots: dict[int, dict[str, Any]] = {}  # partition -> its latest snapshot
         self._lock = threading.Lock()
@@ -123,10 +126,13 @@ class ZoneFeed(StageLoop):
             snapshots, self._snapshots = self._snapshots, {}
         return paths, snapshots
 
+    def _reader(self) -> Consumer:
+        return Consumer({**self.settings.kafka.client_config(self.name),
+                         "group.id": f"{self.settings.worker.app_id}-zones",  # never joined
+                         "enable.auto.commit": False})  # fmt: skip
+
     def _loop(self) -> None:
-        consumer = Consumer({**self.settings.kafka.client_config(self.name),
-                             "group.id": f"{self.settings.worker.app_id}-zones",  # never joined
-                             "enable.auto.commit": False})  # fmt: skip
+        consumer = self._reader()
         try:
             partitions = self._partitions_of(consumer, self.topic)
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -143,6 +149,8 @@ class ZoneFeed(StageLoop):
                         path, seen = int(key.rsplit(b"/", 1)[1]), int(value)
                         if seen > paths.get(path, -1):
                             paths[path] = seen
+                for p in self.scored() if self.scored is not None else ():
+                    snapshots.pop(p, None)  # its own: never read (the scorer ignores them)
                 states = {p: state for p, v in snapshots.items()
                           if (state := self._decode(p, v)) is not None}  # fmt: skip
                 if paths or states:

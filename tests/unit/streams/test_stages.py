@@ -417,3 +417,33 @@ def test_the_normalize_stage_redoes_a_batch_kafka_did_not_take_after_the_policy_
     (carried,) = broker.topics[settings.topics.normalized]  # the failed delivery, done again
     assert orjson.loads(carried.value())[0]["event"]["id"] == "flows.raw.vpcflow-0-0-0"
     assert stage.waiting.report() is None and stage.restarts == 0
+
+
+def test_the_zones_stage_hands_over_other_partitions_snapshots_and_every_path() -> None:
+    """The changelog holds snapshots of partitions 0 and 1 (0 twice) and paths: a worker
+    that scores partition 0 takes partition 1's snapshot, never its own, and each
+    path's latest sighting; an unreadable snapshot is left out."""
+    import zlib
+
+    from streams.state import ZoneFeed, state_changelog
+
+    from .memory_kafka import MemoryConsumer
+
+    settings = _settings()
+    broker = Broker()
+    topic = state_changelog(settings)
+    for partition, n in ((0, 1), (1, 2), (0, 3)):
+        broker.append(topic, zlib.compress(orjson.dumps({"n": n})), b"%d" % partition)
+    broker.append(topic, b"not zlib", b"2")
+    for key, seen in ((b"1/path/77", b"100"), (b"0/path/77", b"90"), (b"1/path/78", b"5")):
+        broker.append(topic, seen, key)
+    stage = ZoneFeed(settings, scored=lambda: [0])
+    stage._reader = lambda: MemoryConsumer(broker, "zones")
+    stage.start()
+    try:
+        _until(lambda: stage._snapshots != {} and len(stage._paths) == 2)
+    finally:
+        stage.stop()
+    assert stage.take() == ({77: 100, 78: 5}, {1: {"n": 2}})
+    assert stage.take() == ({}, {})  # taken once
+    assert stage.failed is None and stage.restarts == 0
