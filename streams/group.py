@@ -46,9 +46,9 @@ __all__ = ["ALL_ROLES", "WorkerGroup", "cpu_quota", "layout", "merge_metrics", "
 log = logging.getLogger("segwatch.group")
 
 ALL_ROLES: tuple[str, ...] = ("normalize", "score", "index", "alert")
-# normalize's share of the worker's CPU per record (about 14 of 37 us in the pipeline
-# bench): how many of the processes normalize
-_NORMALIZE_SHARE = 0.4
+# normalize's share of the worker's CPU per record (39 of 125 us in the pipeline bench of
+# 2026-12-07; 14 of 37 us on a faster machine): how many of the processes normalize
+_NORMALIZE_SHARE = 1 / 3
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 60.0  # a child that ran this long starts its backoff afresh
 _CANNOT_START = 2  # `segwatch worker`'s exit status for a configuration or model it refuses

@@ -34,7 +34,7 @@ def test_layout_puts_normalize_apart_and_keeps_every_role() -> None:
         assert len(roles) == n
         normalize = sum(r == ("normalize",) for r in roles)
         assert 1 <= normalize < n  # both halves always run
-        assert abs(normalize - 0.4 * n) <= 1, (n, normalize)
+        assert abs(normalize - n / 3) <= 1, (n, normalize)
     # a worker configured for some stages scales those
     assert layout(3, ("normalize",)) == [("normalize",)] * 3
 
