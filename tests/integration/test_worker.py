@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
@@ -622,6 +623,24 @@ def _records_in(port: int) -> dict[str, float]:
     }
 
 
+def _where_stuck(env: dict[str, str], log: Path) -> str:
+    """What a worker that fell short says about itself: records in and lag per stage's
+    topic, its readiness (each stage's state and wait), and its log's last lines."""
+    port = int(env["SEGWATCH_WORKER__WEB_PORT"])
+    samples = scrape(port)
+    counts = {f"{s.name}{sorted(s.labels.items())}": s.value for s in samples
+              if s.name in ("segwatch_records_in_total", "segwatch_consumer_lag")}  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/readyz"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            ready = response.read().decode()
+    except urllib.error.HTTPError as exc:  # 503: not ready, its body says why
+        ready = exc.read().decode()
+    except OSError as exc:
+        ready = f"no answer: {exc}"
+    return f"{counts}\n/readyz: {ready}\n{log.read_text()[-3000:]}"
+
+
 @pytest.mark.timeout(500)
 def test_two_workers_share_the_partitions_and_the_state(
     es: Elasticsearch, unique: str, tmp_path: Path
@@ -834,7 +853,7 @@ def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
             _segwatch("ship", "-f", "vpcflow", str(tmp_path / "two.log"), env=env).returncode == 0
         )
         got = _wait_count(es, stream, shipped, seconds=240)
-        assert got == shipped, (tmp_path / "worker.log").read_text()[-3000:]
+        assert got == shipped, _where_stuck(env, tmp_path / "worker.log")
         _no_duplicates(es, stream)
         assert worker.poll() is None  # the same worker, still running
     finally:
