@@ -162,15 +162,27 @@ class NormalizeLoop(StageLoop):
         }
 
     def _spread(self, producer: Producer) -> int:
-        """The normalized topic's partitions: read as the stage starts, again every
-        minute (partitions added to it are used from then on, as Kafka's own producer
-        would)."""
+        """The normalized topic's partitions: waited for as the stage starts (0 if it is
+        stopped first), read again every minute (partitions added to it are used from
+        then on, as Kafka's own producer would; a failed read keeps the count)."""
         now = time.monotonic()
-        if now - self._counted >= 60 or not self._partitions:
-            self._partitions = len(self._partitions_of(producer, self.settings.topics.normalized))
-            self._counted = now
+        if self._partitions and now - self._counted < 60:
+            return self._partitions
+        topic = self.settings.topics.normalized
+        if not self._partitions:
+            found = len(self._partitions_of(producer, topic))
+        else:
+            try:
+                metadata = producer.list_topics(topic, timeout=5).topics.get(topic)
+                ok = metadata is not None and metadata.error is None
+                found = len(metadata.partitions) if ok and metadata is not None else 0
+            except KafkaException:
+                found = 0
+        self._counted = now
+        if found and found != self._partitions:
+            self._partitions = found
             if self.hot is not None:
-                self.hot.resize(self._partitions)
+                self.hot.resize(found)
         return self._partitions
 
     def _loop(self) -> None:

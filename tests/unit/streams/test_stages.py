@@ -447,3 +447,25 @@ def test_the_zones_stage_hands_over_other_partitions_snapshots_and_every_path() 
     assert stage.take() == ({77: 100, 78: 5}, {1: {"n": 2}})
     assert stage.take() == ({}, {})  # taken once
     assert stage.failed is None and stage.restarts == 0
+
+
+def test_the_normalize_stage_follows_partitions_added_and_keeps_its_count_if_unread() -> None:
+    from confluent_kafka import KafkaException
+
+    from streams.normalize import NormalizeLoop
+
+    broker = Broker(partitions=6)
+    producer = MemoryProducer(broker)
+    stage = NormalizeLoop(_settings(worker={"hot_key_share": 0.1}), lambda: None)  # type: ignore[arg-type, return-value]
+    assert stage._spread(producer) == 6 and stage.hot is not None and stage.hot.spread == 6
+    broker.partitions = 12  # partitions added to the topic
+    assert stage._spread(producer) == 6  # read again once a minute
+    stage._counted -= 61
+    assert stage._spread(producer) == 12 and stage.hot.spread == 12
+
+    def broken(topic: str, timeout: float = 0) -> Any:
+        raise KafkaException("the broker is away")
+
+    producer.list_topics = broken  # type: ignore[method-assign]
+    stage._counted -= 61
+    assert stage._spread(producer) == 12  # a failed read keeps the count
