@@ -95,10 +95,13 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _start_worker(model: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    """`segwatch worker` in the background, its (ECS JSON) log lines going to ``log``."""
+def _start_worker(model: Path, env: dict[str, str], log: Path,
+                  processes: int = 1) -> subprocess.Popen[str]:  # fmt: skip
+    """`segwatch worker` (over ``processes``) in the background, its (ECS JSON) log
+    lines going to ``log``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-m", str(model), "--loglevel", "info"],
+        [sys.executable, "-m", "streams.cli", "worker", "-m", str(model), "--loglevel", "info",
+         "--processes", str(processes)],
         env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -825,14 +828,17 @@ def test_a_worker_group_runs_the_stages_over_processes_and_starts_a_dead_one_aga
 
 
 @pytest.mark.timeout(500)
+@pytest.mark.parametrize("processes", [1, 2])
 def test_kafka_restarted_mid_stream_the_pipeline_resumes_by_itself(
-    es: Elasticsearch, unique: str, tmp_path: Path
+    es: Elasticsearch, unique: str, tmp_path: Path, processes: int
 ) -> None:
+    """The broker stopped and started again mid-stream: the same worker (one process,
+    or a group of two) goes on by itself, and every event is indexed once."""
     env = _env(f"b{unique}", **STATE_ENV)
     assert _segwatch("topics", "create", env=env).returncode == 0
     stream = events_index(f"b{unique}")
     start = int(time.time()) - 3 * 3600
-    worker = _start_worker(TIERS, env, tmp_path / "worker.log")
+    worker = _start_worker(TIERS, env, tmp_path / "worker.log", processes)
     try:
         shipped = _flows(tmp_path / "one.log", LEARNED, start, 60_000)
         assert (
