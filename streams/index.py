@@ -10,10 +10,11 @@ message without it), so nothing is parsed and serialized again. Two bulks are in
 flight at once, so Elasticsearch works while the next one is read; their offsets are
 committed in order, each only once its bulk was acknowledged item by item and its
 refused documents are in the dead-letter topic. Before the first bulk it waits for
-the index templates (:class:`~streams.deliver.TemplateGate`). An outage of Elasticsearch holds the
-loop: the bulk in hand is retried under the retry policy while the consumer
-keeps its group membership with its partitions paused, and ``/readyz`` says the
-stage waits for Elasticsearch; nothing else of the worker waits with it.
+the index templates (:class:`~streams.deliver.TemplateGate`). An outage of
+Elasticsearch holds the loop: the bulk in hand is retried under the retry policy
+while the consumer keeps its group membership with its partitions paused, and
+``/readyz`` says the stage waits for Elasticsearch; nothing else of the worker waits
+with it.
 """
 
 from __future__ import annotations
