@@ -216,9 +216,11 @@ class StageLoop(abc.ABC):
 
         consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
 
-    def _partitions_of(self, client: Consumer | Producer, topic: str) -> list[int]:
+    def _partitions_of(self, client: Consumer | Producer, topic: str,
+                       wait: bool = True) -> list[int]:  # fmt: skip
         """The partitions of ``topic``, once it exists (waiting, and saying so on
-        ``/readyz``); none if the stage is stopped meanwhile."""
+        ``/readyz``); none if the stage is stopped meanwhile, or at the first failed
+        read when not to ``wait``."""
         while not self._stop.is_set():
             try:
                 found = client.list_topics(topic, timeout=10).topics.get(topic)
@@ -226,8 +228,11 @@ class StageLoop(abc.ABC):
             except KafkaException as exc:
                 found, why = None, str(exc)
             if found is not None and found.error is None and found.partitions:
-                self.waiting.end()
+                if wait:
+                    self.waiting.end()
                 return sorted(found.partitions)
+            if not wait:
+                return []
             self.waiting.begin("kafka", why)
             self._stop.wait(1.0)
         return []

@@ -169,15 +169,7 @@ class NormalizeLoop(StageLoop):
         if self._partitions and now - self._counted < 60:
             return self._partitions
         topic = self.settings.topics.normalized
-        if not self._partitions:
-            found = len(self._partitions_of(producer, topic))
-        else:
-            try:
-                metadata = producer.list_topics(topic, timeout=5).topics.get(topic)
-                ok = metadata is not None and metadata.error is None
-                found = len(metadata.partitions) if ok and metadata is not None else 0
-            except KafkaException:
-                found = 0
+        found = len(self._partitions_of(producer, topic, wait=not self._partitions))
         self._counted = now
         if found and found != self._partitions:
             self._partitions = found

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
@@ -630,18 +629,9 @@ def _where_stuck(env: dict[str, str], log: Path) -> str:
     """What a worker that fell short says about itself: records in and lag per stage's
     topic, its readiness (each stage's state and wait), and its log's last lines."""
     port = int(env["SEGWATCH_WORKER__WEB_PORT"])
-    samples = scrape(port)
-    counts = {f"{s.name}{sorted(s.labels.items())}": s.value for s in samples
+    counts = {f"{s.name}{sorted(s.labels.items())}": s.value for s in scrape(port)
               if s.name in ("segwatch_records_in_total", "segwatch_consumer_lag")}  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}/readyz"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            ready = response.read().decode()
-    except urllib.error.HTTPError as exc:  # 503: not ready, its body says why
-        ready = exc.read().decode()
-    except OSError as exc:
-        ready = f"no answer: {exc}"
-    return f"{counts}\n/readyz: {ready}\n{log.read_text()[-3000:]}"
+    return f"{counts}\n/readyz: {_readyz(port)}\n{log.read_text()[-3000:]}"
 
 
 @pytest.mark.timeout(500)
